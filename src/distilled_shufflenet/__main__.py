@@ -1,0 +1,5 @@
+import sys
+
+from distilled_shufflenet.cli import main
+
+sys.exit(main())

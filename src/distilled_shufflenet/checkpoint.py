@@ -1,0 +1,131 @@
+"""Reading and writing checkpoint files: safe loads, clear errors, atomic writes.
+
+``load_pretrained(model, path)`` loads weights that users already hold (torchvision checkpoints,
+3D-ResNets-PyTorch Kinetics checkpoints, our own) into a model, strictly by default.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with an error naming the file on any failure."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a directory, expected a .pt/.pth file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: the file is empty (0 bytes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path}: not a PyTorch checkpoint, or it holds objects other than tensors and "
+            f"plain containers ({first})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({first})") from None
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A reader never sees a half-written file, and a crash mid-write leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def extract_state_dict(obj: Any, path: str | os.PathLike = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint: bare, or nested under ``state_dict`` / ``model``;
+    a ``module.`` prefix (DataParallel / DistributedDataParallel) is removed."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"checkpoint {path}: expected a state dict of tensors (bare, or under 'state_dict' or 'model'), "
+            f"found {type(obj).__name__}"
+        )
+    state = dict(obj)
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _listing(title: str, keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+    return f"{len(keys)} {title}: {shown}"
+
+
+def load_pretrained(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    strict: bool = True,
+    drop_classifier: bool = False,
+) -> dict[str, list[str]]:
+    """Load weights from ``path`` into ``model``.
+
+    ``strict`` (default) fails on any missing, unexpected or wrongly shaped key, listing the first few of
+    each and their counts.  ``drop_classifier`` leaves the model's classifier (``model.classifier_name``,
+    "fc" by default) as initialised when the checkpoint's has another shape, for fine-tuning a Kinetics
+    teacher on UCF101, say.  Returns the keys that were not loaded, by kind.
+    """
+    state = extract_state_dict(read_checkpoint(path), path)
+    own = model.state_dict()
+    dropped: list[str] = []
+    if drop_classifier:
+        head = getattr(model, "classifier_name", "fc") + "."
+        for key in [k for k in state if k.startswith(head)]:
+            if key not in own or own[key].shape != state[key].shape:
+                dropped.append(key)
+                del state[key]
+        own_head = [k for k in own if k.startswith(head)]
+    else:
+        own_head = []
+    missing = [k for k in own if k not in state and k not in own_head]
+    head_missing = [k for k in own_head if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in state
+        if k in own and state[k].shape != own[k].shape
+    ]
+    if strict and (missing or unexpected or shapes):
+        parts = [p for p, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("keys with the wrong shape", shapes)) if keys for p in [_listing(p, keys)]]
+        name = getattr(model, "model_name", type(model).__name__)
+        raise CheckpointError(f"checkpoint {path} does not fit {name}: " + "; ".join(parts))
+    loadable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(loadable, strict=False)
+    return {"missing": missing + head_missing, "unexpected": unexpected, "wrong_shape": shapes, "dropped": dropped}

@@ -1,0 +1,186 @@
+"""The one feature interface every model of the project offers.
+
+Every model (the student and the teachers) is a :class:`TapModel`:
+
+- ``feature_info``: the named feature maps ("taps") it can return, with channels and stride in t/h/w;
+- ``forward_taps(x, ("mid", "final"))``: a dict of the named maps, stopping after the last one asked for;
+- ``forward_features(x)``: every tap, as a dict; ``forward_head(features)``: logits from them;
+  ``forward(x) = forward_head(forward_features(x))``;
+- ``preprocess``: the input the model expects (clip length, crop size, mean/std).
+
+Distillation, fine-tuning, benchmarking and export all go through this door; nothing reaches into a
+model by layer index.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, Sequence
+
+import torch
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's video models (r3d_18, mc3_18, r2plus1d_18) were trained with these Kinetics-400 statistics.
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+
+
+@dataclass(frozen=True)
+class TapInfo:
+    """One named feature map: its channel count and its stride (t, h, w) relative to the input.
+
+    At an input of ``T x H x W`` the map is ``channels x ceil(T/t) x ceil(H/h) x ceil(W/w)``
+    (2D models have ``t = 1``).  ``module`` is the attribute that produces it.
+    """
+
+    name: str
+    channels: int
+    stride: tuple[int, int, int]
+    module: str
+
+    def out_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(C, T', H', W')`` of this tap for an input of the given size."""
+        t, h, w = self.stride
+        return (self.channels, math.ceil(frames / t), math.ceil(height / h), math.ceil(width / w))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What a model expects as input: ``clip_len`` frames, ``crop_size`` square crops after resizing the
+    short side to ``resize``, RGB in [0, 1] normalised with ``mean`` / ``std``."""
+
+    clip_len: int
+    crop_size: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TapModel(nn.Module):
+    """Base class of every model: the feature interface and input validation.
+
+    Subclasses set ``feature_info``, ``preprocess``, ``input_rank`` (5 for clips; 2D models accept 4 or 5)
+    and ``classifier_name``, implement ``forward_features`` and ``forward_head`` explicitly (so that
+    ``forward`` scripts and exports), and list the modules of their trunk in ``_trunk`` in execution
+    order so that :meth:`forward_taps` can stop early.
+    """
+
+    feature_info: tuple[TapInfo, ...] = ()
+    classifier_name: str = "fc"
+    in_channels: int = 3
+    # modules of the trunk, in execution order; forward_taps runs them one after another
+    _trunk: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preprocess: Preprocess | None = None
+        self.model_name: str = type(self).__name__
+        self.model_kwargs: dict = {}
+
+    # ---------------------------------------------------------------- taps
+    @property
+    def tap_names(self) -> tuple[str, ...]:
+        return tuple(info.name for info in self.feature_info)
+
+    def tap(self, name: str) -> TapInfo:
+        for info in self.feature_info:
+            if info.name == name:
+                return info
+        raise ValueError(f"{self.model_name} has no tap {name!r}; its taps are {list(self.tap_names)}")
+
+    def forward_taps(self, x: Tensor, taps: Sequence[str] = ("mid", "final")) -> Dict[str, Tensor]:
+        """The named feature maps for input ``x``, computing only as far as the last tap asked for."""
+        if isinstance(taps, str):
+            taps = (taps,)
+        wanted = [self.tap(name) for name in taps]
+        self.check_input(x, taps)
+        by_module = {info.module: info.name for info in wanted}
+        x, fold = self._enter(x)
+        out: Dict[str, Tensor] = {}
+        for module_name in self._trunk:
+            x = getattr(self, module_name)(x)
+            if module_name in by_module:
+                out[by_module[module_name]] = self._leave(x, fold)
+                if len(out) == len(by_module):
+                    break
+        return {name: out[name] for name in taps}
+
+    def forward_features(self, x: Tensor) -> Dict[str, Tensor]:
+        raise NotImplementedError
+
+    def forward_head(self, features: Dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # hooks for models that fold clip frames into the batch (the 2D family)
+    def _enter(self, x: Tensor) -> tuple[Tensor, int]:
+        return x, 0
+
+    def _leave(self, x: Tensor, fold: int) -> Tensor:
+        return x
+
+    # ---------------------------------------------------------------- validation
+    def min_input_size(self, taps: Sequence[str] | None = None) -> tuple[int, int, int]:
+        """Smallest ``(T, H, W)`` for which every requested tap has at least one full stride of input."""
+        infos = [self.tap(n) for n in (taps if taps is not None else self.tap_names)]
+        return tuple(max(info.stride[i] for info in infos) for i in range(3))  # type: ignore[return-value]
+
+    @torch.jit.unused
+    def check_input(self, x: Tensor, taps: Sequence[str] | None = None) -> None:
+        """Raise ``ValueError`` (stating expected and given shapes) unless ``x`` is a valid input."""
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{self.model_name} expects a torch.Tensor, got {type(x).__name__}")
+        ranks = self._accepted_ranks()
+        layout = " or ".join("(N, C, H, W)" if r == 4 else "(N, C, T, H, W)" for r in ranks)
+        given = tuple(x.shape)
+        if x.dim() not in ranks:
+            raise ValueError(f"{self.model_name} expects a {layout} tensor, got shape {given}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self.model_name} expects {self.in_channels} channels in dim 1 of {layout}, got shape {given}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{self.model_name} expects a floating-point tensor (normalised RGB), got dtype {x.dtype}"
+            )
+        min_t, min_h, min_w = self.min_input_size(taps)
+        t = x.shape[2] if x.dim() == 5 else min_t
+        h, w = x.shape[-2], x.shape[-1]
+        if t < min_t or h < min_h or w < min_w:
+            what = ", ".join(taps) if taps else "all taps"
+            raise ValueError(
+                f"{self.model_name}: input {given} is too small for {what}; it needs at least "
+                f"T>={min_t}, H>={min_h}, W>={min_w} in (N, C, T, H, W)"
+            )
+
+    def _accepted_ranks(self) -> tuple[int, ...]:
+        return (5,)
+
+    # ---------------------------------------------------------------- freezing
+    frozen: bool = False
+
+    def train(self, mode: bool = True) -> "TapModel":
+        # a frozen teacher stays in eval mode even when a parent module is put in training mode
+        return super().train(mode and not self.frozen)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Freeze a teacher: no gradients, and eval mode that survives ``.train()`` on a parent module.
+
+    BatchNorm statistics and dropout must not change while a teacher guides a student, even when the
+    student and teacher sit inside one module that is put in training mode.
+    """
+    if not isinstance(model, TapModel):
+        raise TypeError(f"freeze() takes a model of this package, got {type(model).__name__}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.frozen = True
+    return model.eval()
