@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,17 +29,25 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"checkpoint {path}: is a directory, expected a .pt/.pth file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path}: the file is empty (0 bytes)")
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # weights_only refuses anything but tensors and plain containers
         raise CheckpointError(
             f"checkpoint {path}: not a PyTorch checkpoint, or it holds objects other than tensors and "
-            f"plain containers ({first})"
+            f"plain containers ({_first_line(e)})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({first})") from None
+    except Exception as e:  # torch.load raises many types for damaged files; all mean the same here
+        if is_zip:
+            raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({_first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
