@@ -71,6 +71,13 @@ class TapModel(nn.Module):
     order so that :meth:`forward_taps` can stop early.
     """
 
+    # plain-Python metadata that TorchScript must not try to compile
+    __jit_ignored_attributes__ = [
+        "feature_info", "classifier_name", "in_channels", "_trunk", "preprocess", "model_name",
+        "model_kwargs", "frozen",
+    ]
+    __jit_unused_properties__ = ["tap_names"]
+
     feature_info: tuple[TapInfo, ...] = ()
     classifier_name: str = "fc"
     in_channels: int = 3
@@ -149,17 +156,17 @@ class TapModel(nn.Module):
             )
         if not x.is_floating_point():
             raise ValueError(
-                f"{self.model_name} expects a floating-point tensor (normalised RGB), got dtype {x.dtype}"
+                f"{self.model_name} expects a floating-point tensor (normalised RGB), got dtype {x.dtype} "
+                f"(shape {given})"
             )
         min_t, min_h, min_w = self.min_input_size(taps)
         t = x.shape[2] if x.dim() == 5 else min_t
         h, w = x.shape[-2], x.shape[-1]
         if t < min_t or h < min_h or w < min_w:
             what = ", ".join(taps) if taps else "all taps"
-            raise ValueError(
-                f"{self.model_name}: input {given} is too small for {what}; it needs at least "
-                f"T>={min_t}, H>={min_h}, W>={min_w} in (N, C, T, H, W)"
-            )
+            need = f"H>={min_h}, W>={min_w} in (N, C, H, W)" if x.dim() == 4 else (
+                f"T>={min_t}, H>={min_h}, W>={min_w} in (N, C, T, H, W)")
+            raise ValueError(f"{self.model_name}: input {given} is too small for {what}; it needs at least {need}")
 
     def _accepted_ranks(self) -> tuple[int, ...]:
         return (5,)
