@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny SynthActions dataset in the UCF101 layout, and the real test data folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from distilled_shufflenet.data.synth import SynthConfig, generate_synth_actions
+
+# the classes of the tiny dataset: a pose class, an order pair and a tempo pair
+TINY_SYNTH_CONFIG = SynthConfig(
+    classes=("JumpingJacks", "SquatDown", "StandUp", "WaveFast"),
+    groups=4,
+    clips_per_group=2,
+    frames=24,
+    size=(64, 48),
+    fps=25,
+    seed=0,
+    format="avi",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root of a tiny SynthActions dataset (see ``TINY_SYNTH_CONFIG``), made once per test session.
+
+    UCF101 layout: ``classInd.txt`` (4 classes), ``trainlist0{1,2,3}.txt`` / ``testlist0{1,2,3}.txt``
+    (split 1 tests on group g01: 8 test and 24 train videos), ``<Class>/v_<Class>_gXX_cYY.avi``:
+    32 MPEG-4 AVI videos of 24 frames, 64x48 px, 25 fps. Treat it as read-only.
+    """
+    root = tmp_path_factory.mktemp("tiny_synth")
+    generate_synth_actions(root, TINY_SYNTH_CONFIG, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real test data folder (``../shared/data``); skips the test where it is absent."""
+    path = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    if not path.is_dir():
+        pytest.skip(f"real test data not found at {path}")
+    return path.resolve()
+
+
+def _decode_all(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return np.stack(frames)  # (T, H, W, 3) uint8
+
+
+@pytest.fixture(scope="session")
+def decode_all() -> Callable[[Path], np.ndarray]:
+    """A function decoding every frame of a video with PyAV: ``path -> (T, H, W, 3)`` uint8 RGB."""
+    return _decode_all

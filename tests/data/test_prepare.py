@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from distilled_shufflenet.cli.data_synth import add_prepare_parser
+from distilled_shufflenet.data.prepare import PrepareConfig, prepare_videos, reencode_video, scaled_size
+
+CLIPS = ("JumpingJacks/v_JumpingJacks_g01_c01.avi", "StandUp/v_StandUp_g02_c02.avi")
+
+
+@pytest.fixture
+def small_src(tiny_synth: Path, tmp_path: Path) -> Path:
+    """Two tiny SynthActions videos (64x48), the split lists, a corrupt video and a hidden file."""
+    src = tmp_path / "src"
+    for name in (*CLIPS, "classInd.txt", "trainlist01.txt"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tiny_synth / name, src / name)
+    (src / "Broken").mkdir()
+    (src / "Broken" / "v_Broken_g01_c01.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video")
+    (src / ".cache").write_text("hidden")
+    return src
+
+
+def test_scaled_size() -> None:
+    assert scaled_size(320, 240, 128) == (170, 128)
+    assert scaled_size(240, 320, 128) == (128, 170)
+    assert scaled_size(340, 256, 128) == (170, 128)
+    assert scaled_size(64, 48, 128) == (64, 48)  # never enlarged
+    assert scaled_size(101, 75, 50) == (68, 50)  # even sides
+
+
+def test_prepare_shrinks_keeps_layout_skips_corrupt_and_resumes(small_src: Path, tmp_path: Path,
+                                                                decode_all) -> None:
+    dst = tmp_path / "dst"
+    report = prepare_videos(small_src, dst, PrepareConfig(short_side=32), workers=1, progress=False)
+    assert (report.converted, report.existing, report.copied) == (2, 0, 2)
+    assert [name for name, _ in report.failed] == ["Broken/v_Broken_g01_c01.avi"]
+    assert "Broken/v_Broken_g01_c01.avi" in str(report)
+    files = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    assert files == sorted([*CLIPS, "classInd.txt", "trainlist01.txt"])  # no output for the broken one
+    for name in ("classInd.txt", "trainlist01.txt"):
+        assert (dst / name).read_bytes() == (small_src / name).read_bytes()
+    for name in CLIPS:
+        before, after = decode_all(small_src / name), decode_all(dst / name)
+        assert after.shape == (len(before), 32, 42, 3)  # 64x48 -> 42x32, every frame kept
+        with av.open(str(dst / name)) as c:
+            assert c.streams.video[0].average_rate == 25
+            assert c.streams.video[0].codec_context.name == "mpeg4"
+        # the same picture, smaller: compare against a 2x2-block shrink of the source's middle
+        small = before.reshape(len(before), 24, 2, 32, 2, 3).mean(axis=(2, 4))  # (T, 24, 32, 3)
+        assert np.abs(small.mean(axis=(1, 2)) - after.mean(axis=(1, 2))).max() < 6
+
+    # resume: nothing to do, then only the missing video
+    again = prepare_videos(small_src, dst, PrepareConfig(short_side=32), workers=1, progress=False)
+    assert (again.converted, again.existing, again.copied, len(again.failed)) == (0, 2, 0, 1)
+    (dst / CLIPS[0]).unlink()
+    again = prepare_videos(small_src, dst, PrepareConfig(short_side=32), workers=1, progress=False)
+    assert (again.converted, again.existing) == (1, 1)
+
+
+@pytest.mark.slow
+def test_prepare_in_parallel(small_src: Path, tmp_path: Path) -> None:
+    report = prepare_videos(small_src, tmp_path / "dst", PrepareConfig(short_side=24), workers=2, progress=False)
+    assert report.converted == 2 and len(report.failed) == 1
+
+
+def test_real_ucf101_video(shared_data: Path, tmp_path: Path, decode_all) -> None:
+    src = shared_data / "videos" / "ucf101" / "v_PushUps_g01_c01.avi"  # XVID 320x240, 56 frames, with no audio
+    out = reencode_video(src, tmp_path / "v.avi", PrepareConfig(short_side=64))
+    frames = decode_all(out)
+    assert frames.shape == (56, 64, 86, 3)
+    original = decode_all(src)
+    assert abs(float(original.mean()) - float(frames.mean())) < 3
+
+
+def test_bad_arguments(small_src: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="inside"):
+        prepare_videos(small_src, small_src / "out", progress=False)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        prepare_videos(tmp_path / "nowhere", tmp_path / "dst", progress=False)
+    with pytest.raises(ValueError, match="short_side"):
+        PrepareConfig(short_side=0)
+    with pytest.raises(ValueError, match="codec"):
+        PrepareConfig(codec="no-such-codec")
+
+
+def test_cli(small_src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="dsn data")
+    add_prepare_parser(parser.add_subparsers(dest="what"))
+    args = parser.parse_args(["prepare", str(small_src), str(tmp_path / "out"), "--short-side", "24",
+                              "--workers", "1", "--codec", "mpeg4", "--quality", "6"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "2 converted" in out and "1 unreadable" in out and "v_Broken_g01_c01.avi" in out
+    with av.open(str(tmp_path / "out" / CLIPS[1])) as c:
+        assert (c.streams.video[0].width, c.streams.video[0].height) == (32, 24)
