@@ -1,0 +1,324 @@
+"""The (2+1)D ShuffleNet student: architecture of the paper preset, taps, heads, validation, export."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from distilled_shufflenet.models import IMAGENET_MEAN, create_model
+from distilled_shufflenet.models.student import (
+    DownUnit,
+    ShuffleNet2Plus1D,
+    SpatialMaxPool,
+    Unit,
+    channel_shuffle,
+    shufflenet2plus1d,
+)
+
+TINY = dict(num_classes=5, stem_channels=8, widths=(8, 16, 32), units=(1, 1, 1), adapter_channels=(16, 32))
+BACKBONE = ("stem", "stage2", "stage3", "stage4")
+
+
+def tiny(**kwargs) -> ShuffleNet2Plus1D:
+    torch.manual_seed(0)
+    return shufflenet2plus1d(**{**TINY, **kwargs})
+
+
+def n_params(model: nn.Module, names: tuple[str, ...]) -> int:
+    return sum(p.numel() for name in names for p in getattr(model, name).parameters())
+
+
+@pytest.fixture(scope="module")
+def paper() -> ShuffleNet2Plus1D:
+    return create_model("shufflenet2plus1d").eval()
+
+
+# ------------------------------------------------------------------------------------------ architecture
+def test_paper_preset_parameter_counts(paper: ShuffleNet2Plus1D) -> None:
+    backbone = n_params(paper, BACKBONE)
+    adapters = n_params(paper, ("adapt_mid", "adapt_final"))
+    assert backbone == 15_845_440 and round(backbone / 1e6, 2) == 15.85
+    assert adapters == 1_316_864 and round((backbone + adapters) / 1e6, 2) == 17.16
+    # flatten head: 1024 + 2048 x 2 time steps
+    assert (paper.fc.in_features, paper.fc.out_features) == (5120, 101)
+
+
+def test_paper_preset_layers(paper: ShuffleNet2Plus1D) -> None:
+    assert [name for name, _ in paper.named_children()] == [*BACKBONE, "adapt_mid", "adapt_final", "dropout", "fc"]
+    assert not list(paper.dropout.parameters())
+    assert [len(getattr(paper, s)) for s in ("stage2", "stage3", "stage4")] == [5, 13, 5]
+    stem_conv = paper.stem[0][0]
+    assert (stem_conv.in_channels, stem_conv.out_channels) == (3, 64)
+    assert (stem_conv.kernel_size, stem_conv.stride, stem_conv.padding) == ((3, 7, 7), (1, 2, 2), (1, 3, 3))
+    assert isinstance(paper.stem[1], SpatialMaxPool)
+    down = paper.stage3[0]
+    assert [c[0].kernel_size for c in down.branch] == [(1, 3, 3), (3, 1, 1), (1, 3, 3), (3, 1, 1)]
+    assert [c[0].stride for c in down.branch] == [(1, 2, 2), (2, 1, 1), (1, 1, 1), (1, 1, 1)]
+    assert (down.shortcut[0].kernel_size, down.shortcut[0].stride) == ((3, 3, 3), (2, 2, 2))
+    assert (down.branch[0][0].in_channels, down.branch[0][0].out_channels) == (128, 128)
+    assert paper.stage3[1].branch[0][0].in_channels == 128  # a unit's branch sees half of the 2w channels
+    assert paper.adapt_mid[0].kernel_size == (1, 1, 1) and paper.adapt_final[0].out_channels == 2048
+    convs = [m for m in paper.modules() if isinstance(m, nn.Conv3d)]
+    assert all(c.bias is None for c in convs)
+    assert len(convs) == sum(isinstance(m, nn.BatchNorm3d) for m in paper.modules())
+
+
+def test_paper_preset_metadata(paper: ShuffleNet2Plus1D) -> None:
+    assert paper.model_name == "shufflenet2plus1d" and paper.tap_names == ("mid", "final")
+    assert [(i.channels, i.stride, i.module) for i in paper.feature_info] == [
+        (256, (4, 16, 16), "stage3"), (512, (8, 32, 32), "stage4")]
+    p = paper.preprocess
+    assert (p.clip_len, p.crop_size, p.resize, p.mean) == (16, 224, 256, IMAGENET_MEAN)
+    no_pool = tiny(stem_pool=False)
+    assert [i.stride for i in no_pool.feature_info] == [(4, 8, 8), (8, 16, 16)]
+
+
+def test_paper_preset_tap_shapes_at_16x224(paper: ShuffleNet2Plus1D) -> None:
+    with torch.no_grad():
+        feats = paper.forward_features(torch.randn(1, 3, 16, 224, 224))
+    assert feats["mid"].shape == (1, 256, 4, 14, 14) and feats["final"].shape == (1, 512, 2, 7, 7)
+    for info in paper.feature_info:
+        assert feats[info.name].shape[1:] == info.out_shape(16, 224, 224)
+
+
+@pytest.mark.parametrize("stem_pool", [True, False])
+@pytest.mark.parametrize("size", [(8, 112, 112), (16, 112, 112), (9, 67, 45)])
+def test_tap_shapes_follow_feature_info(size: tuple[int, int, int], stem_pool: bool) -> None:
+    model = tiny(stem_pool=stem_pool, head_pool="mean").eval()
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(2, 3, *size))
+    for info in model.feature_info:
+        assert feats[info.name].shape == (2, *info.out_shape(*size)), info.name
+    if size == (8, 112, 112) and stem_pool:
+        assert feats["mid"].shape[2:] == (2, 7, 7) and feats["final"].shape[2:] == (1, 4, 4)
+
+
+def test_weight_init() -> None:
+    torch.manual_seed(0)
+    model = shufflenet2plus1d(num_classes=50, widths=(64, 64, 64), units=(1, 1, 1), adapter_channels=(16, 32))
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm3d)]
+    assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
+    conv = model.stage3[1].branch[0][0].weight  # (64, 64, 1, 3, 3): fan_out = 64 * 9
+    assert abs(conv.std().item() / (2 / (64 * 9)) ** 0.5 - 1) < 0.05
+    assert abs(model.fc.weight.std().item() / 0.01 - 1) < 0.1 and bool((model.fc.bias == 0).all())
+
+
+# ------------------------------------------------------------------------------------------ building blocks
+def test_channel_shuffle_interleaves_two_groups() -> None:
+    x = torch.arange(6.0).view(1, 6, 1, 1, 1)
+    assert channel_shuffle(x).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def test_unit_passes_the_first_half_through_and_keeps_shape() -> None:
+    unit = Unit(4).eval()
+    x = torch.randn(2, 8, 3, 5, 6)
+    with torch.no_grad():
+        y = unit(x)
+        branch = unit.branch(x[:, 4:])
+    assert y.shape == x.shape
+    torch.testing.assert_close(y[:, 1::2], x[:, :4], rtol=0, atol=0)  # channel_shuffle(cat(branch(b), a))
+    torch.testing.assert_close(y[:, 0::2], branch, rtol=0, atol=0)
+
+
+def test_down_unit_halves_t_h_w_and_concatenates_both_paths() -> None:
+    down = DownUnit(3, 4).eval()
+    x = torch.randn(2, 3, 5, 9, 8)
+    with torch.no_grad():
+        y = down(x)
+        main, shortcut = down.branch(x), down.shortcut(x)
+    assert y.shape == (2, 8, 3, 5, 4)
+    torch.testing.assert_close(y[:, 0::2], main, rtol=0, atol=0)
+    torch.testing.assert_close(y[:, 1::2], shortcut, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [(3, 17, 13), (2, 8, 8), (1, 1, 2)])
+def test_spatial_max_pool_equals_max_pool3d(size: tuple[int, int, int]) -> None:
+    reference = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    x = torch.randn(2, 5, *size, requires_grad=True)
+    y, y_ref = SpatialMaxPool()(x), reference(x)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    grad = torch.randn_like(y)
+    (g,) = torch.autograd.grad(y, x, grad)
+    (g_ref,) = torch.autograd.grad(y_ref, x, grad)
+    torch.testing.assert_close(g, g_ref)
+
+
+# ------------------------------------------------------------------------------------------ heads
+def test_flatten_head_keeps_time_steps_and_needs_clip_len() -> None:
+    model = tiny(clip_len=16).eval()
+    assert model.fc.in_features == 16 + 32 * 2
+    x = torch.randn(2, 3, 16, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        logits = model.forward_head(feats)
+        final = model.adapt_final(feats["final"]).mean(dim=(3, 4)).flatten(1)  # (2, 32 * 2), channel-major
+        mid = model.adapt_mid(feats["mid"]).mean(dim=(2, 3, 4))
+        swapped = model.forward_head({"mid": feats["mid"], "final": feats["final"].flip(2)})
+    assert logits.shape == (2, 5)
+    torch.testing.assert_close(logits, model.fc(torch.cat((mid, final), 1)))
+    assert not torch.allclose(logits, swapped)  # the order of the final time steps matters
+    with pytest.raises(ValueError) as err:
+        model(torch.randn(2, 3, 8, 64, 64))
+    assert "clip_len=16" in str(err.value) and 'head_pool="mean"' in str(err.value)
+
+
+def test_mean_head_takes_any_clip_length() -> None:
+    model = tiny(clip_len=16, head_pool="mean").eval()
+    assert model.fc.in_features == 16 + 32
+    with torch.no_grad():
+        for frames in (8, 16, 24):
+            assert model(torch.randn(2, 3, frames, 64, 64)).shape == (2, 5)
+        feats = model.forward_features(torch.randn(2, 3, 16, 64, 64))
+        swapped = model.forward_head({"mid": feats["mid"], "final": feats["final"].flip(2)})
+        torch.testing.assert_close(model.forward_head(feats), swapped)
+
+
+def test_forward_head_names_missing_taps() -> None:
+    model = tiny(clip_len=8)
+    with pytest.raises(ValueError, match="final"):
+        model.forward_head({"mid": torch.randn(1, 32, 2, 4, 4)})
+
+
+def test_dropout_acts_in_training_only() -> None:
+    model = tiny(clip_len=8, dropout=0.5)
+    assert model.dropout.p == 0.5
+    feats = model.eval().forward_features(torch.randn(2, 3, 8, 32, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_head(feats), model.forward_head(feats), rtol=0, atol=0)
+        model.train()
+        assert not torch.equal(model.forward_head(feats), model.forward_head(feats))
+
+
+# ------------------------------------------------------------------------------------------ validation
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(num_classes=0), "num_classes"),
+        (dict(num_classes=True), "num_classes"),
+        (dict(stem_channels=-1), "stem_channels"),
+        (dict(widths=(8, 16)), "widths"),
+        (dict(widths=(8, 16, 0)), "widths"),
+        (dict(widths=(8, 16, 32.0)), "widths"),
+        (dict(units=(1, 1)), "units"),
+        (dict(units=(1, -1, 1)), "units"),
+        (dict(adapter_channels=(16,)), "adapter_channels"),
+        (dict(clip_len=4), "clip_len"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(in_channels=0), "in_channels"),
+        (dict(stem_pool="yes"), "stem_pool"),
+    ],
+)
+def test_bad_kwargs_name_the_argument(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        tiny(**kwargs)
+
+
+def test_unknown_head_pool_lists_the_choices() -> None:
+    with pytest.raises(ValueError) as err:
+        tiny(head_pool="max")
+    assert all(word in str(err.value) for word in ("head_pool", "'max'", "flatten", "mean"))
+
+
+def test_zero_units_leaves_only_the_down_units() -> None:
+    model = tiny(units=(0, 0, 0), clip_len=8).eval()
+    assert [len(getattr(model, s)) for s in ("stage2", "stage3", "stage4")] == [1, 1, 1]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 8, 32, 32)).shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: torch.randn(3, 8, 64, 64), "(N, C, T, H, W)"),  # rank 4
+        (lambda: torch.randn(1, 2, 8, 64, 64), "3 channels"),
+        (lambda: torch.randint(0, 255, (1, 3, 8, 64, 64), dtype=torch.uint8), "dtype"),
+        (lambda: torch.randn(1, 3, 4, 64, 64), "too small"),  # fewer frames than the final tap's stride
+        (lambda: torch.randn(1, 3, 8, 16, 64), "too small"),
+    ],
+)
+def test_bad_inputs_name_the_given_shape(make, words: str) -> None:
+    model = tiny(clip_len=8).eval()
+    x = make()
+    with pytest.raises(ValueError) as err:
+        model(x)
+    assert words in str(err.value) and str(tuple(x.shape)) in str(err.value)
+
+
+def test_other_input_channel_counts() -> None:
+    model = tiny(in_channels=2, clip_len=8).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 2, 8, 32, 32)).shape == (1, 5)
+    with pytest.raises(ValueError, match="2 channels"):
+        model(torch.randn(1, 3, 8, 32, 32))
+
+
+# ------------------------------------------------------------------------------------------ taps, gradients
+def test_forward_taps_matches_forward_features_and_stops_early() -> None:
+    model = tiny(clip_len=8).eval()
+    calls: list[int] = []
+    model.stage4.register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        mid = model.forward_taps(x, ("mid",))
+        assert calls == []
+        both = model.forward_taps(x, ("final", "mid"))
+        feats = model.forward_features(x)
+    assert list(mid) == ["mid"] and list(both) == ["final", "mid"]
+    torch.testing.assert_close(mid["mid"], feats["mid"], rtol=0, atol=0)
+    torch.testing.assert_close(both["final"], feats["final"], rtol=0, atol=0)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    model = tiny(clip_len=8).train()
+    model(torch.randn(2, 3, 8, 32, 32)).square().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+        assert p.grad.abs().sum() > 0, name
+
+
+# ------------------------------------------------------------------------------------------ export
+def _export_model() -> tuple[ShuffleNet2Plus1D, torch.Tensor]:
+    model = tiny(clip_len=8).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so a mistake in eval-mode BN would show
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm3d)):
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return model, torch.randn(2, 3, 8, 64, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_matches_eager() -> None:
+    model, x = _export_model()
+    scripted = torch.jit.script(model)
+    other = torch.randn(3, 3, 8, 48, 64)
+    with torch.no_grad():
+        for clip in (x, other):
+            torch.testing.assert_close(scripted(clip), model(clip))
+        torch.testing.assert_close(scripted.forward_features(x)["mid"], model.forward_features(x)["mid"])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torch_jit_trace_matches_eager() -> None:
+    model, x = _export_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input checks see constant shapes
+        traced = torch.jit.trace(model, x, check_trace=False)  # compared with eager below
+    other = torch.randn(3, 3, 8, 64, 64)
+    with torch.no_grad():
+        for clip in (x, other):
+            torch.testing.assert_close(traced(clip), model(clip))
+
+
+@pytest.mark.slow
+def test_torch_export_with_dynamic_batch_matches_eager() -> None:
+    model, x = _export_model()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},)).module()
+    with torch.no_grad():
+        for clip in (x, torch.randn(1, 3, 8, 64, 64), torch.randn(5, 3, 8, 64, 64)):
+            torch.testing.assert_close(exported(clip), model(clip))
