@@ -1,0 +1,201 @@
+"""Find the videos of a folder or a dataset that training would have to skip, before training.
+
+Each video is opened and its first frame decoded (``full=True`` decodes every frame, which also finds
+truncated and corrupt files).  A video is reported when it is
+
+- ``missing``: listed by a split or list file but not on disk;
+- ``empty``: a 0-byte file, or a file with no decodable frame;
+- ``unreadable``: it cannot be opened or has no video stream;
+- ``corrupt`` (``full`` only): some packets fail to decode, or fewer frames decode than the file states;
+- ``too_short``: fewer than ``min_frames`` frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from distilled_shufflenet.data.datasets import (
+    find_videos,
+    hmdb51_splits_dir,
+    read_hmdb51_split,
+    read_ucf101_split,
+    read_video_list,
+    ucf101_splits_dir,
+)
+from distilled_shufflenet.data.video import VideoDecodeError, VideoReader
+
+__all__ = [
+    "PROBLEM_KINDS",
+    "CheckReport",
+    "VideoProblem",
+    "check_dataset",
+    "check_video",
+    "check_videos",
+    "dataset_paths",
+]
+
+PROBLEM_KINDS = ("missing", "empty", "unreadable", "corrupt", "too_short")
+CHECK_SUBSETS = ("train", "test", "all")
+
+
+@dataclass(frozen=True)
+class VideoProblem:
+    """One bad video: its path, the kind of problem (see ``PROBLEM_KINDS``) and the reason."""
+
+    path: str
+    kind: str
+    reason: str
+
+
+@dataclass
+class CheckReport:
+    """The outcome of a check: how many videos were looked at and which of them are bad."""
+
+    source: str
+    checked: int
+    min_frames: int
+    full: bool
+    problems: list[VideoProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        return {k: n for k in PROBLEM_KINDS if (n := sum(p.kind == k for p in self.problems))}
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "checked": self.checked,
+            "bad": len(self.problems),
+            "min_frames": self.min_frames,
+            "full": self.full,
+            "counts": self.counts(),
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def format(self) -> str:
+        """Human-readable report: one line per bad video, then a summary line."""
+        lines = [f"{p.kind:<10s} {p.path}: {p.reason}" for p in self.problems]
+        if self.ok:
+            lines.append(f"{self.source}: all {self.checked} videos are readable with >= {self.min_frames} frames")
+        else:
+            kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self.counts().items())
+            lines.append(f"{self.source}: {len(self.problems)} of {self.checked} videos are bad ({kinds})")
+        return "\n".join(lines)
+
+
+def check_video(path: str | os.PathLike, *, min_frames: int = 16, full: bool = False) -> VideoProblem | None:
+    """The problem of one video, or None if it is fine (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        return VideoProblem(str(path), "missing", "no such file")
+    try:
+        with VideoReader(path, count=full) as reader:
+            info = reader.info
+            if full and reader.decode_errors:
+                return VideoProblem(
+                    str(path), "corrupt", f"{reader.decode_errors} packet(s) failed to decode ({reader.first_error})"
+                )
+            if full and reader.stated_frames > info.num_frames:
+                return VideoProblem(
+                    str(path), "corrupt",
+                    f"truncated: the file states {reader.stated_frames} frames, {info.num_frames} decode",
+                )
+    except VideoDecodeError as e:
+        empty = "0 bytes" in e.reason or e.reason.startswith("no frames decoded")
+        return VideoProblem(str(path), "empty" if empty else "unreadable", e.reason)
+    except OSError as e:
+        return VideoProblem(str(path), "unreadable", f"cannot read: {e.strerror or e}")
+    if info.num_frames < min_frames:
+        return VideoProblem(str(path), "too_short", f"{info.num_frames} frames, fewer than {min_frames}")
+    return None
+
+
+def check_videos(
+    paths: Iterable[str | os.PathLike],
+    *,
+    min_frames: int = 16,
+    full: bool = False,
+    progress: bool = True,
+    source: str = "videos",
+) -> CheckReport:
+    """Check every video of ``paths`` (with a progress bar on stderr)."""
+    if min_frames < 1:
+        raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+    paths = list(paths)
+    report = CheckReport(source, len(paths), min_frames, full)
+    for path in tqdm(paths, desc="check", unit="video", disable=not progress, dynamic_ncols=True):
+        problem = check_video(path, min_frames=min_frames, full=full)
+        if problem is not None:
+            report.problems.append(problem)
+    return report
+
+
+def dataset_paths(
+    kind: str,
+    root: str | os.PathLike | None,
+    *,
+    splits_dir: str | os.PathLike | None = None,
+    split: int = 1,
+    subset: str = "all",
+    list_file: str | os.PathLike | None = None,
+) -> list[Path]:
+    """Every video path a dataset lists (present on disk or not), ``subset`` ``"train"``, ``"test"`` or
+    ``"all"`` (both) for the official splits."""
+    from distilled_shufflenet.data.factory import DATASET_KINDS
+
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
+    if subset not in CHECK_SUBSETS:
+        raise ValueError(f"subset must be one of {', '.join(CHECK_SUBSETS)}, got {subset!r}")
+    if kind == "list":
+        if list_file is None:
+            raise ValueError("dataset kind 'list' needs a list file")
+        return [r.path for r in read_video_list(list_file, root)[0]]
+    if root is None:
+        raise ValueError(f"dataset kind {kind!r} needs a root folder")
+    root = Path(root)
+    if kind == "folder":
+        return find_videos(root)
+    subsets = ("train", "test") if subset == "all" else (subset,)
+    if kind == "ucf101":
+        splits = Path(splits_dir) if splits_dir is not None else ucf101_splits_dir(root)
+        records = [r for s in subsets for r in read_ucf101_split(splits, split, s, root=root)]
+    else:
+        splits = Path(splits_dir) if splits_dir is not None else hmdb51_splits_dir(root)
+        records = [r for s in subsets for r in read_hmdb51_split(splits, split, s, root=root)]
+    return list(dict.fromkeys(r.path for r in records))
+
+
+def check_dataset(
+    kind: str,
+    root: str | os.PathLike | None,
+    *,
+    splits_dir: str | os.PathLike | None = None,
+    split: int = 1,
+    subset: str = "all",
+    list_file: str | os.PathLike | None = None,
+    min_frames: int = 16,
+    full: bool = False,
+    progress: bool = True,
+) -> CheckReport:
+    """Check every video a dataset lists; missing files are reported as ``missing``."""
+    paths = dataset_paths(kind, root, splits_dir=splits_dir, split=split, subset=subset, list_file=list_file)
+    if kind == "folder":
+        source = str(root)
+    elif kind == "list":
+        source = str(list_file)
+    else:
+        source = f"{kind} split {split} ({subset}) under {root}"
+    return check_videos(paths, min_frames=min_frames, full=full, progress=progress, source=source)

@@ -1,0 +1,57 @@
+"""One door to every dataset kind, so that command-line tools can build any of them from flags."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from distilled_shufflenet.data.datasets import HMDB51, UCF101, VideoClips, VideoFolder, VideoList, unlabelled
+
+__all__ = ["DATASET_KINDS", "build_dataset"]
+
+DATASET_KINDS = ("ucf101", "hmdb51", "list", "folder")
+
+
+def build_dataset(
+    kind: str,
+    root: str | os.PathLike | None,
+    *,
+    splits_dir: str | os.PathLike | None = None,
+    split: int = 1,
+    subset: str = "train",
+    list_file: str | os.PathLike | None = None,
+    classes: Any = None,
+    labels: bool = True,
+    **clip_options: Any,
+) -> VideoClips:
+    """A dataset of ``kind`` (one of :data:`DATASET_KINDS`).
+
+    - ``"ucf101"`` / ``"hmdb51"``: videos under ``root``, split files in ``splits_dir`` (default: see
+      :class:`UCF101` / :class:`HMDB51`), official ``split`` and ``subset`` (``"train"`` or ``"test"``);
+    - ``"list"``: the videos of ``list_file`` (paths relative to ``root``, default the list's folder),
+      with ``classes`` as in :class:`VideoList`;
+    - ``"folder"``: every video under ``root``; it has no labels, so it needs ``labels=False``.
+
+    ``labels=False`` returns the unlabelled view (:func:`unlabelled`): samples without ``"label"``, as
+    distillation reads them.  ``clip_options`` are those of :class:`ClipOptions`.
+    """
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
+    if kind == "list":
+        if list_file is None:
+            raise ValueError("dataset kind 'list' needs list_file (a CSV or text file of 'path,label' lines)")
+    elif root is None:
+        raise ValueError(f"dataset kind {kind!r} needs a root folder of videos")
+    if kind == "folder":
+        if labels:
+            raise ValueError(
+                "dataset kind 'folder' has no labels; use labels=False, or a 'list' of 'path,label' lines"
+            )
+        return VideoFolder(root, **clip_options)
+    if kind == "ucf101":
+        dataset: VideoClips = UCF101(root, splits_dir, split, subset, **clip_options)
+    elif kind == "hmdb51":
+        dataset = HMDB51(root, splits_dir, split, subset, **clip_options)
+    else:
+        dataset = VideoList(list_file, root, classes, **clip_options)
+    return dataset if labels else unlabelled(dataset)
