@@ -1,0 +1,238 @@
+"""Evaluation: exact figures on hand-made predictions, then end to end on a tiny student and dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from distilled_shufflenet.cli import main
+from distilled_shufflenet.engine.checkpointing import save_checkpoint
+from distilled_shufflenet.engine.evaluate import EvalConfig, evaluate, evaluate_checkpoint, write_report
+from distilled_shufflenet.models import IMAGENET_MEAN, IMAGENET_STD, create_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- hand-made predictions
+class Readout(nn.Module):
+    """A "model" whose logits are written in its input: ``x[:, 0, 0, 0, :]`` of a (N, 3, 1, 1, C) clip."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, 0, 0, 0, :]  # (N, C)
+
+
+def _view(*logits: float) -> Tensor:
+    clip = torch.zeros(3, 1, 1, len(logits))  # (3, T, H, W)
+    clip[0, 0, 0] = torch.tensor(logits)
+    return clip
+
+
+class HandMade(Dataset):
+    """5 videos of 3 classes, 2 views each (or one in the clip-level variant); video 3 cannot be read.
+
+    v0 (a): [6, 0, 0] + [0, 7, 6.5]  mean prob -> a (right), mean logit -> b (wrong)
+    v1 (b): [0, 3, 1] + [1, 2, 0]    -> b (right)
+    v2 (c): [2, 1, 0] + [3, 0, 1]    -> a (wrong; c is ranked last)
+    v3 (a): unreadable
+    v4 (c): [0, 0, 1] + [0, 0, 2]    -> c (right)
+    """
+
+    classes = ["a", "b", "c"]
+    labels = [0, 1, 2, 0, 2]
+    views = {
+        0: [(6, 0, 0), (0, 7, 6.5)],
+        1: [(0, 3, 1), (1, 2, 0)],
+        2: [(2, 1, 0), (3, 0, 1)],
+        4: [(0, 0, 1), (0, 0, 2)],
+    }
+
+    def __init__(self, clip_level: bool = False) -> None:
+        self.clip_level = clip_level
+
+    def __len__(self) -> int:
+        return 5
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i == 3:
+            return {"index": 3, "failures": [{"index": 3, "path": "a/v3.avi", "reason": "cannot decode"}]}
+        views = [_view(*v) for v in self.views[i]]
+        clip = views[1] if self.clip_level else torch.stack(views)  # (3, 1, 1, 3) or (2, 3, 1, 1, 3)
+        return {"clip": clip, "index": i, "label": self.labels[i]}
+
+
+def _hand_made(average: str = "prob"):
+    # 3 videos per batch, 3 clips per forward pass: video 1's two views land in two different passes
+    return evaluate(Readout(), HandMade(), clip_dataset=HandMade(clip_level=True), batch_size=3, device="cpu",
+                    average=average, progress=False)
+
+
+def test_evaluate_figures_on_hand_made_predictions() -> None:
+    report = _hand_made()
+    video, clip = report.video, report.clip
+    assert (video.videos, video.scored, video.unscored, video.views_per_video) == (5, 4, 1, 2)
+    assert video.correct == {1: 3, 5: 4}  # top-5 of 3 classes: every scored video
+    assert video.accuracy(1) == 3 / 5 and video.accuracy_scored(1) == 3 / 4
+    assert video.accuracy(5) == 4 / 5 and video.accuracy_scored(5) == 1.0
+    assert clip is not None and clip.views_per_video == 1
+    assert clip.correct == {1: 2, 5: 4}  # the second views alone: v1 and v4 right
+    assert clip.accuracy(1) == 2 / 5 and clip.accuracy_scored(1) == 2 / 4
+    assert report.confusion == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    rows = {r["class"]: (r["videos"], r["scored"], r["correct"], r["accuracy"], r["accuracy_scored"])
+            for r in report.per_class}
+    assert rows == {"a": (2, 1, 1, 0.5, 1.0), "b": (1, 1, 1, 1.0, 1.0), "c": (2, 2, 1, 0.5, 0.5)}
+    assert report.unscored == [{"index": 3, "path": "a/v3.avi", "reason": "cannot decode", "levels": ["clip", "video"]}]
+
+
+def test_evaluate_can_average_logits_instead() -> None:
+    report = _hand_made("logit")
+    assert report.video.correct[1] == 2  # v0 flips to b
+    assert report.confusion == [[0, 1, 0], [0, 1, 0], [1, 0, 1]]
+    assert "logits" in report.to_dict()["video_scores"]
+
+
+def test_report_is_json_and_says_which_figure_is_which(tmp_path: Path) -> None:
+    report = _hand_made()
+    json_path, png_path = write_report(report, tmp_path / "out")
+    data = json.loads(json_path.read_text())
+    assert data["video_level"]["top1"] == 0.6 and data["video_level"]["top1_scored"] == 0.75
+    assert data["clip_level"]["top1"] == 0.4
+    assert data["unscored_videos"]["count"] == 1 and data["unscored_videos"]["videos"][0]["path"] == "a/v3.avi"
+    assert "softmax probabilities" in data["video_scores"]
+    assert "count as wrong" in data["notes"]["top1, top5"]
+    assert data["confusion_matrix"] == report.confusion and data["classes"] == ["a", "b", "c"]
+    assert png_path.read_bytes()[:8] == PNG_MAGIC
+    summary = report.summary()
+    assert "a/v3.avi: cannot decode" in summary and "over the 4 scored" in summary
+
+
+def test_evaluate_checks_the_model_output_against_the_classes() -> None:
+    class TwoClasses(HandMade):
+        classes = ["a", "b"]
+
+    with pytest.raises(ValueError, match=r"expected \(N, 2\) logits"):
+        evaluate(Readout(), TwoClasses(), device="cpu", progress=False)
+
+
+# --------------------------------------------------------------------------- end to end
+TINY = dict(num_classes=4, widths=(8, 16, 32), units=(1, 1, 1), adapter_channels=(16, 32), clip_len=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_synth: Path) -> Path:
+    """A randomly initialised tiny student saved as a run checkpoint with the tiny dataset's classes."""
+    torch.manual_seed(0)
+    model = create_model("shufflenet2plus1d", **TINY)
+    classes = [line.split()[1] for line in (tiny_synth / "classInd.txt").read_text().splitlines() if line.strip()]
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    save_checkpoint(path, {
+        "model_name": "shufflenet2plus1d",
+        "model_kwargs": TINY,
+        "state_dict": model.state_dict(),
+        "classes": classes,
+        "preprocess": {"clip_len": 8, "crop_size": 32, "resize": 37, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "epoch": 1,
+    })
+    return path
+
+
+def _png_ok(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5_000
+
+
+@pytest.mark.slow
+def test_cli_evaluate_end_to_end_three_crops_two_clips(tiny_checkpoint: Path, tiny_synth: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval"
+    rc = main(["evaluate", str(tiny_checkpoint), "--dataset", "ucf101", "--data-root", str(tiny_synth),
+               "--clips", "2", "--crops", "3", "--batch-size", "4", "--workers", "0", "--device", "cpu",
+               "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "clip level" in printed and "video level (6 views/video)" in printed and "unscored videos: 0" in printed
+    data = json.loads((out / "report.json").read_text())
+    assert data["dataset"]["videos"] == 8 and data["dataset"]["split"] == 1 and data["dataset"]["subset"] == "test"
+    assert data["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert data["views"] == {"clips": 2, "crops": 3, "per_video": 6}
+    assert data["preprocess"]["clip_len"] == 8 and data["preprocess"]["crop_size"] == 32
+    for level, views in (("clip_level", 1), ("video_level", 6)):
+        fig = data[level]
+        assert fig["views_per_video"] == views and fig["videos"] == 8 and fig["scored"] == 8
+        assert fig["top1"] == fig["correct_top1"] / 8 and fig["top1"] == fig["top1_scored"]
+        assert fig["top5"] == 1.0  # 4 classes: top-5 clamps to top-4
+    assert data["unscored_videos"] == {"count": 0, "videos": []}
+    matrix = torch.tensor(data["confusion_matrix"])
+    assert matrix.shape == (4, 4) and int(matrix.sum()) == 8 and matrix.sum(1).tolist() == [2, 2, 2, 2]
+    assert int(matrix.trace()) == data["video_level"]["correct_top1"]
+    assert [r["videos"] for r in data["per_class"]] == [2, 2, 2, 2]
+    _png_ok(out / "confusion.png")
+
+
+def test_unreadable_and_missing_videos_are_counted_as_wrong(tiny_checkpoint: Path, tiny_synth: Path,
+                                                             tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth, root)
+    tests = [line.strip() for line in (root / "testlist01.txt").read_text().splitlines() if line.strip()]
+    broken, gone = root / tests[0], root / tests[3]
+    broken.write_bytes(b"not a video at all" * 10)
+    gone.unlink()
+    options = dict(dataset="ucf101", data_root=str(root), clips=1, crops=1, batch_size=4, workers=0, device="cpu",
+                   progress=False)
+    with pytest.raises(FileNotFoundError, match=gone.name):
+        evaluate_checkpoint(tiny_checkpoint, **options)
+
+    report = evaluate_checkpoint(tiny_checkpoint, EvalConfig(**options), skip_missing=True, out=str(tmp_path / "o"))
+    assert report.clip is report.video  # one centre view: the clip level is the video level
+    video = report.video
+    assert (video.videos, video.scored, video.unscored) == (8, 6, 2)
+    assert video.accuracy(1) == video.correct[1] / 8 and video.accuracy_scored(1) == video.correct[1] / 6
+    paths = {Path(u["path"]).name: u["reason"] for u in report.unscored}
+    assert set(paths) == {broken.name, gone.name} and paths[gone.name] == "file not found"
+    assert sum(r["videos"] for r in report.per_class) == 8  # the missing one still counts in its class
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert data["unscored_videos"]["count"] == 2 and data["dataset"]["missing_files"] == 1
+    _png_ok(tmp_path / "o" / "confusion.png")
+
+
+def test_cli_missing_checkpoint_exits_2_with_a_clear_message(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.pt"
+    rc = main(["evaluate", str(missing), "--data-root", str(tmp_path), "--device", "cpu", "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "dsn evaluate: error:" in err and str(missing) in err and "no such file" in err
+    assert "Traceback" not in err
+
+
+def test_checkpoint_with_other_classes_is_refused(tiny_checkpoint: Path, tiny_synth: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["classes"] = list(reversed(ckpt["classes"]))
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, ckpt)
+    with pytest.raises(ValueError, match="classes differ"):
+        evaluate_checkpoint(other, dataset="ucf101", data_root=str(tiny_synth), clips=1, crops=1, workers=0,
+                            device="cpu", progress=False)
+
+
+def test_preprocessing_flags_override_the_checkpoint(tiny_checkpoint: Path, tiny_synth: Path) -> None:
+    report = evaluate_checkpoint(tiny_checkpoint, dataset="ucf101", data_root=str(tiny_synth), clips=1, crops=1,
+                                 crop_size=40, resize=44, mean=(0.5, 0.5, 0.5), workers=0, device="cpu",
+                                 progress=False)
+    pre = report.info["preprocess"]
+    assert (pre["clip_len"], pre["crop_size"], pre["resize"]) == (8, 40, 44)  # clip length from the checkpoint
+    assert pre["mean"] == (0.5, 0.5, 0.5) and pre["std"] == IMAGENET_STD
+    assert report.video.scored == 8
+
+
+def test_eval_config_names_the_bad_field() -> None:
+    with pytest.raises(ValueError, match="crops: expected 1 or 3"):
+        EvalConfig(data_root="x", crops=2)
+    with pytest.raises(ValueError, match="data_root"):
+        EvalConfig()

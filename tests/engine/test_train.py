@@ -1,0 +1,205 @@
+"""The training loop: learning, exact resumption, NaN handling, the linear probe, the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from distilled_shufflenet.checkpoint import read_checkpoint
+from distilled_shufflenet.engine import FinetuneConfig, NonFiniteLossError, TrainConfig, fit, load_checkpoint
+from distilled_shufflenet.engine.finetune import student_spec
+from distilled_shufflenet.engine.runtime import EpochSampler
+from distilled_shufflenet.models import create_model
+
+TINY = dict(widths=(8, 16, 32), units=(1, 1, 1), adapter_channels=(16, 32), clip_len=8)
+
+
+def tiny_student(num_classes: int = 3, seed: int = 0, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("shufflenet2plus1d", num_classes=num_classes, **{**TINY, **kwargs})
+
+
+class RandomClips(Dataset):
+    """``n`` noise clips (3, 8, 32, 32) whose class shifts the mean of one channel; each read adds fresh noise
+    and a random flip drawn from the global torch generator (so augmentation randomness is exercised)."""
+
+    classes = ("a", "b", "c")
+
+    def __init__(self, n: int = 12, seed: int = 0, augment: bool = True) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % 3
+        self.clips = torch.randn(n, 3, 8, 32, 32, generator=g)
+        self.clips[torch.arange(n), self.labels] += 1.5
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        clip = self.clips[i]
+        if self.augment:
+            clip = clip + 0.1 * torch.randn_like(clip)
+            if torch.rand(()) < 0.5:
+                clip = clip.flip(-1)
+        return {"clip": clip, "index": i, "label": int(self.labels[i])}
+
+
+def tiny_config(out: Path, cls: type = TrainConfig, **kwargs) -> TrainConfig:
+    base = dict(output=str(out), batch_size=4, epochs=2, num_workers=0, device="cpu", progress=False,
+                tensorboard=False, plots=False, scheduler="none", early_stop_patience=0)
+    return cls(**{**base, **kwargs})
+
+
+def read_log(run_dir: Path) -> list[dict[str, str]]:
+    with (Path(run_dir) / "log.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_training_reduces_the_loss_on_a_fixed_batch(tmp_path: Path) -> None:
+    data = RandomClips(n=4, augment=False)  # batch 4: every epoch is the same single batch
+    cfg = tiny_config(tmp_path / "run", epochs=6, optimizer="adam", lr=0.01, weight_decay=0.0)
+    result = fit(tiny_student(), data, None, cfg, classes=data.classes)
+    losses = [float(r["train_loss"]) for r in read_log(result.run_dir)]
+    assert len(losses) == 6 and result.steps == 6 and result.stopped == "completed"
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert result.best_checkpoint is None  # no validation set, so no best.pt
+
+
+def test_epoch_sampler_resumes_within_an_epoch_and_reshuffles_per_epoch() -> None:
+    full = EpochSampler(range(10), num_replicas=2, rank=1, seed=3)
+    full.set_epoch(4)
+    order = list(full)
+    later = EpochSampler(range(10), num_replicas=2, rank=1, seed=3)
+    later.set_epoch(4, start=2)
+    assert list(later) == order[2:] and len(later) == len(order) - 2
+    other = EpochSampler(range(10), num_replicas=2, rank=0, seed=3)
+    other.set_epoch(4)
+    assert sorted(order + list(other)) == list(range(10))  # the two ranks share the epoch out
+    full.set_epoch(5)
+    assert list(full) != order
+
+
+def _run(out: Path, *, model_seed: int = 0, **kwargs):
+    cfg = tiny_config(out, epochs=2, checkpoint_every=2, deterministic=True, optimizer="sgd", lr=0.05,
+                      scheduler="step", step_size=1, gamma=0.5, **kwargs)
+    val = RandomClips(n=5, seed=1, augment=False)
+    return fit(tiny_student(seed=model_seed, dropout=0.3), RandomClips(12), val, cfg, classes=RandomClips.classes)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_mid_epoch_and_resumed_ends_with_exactly_the_same_weights(tmp_path: Path) -> None:
+    # 12 clips, batch 4: 3 steps per epoch; 2 epochs = 6 steps.  The interrupted run stops at step 4
+    # (epoch 2, batch 1), as a run killed then would have left it (checkpoint every 2 steps).
+    whole = _run(tmp_path / "whole")
+    part = _run(tmp_path / "part", max_steps=4)
+    assert part.stopped == "max_steps" and part.steps == 4
+    ckpt = read_checkpoint(tmp_path / "part" / "last.pt")
+    assert (ckpt["epoch"], ckpt["epoch_step"], ckpt["step"]) == (1, 1, 4)
+    # a model with other initial weights: everything must come from the checkpoint; the clips now come
+    # from a worker process, and must not change for it
+    resumed = _run(tmp_path / "part", model_seed=1, resume=str(tmp_path / "part"), num_workers=1)
+    assert resumed.stopped == "completed" and resumed.steps == 6
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    timing = ("clips_per_s", "data_wait_share")
+    rows_a = [{k: v for k, v in r.items() if k not in timing} for r in read_log(tmp_path / "whole")]
+    rows_b = [{k: v for k, v in r.items() if k not in timing} for r in read_log(tmp_path / "part")]
+    assert rows_a == rows_b and len(rows_a) == 2
+    last_a, last_b = read_checkpoint(tmp_path / "whole" / "last.pt"), read_checkpoint(tmp_path / "part" / "last.pt")
+    for key, value in last_a["optimizer"]["state"].items():
+        assert torch.equal(value["momentum_buffer"], last_b["optimizer"]["state"][key]["momentum_buffer"])
+    assert last_a["scheduler"] == last_b["scheduler"]
+
+
+class PoisonedClips(RandomClips):
+    """Clips turn to NaN after ``healthy`` reads."""
+
+    def __init__(self, healthy: int) -> None:
+        super().__init__(12)
+        self.healthy = healthy
+        self.reads = 0
+
+    def __getitem__(self, i: int) -> dict:
+        sample = super().__getitem__(i)
+        self.reads += 1
+        if self.reads > self.healthy:
+            sample["clip"] = torch.full_like(sample["clip"], float("nan"))
+        return sample
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "run", checkpoint_every=1)
+    with pytest.raises(NonFiniteLossError, match=r"step 3 \(epoch 1, batch 3\).*last good checkpoint"):
+        fit(tiny_student(), PoisonedClips(healthy=8), None, cfg, classes=RandomClips.classes)
+    ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_the_cli_exits_non_zero_on_a_nan_loss(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    import distilled_shufflenet.engine as engine
+    from distilled_shufflenet.cli import main
+
+    def diverge(config):
+        raise NonFiniteLossError("the training loss became nan at step 7 (epoch 2, batch 1)")
+
+    monkeypatch.setattr(engine, "train", diverge)
+    assert main(["train", "--data-root", str(tmp_path), "--output", str(tmp_path / "run")]) == 3
+    assert "step 7 (epoch 2, batch 1)" in capsys.readouterr().err
+
+
+def test_a_linear_probe_trains_only_the_classifier(tmp_path: Path) -> None:
+    model = tiny_student()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = tiny_config(tmp_path / "probe", cls=FinetuneConfig, epochs=1, freeze_backbone=True, lr=0.1)
+    result = fit(model, RandomClips(8), None, cfg, classes=RandomClips.classes)
+    after = result.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}  # BatchNorm statistics of the backbone included
+
+
+def test_finetune_takes_the_model_from_a_distilled_checkpoint(tmp_path: Path) -> None:
+    student = tiny_student(num_classes=7)
+    state = {k: v for k, v in student.state_dict().items() if not k.startswith("fc.")}
+    path = tmp_path / "distilled.pt"
+    torch.save({"model_name": "shufflenet2plus1d", "model_kwargs": dict(student.model_kwargs), "state_dict": state}, path)
+    spec = student_spec(FinetuneConfig(checkpoint=str(path), model_kwargs={"head_pool": "mean"}))
+    assert spec.name == "shufflenet2plus1d" and spec.weights == str(path) and spec.drop_classifier
+    assert spec.kwargs == {**TINY, "head_pool": "mean"}  # num_classes comes from the dataset
+
+
+@pytest.mark.slow
+def test_dsn_train_and_finetune_on_tiny_synth(tiny_synth: Path, tmp_path: Path) -> None:
+    from distilled_shufflenet.cli import main
+
+    common = ["--data-root", str(tiny_synth), "--epochs", "1", "--batch-size", "4", "--clip-len", "8",
+              "--crop-size", "32", "--resize", "36", "--num-workers", "0", "--no-progress", "--device", "cpu"]
+    model = ["--model", "shufflenet2plus1d"] + [f"--model-arg={k}={list(v) if isinstance(v, tuple) else v}"
+                                                 for k, v in TINY.items()]
+    run = tmp_path / "baseline"
+    assert main(["train", *model, *common, "--output", str(run)]) == 0
+    for name in ("last.pt", "best.pt", "log.csv", "config.yaml", "curves.png"):
+        assert (run / name).is_file(), name
+    rows = read_log(run)
+    assert len(rows) == 1 and rows[0]["val_top1"] != "" and float(rows[0]["clips_per_s"]) > 0
+    model_, ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["classes"] == ["JumpingJacks", "SquatDown", "StandUp", "WaveFast"]
+    assert model_.fc.out_features == 4 and model_.preprocess.crop_size == 32
+
+    # a distilled student: backbone + adapters, no classifier
+    distilled = tmp_path / "distilled.pt"
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("fc.")}
+    torch.save({"model_name": ckpt["model_name"], "model_kwargs": ckpt["model_kwargs"], "state_dict": state}, distilled)
+    probe = tmp_path / "probe"
+    assert main(["finetune", "--checkpoint", str(distilled), "--freeze-backbone", *common, "--output", str(probe)]) == 0
+    tuned, _ = load_checkpoint(probe / "last.pt")
+    after = tuned.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in state.items())  # the frozen backbone and adapters
+    assert not torch.equal(after["fc.weight"], ckpt["state_dict"]["fc.weight"])  # a new head
