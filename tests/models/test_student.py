@@ -12,7 +12,9 @@ from distilled_shufflenet.models import IMAGENET_MEAN, create_model
 from distilled_shufflenet.models.student import (
     DownUnit,
     ShuffleNet2Plus1D,
+    SpatialConv3d,
     SpatialMaxPool,
+    TemporalConv3d,
     Unit,
     channel_shuffle,
     shufflenet2plus1d,
@@ -322,3 +324,31 @@ def test_torch_export_with_dynamic_batch_matches_eager() -> None:
     with torch.no_grad():
         for clip in (x, torch.randn(1, 3, 8, 64, 64), torch.randn(5, 3, 8, 64, 64)):
             torch.testing.assert_close(exported(clip), model(clip))
+
+
+@pytest.mark.parametrize(
+    "cls, kernel, stride, padding",
+    [
+        (SpatialConv3d, (1, 3, 3), (1, 1, 1), (0, 1, 1)),
+        (SpatialConv3d, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
+        (TemporalConv3d, (3, 1, 1), (1, 1, 1), (1, 0, 0)),
+        (TemporalConv3d, (3, 1, 1), (2, 1, 1), (1, 0, 0)),
+    ],
+)
+def test_factorised_convs_equal_conv3d(cls, kernel, stride, padding) -> None:
+    torch.manual_seed(0)
+    fast = cls(6, 10, kernel, stride=stride, padding=padding, bias=False)
+    plain = nn.Conv3d(6, 10, kernel, stride=stride, padding=padding, bias=False)
+    plain.load_state_dict(fast.state_dict())  # same parameters and keys
+    x = torch.randn(2, 6, 5, 9, 7, requires_grad=True)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast(x).square().sum(), x)
+    (g_plain,) = torch.autograd.grad(plain(x).square().sum(), x)
+    torch.testing.assert_close(g_fast, g_plain, rtol=1e-4, atol=1e-4)
+
+
+def test_every_branch_conv_of_the_student_is_factorised() -> None:
+    model = tiny()
+    kinds = [type(m) for m in model.modules() if isinstance(m, nn.Conv3d)]
+    # per unit: 2 spatial + 2 temporal; the stem and the down-units' 3x3x3 shortcuts stay plain
+    assert kinds.count(SpatialConv3d) == kinds.count(TemporalConv3d) == 2 * (3 + 3)

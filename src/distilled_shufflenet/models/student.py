@@ -30,13 +30,51 @@ def channel_shuffle(x: Tensor, groups: int = 2) -> Tensor:
     return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
+class SpatialConv3d(nn.Conv3d):
+    """A ``(1, k, k)`` ``Conv3d`` computed as a 2D convolution over every frame.
+
+    Same parameters, state-dict keys and result as ``nn.Conv3d``; it only changes the kernel PyTorch
+    picks. At batch 1 PyTorch's CPU dispatch sends small-kernel 3D convolutions of the student's stage
+    shapes to a generic kernel, while the same work as a 2D convolution on ``N*T`` frames runs in oneDNN,
+    about twice as fast for stages 2 and 3.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = x.shape[2]
+        frames = x.transpose(1, 2).flatten(0, 1)  # (N*T, C, H, W)
+        y = F.conv2d(frames, self.weight[:, :, 0], self.bias, (self.stride[1], self.stride[2]),
+                     (self.padding[1], self.padding[2]))  # (N*T, C', H', W')
+        return y.unflatten(0, (-1, t)).transpose(1, 2)  # (N, C', T, H', W')
+
+
+class TemporalConv3d(nn.Conv3d):
+    """A ``(k, 1, 1)`` ``Conv3d`` computed as a 2D convolution over ``(T, H*W)``, for the same reason as
+    :class:`SpatialConv3d`; folding H and W together is a view, so it costs no copy."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.shape[3]
+        y = F.conv2d(x.flatten(3), self.weight[..., 0], self.bias, (self.stride[0], 1),
+                     (self.padding[0], 0))  # (N, C', T', H*W)
+        return y.unflatten(3, (h, -1))  # (N, C', T', H, W)
+
+
+def _conv3d(in_channels: int, out_channels: int, kernel: _Triple, stride: _Triple, padding: _Triple) -> nn.Conv3d:
+    """A bias-free ``Conv3d``, as a :class:`SpatialConv3d` or :class:`TemporalConv3d` where it factorises."""
+    conv: type[nn.Conv3d] = nn.Conv3d
+    if kernel[0] == 1 and stride[0] == 1 and padding[0] == 0 and kernel[1] > 1:
+        conv = SpatialConv3d
+    elif kernel[0] > 1 and kernel[1:] == (1, 1) and stride[1:] == (1, 1) and padding[1:] == (0, 0):
+        conv = TemporalConv3d
+    return conv(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False)
+
+
 def conv_bn_relu(in_channels: int, out_channels: int, kernel: _Triple, stride: _Triple = (1, 1, 1),
                  padding: Optional[_Triple] = None) -> nn.Sequential:
     """Bias-free ``Conv3d`` + ``BatchNorm3d`` + ``ReLU``; ``padding`` defaults to ``same`` (kernel // 2)."""
     if padding is None:
         padding = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
     return nn.Sequential(
-        nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False),
+        _conv3d(in_channels, out_channels, kernel, stride, padding),
         nn.BatchNorm3d(out_channels),
         nn.ReLU(inplace=True),
     )
