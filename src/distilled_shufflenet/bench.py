@@ -1,0 +1,663 @@
+"""Speed and size of models on this CPU: parameters, multiply-accumulates, latency and FPS per path.
+
+Every (model, execution path) pair runs in one process and is timed round-robin, so that drift of the
+machine (other processes, clock changes) hits all of them alike::
+
+    warm-up:  for each (model, path): call it `warmup` times        (compiles the torch.compile paths)
+    measure:  for r in range(repeats): for each (model, path): time one call
+
+Execution paths (see :data:`PATHS`): ``fp32`` eager, ``fp32+cl3d`` channels-last-3d weights and input,
+``bf16`` / ``bf16+cl3d`` under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (only on CPUs with native
+bf16 arithmetic), and ``fp32+compile`` / ``bf16+compile`` through ``torch.compile``.
+
+Cost is counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions
+and matrix products only, as FLOPs = 2 x multiply-accumulates. FPS follows the paper: frames per second of
+video, ``batch * frames / seconds per call``.
+
+>>> report = run_benchmark(BenchConfig(models=parse_models("shufflenet2plus1d,r2plus1d_18")))
+>>> print(format_report(report))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from distilled_shufflenet.models import create_model, list_models
+
+DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50")
+DEFAULT_REFERENCE = "r2plus1d_18"
+# the project's target: the student at least this many times faster than the reference in the same path
+TARGET_SPEEDUP = 5.0
+
+
+# ---------------------------------------------------------------------------------------------- paths
+@dataclass(frozen=True)
+class ExecPath:
+    """One way of running a model: precision, memory layout, eager or compiled."""
+
+    name: str
+    bf16: bool = False
+    channels_last: bool = False
+    compiled: bool = False
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+
+PATHS: dict[str, ExecPath] = {
+    p.name: p
+    for p in (
+        ExecPath("fp32"),
+        ExecPath("fp32+cl3d", channels_last=True),
+        ExecPath("bf16", bf16=True),
+        ExecPath("bf16+cl3d", bf16=True, channels_last=True),
+        ExecPath("fp32+compile", compiled=True),
+        ExecPath("bf16+compile", bf16=True, compiled=True),
+    )
+}
+EAGER_PATHS = ("fp32", "fp32+cl3d", "bf16", "bf16+cl3d")
+COMPILE_PATHS = ("fp32+compile", "bf16+compile")
+
+
+def bf16_support() -> tuple[bool, str]:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX tiles), and why not when it does not.
+
+    Without them PyTorch emulates bf16 arithmetic, many times slower than fp32, which would say nothing
+    about the models.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False, "PyTorch was built without oneDNN (torch.backends.mkldnn.is_available() is False)"
+    cpu = torch.cpu
+    has_avx512_bf16 = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+    has_amx = bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    if has_avx512_bf16 or has_amx:
+        return True, "AMX tiles" if has_amx else "AVX512-BF16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return False, f"this CPU ({capability}) has neither AVX512-BF16 nor AMX, so bf16 would be emulated"
+
+
+def resolve_paths(
+    names: Sequence[str] | None, *, compile: bool = False, force_bf16: bool = False
+) -> tuple[list[ExecPath], dict[str, str]]:
+    """The paths to run and the ones skipped (name -> reason).
+
+    ``names=None`` means every eager path, plus the compiled ones when ``compile``; named paths are run
+    as asked, except bf16 ones on a CPU without native bf16 unless ``force_bf16``.
+    """
+    if names is None:
+        names = EAGER_PATHS + (COMPILE_PATHS if compile else ())
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        raise ValueError(f"paths: unknown execution path {unknown[0]!r}; valid paths: {', '.join(PATHS)}")
+    if not names:
+        raise ValueError(f"paths: no execution path given; valid paths: {', '.join(PATHS)}")
+    native_bf16, why = bf16_support()
+    run: list[ExecPath] = []
+    skipped: dict[str, str] = {}
+    for name in dict.fromkeys(names):  # keeps order, drops repeats
+        path = PATHS[name]
+        if path.bf16 and not native_bf16 and not force_bf16:
+            skipped[name] = why
+        else:
+            run.append(path)
+    if not run:
+        reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
+        raise ValueError(f"paths: every path asked for is skipped ({reasons}); add fp32 or pass --force-bf16")
+    return run, skipped
+
+
+# ---------------------------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name and the keyword arguments of its builder."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if not self.kwargs:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={_format_value(v)}" for k, v in self.kwargs.items())
+
+
+def _format_value(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return "|".join(_format_value(x) for x in v)
+    return str(v)
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside brackets: ``a:x=[1,2],b`` -> ``["a:x=[1,2]", "b"]``."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
+
+
+def _parse_value(text: str) -> Any:
+    """A YAML scalar or flow list; ``8|16|32`` is the list ``(8, 16, 32)``. Lists become tuples."""
+    if "|" in text and not text.lstrip().startswith(("[", "'", '"')):
+        return tuple(_parse_value(part) for part in text.split("|"))
+    value = yaml.safe_load(text)
+    if isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def parse_models(text: str) -> tuple[ModelSpec, ...]:
+    """Parse ``--models``: comma-separated names, each optionally followed by ``:key=value,...``.
+
+    ``"shufflenet2plus1d:num_classes=10,widths=8|16|32,r2plus1d_18"`` is two models; a piece with ``=``
+    and no ``:`` continues the keyword arguments of the model before it. Values are YAML scalars
+    (``10``, ``0.5``, ``true``, ``avg``), lists are written ``8|16|32`` or ``[8,16,32]``.
+    """
+    specs: list[tuple[str, dict[str, Any]]] = []
+    for piece in _split_top_level(text):
+        if not piece:
+            raise ValueError(f"models: empty model name in {text!r}")
+        colon, eq = piece.find(":"), piece.find("=")
+        if colon == -1 and eq != -1:
+            if not specs:
+                raise ValueError(f"models: {piece!r} is a keyword argument with no model before it in {text!r}")
+            assignment = piece
+        else:
+            name, _, assignment = piece.partition(":")
+            if not name.strip():
+                raise ValueError(f"models: missing model name before ':' in {piece!r}")
+            specs.append((name.strip(), {}))
+        if assignment:
+            key, sep, value = assignment.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise ValueError(
+                    f"models: expected key=value after the model name, got {assignment!r} in {text!r}"
+                )
+            specs[-1][1][key.strip()] = _parse_value(value.strip())
+    return tuple(ModelSpec(name, kwargs) for name, kwargs in specs)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, x: Tensor) -> int:
+    """FLOPs of ``model(x)`` by ``FlopCounterMode`` (convolutions and matrix products; 2 per MAC).
+
+    The count runs on a copy on the meta device (shapes only, no arithmetic); a model that cannot run
+    there (an op without a meta kernel, a value read from a tensor) is counted by a real forward.
+    """
+    try:
+        return _flops(copy.deepcopy(model).to("meta"), x.to("meta"))
+    except Exception:  # noqa: BLE001 - the real forward below raises what matters, e.g. a shape error
+        return _flops(model, x)
+
+
+def _flops(model: nn.Module, x: Tensor) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class BenchConfig:
+    """What ``dsn bench`` measures. Defaults: the paper's speed setting (batch 1, 16 x 224 x 224)."""
+
+    models: tuple[ModelSpec, ...] = tuple(ModelSpec(n) for n in DEFAULT_MODELS)
+    frames: int = 16
+    size: int = 224
+    batch: int = 1
+    # None: every eager path (and the compiled ones with `compile`); see PATHS
+    paths: tuple[str, ...] | None = None
+    compile: bool = False
+    # time the bf16 paths even on a CPU that only emulates bf16
+    force_bf16: bool = False
+    warmup: int = 3
+    repeats: int = 10
+    # torch.set_num_threads for the run (restored afterwards); None keeps torch's default
+    threads: int | None = None
+    # the student (first model) is compared with this one in every path
+    reference: str = DEFAULT_REFERENCE
+    progress: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.models = tuple(ModelSpec(m) if isinstance(m, str) else m for m in self.models)
+        if not self.models:
+            raise ValueError("models: no model given")
+        for name, low in (("frames", 1), ("size", 1), ("batch", 1), ("warmup", 0), ("repeats", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads: expected an integer >= 1, got {self.threads!r}")
+        if self.paths is not None:
+            self.paths = tuple(self.paths)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int, int]:
+        """``(N, 3, T, H, W)`` of every call."""
+        return (self.batch, 3, self.frames, self.size, self.size)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["models"] = [{"name": m.name, "kwargs": dict(m.kwargs)} for m in self.models]
+        return d
+
+
+# ---------------------------------------------------------------------------------------------- report
+@dataclass
+class BenchRow:
+    """The figures of one (model, path) pair. ``macs`` / ``flops`` are per call (the whole batch)."""
+
+    model: str
+    path: str
+    params: int
+    macs: int
+    flops: int
+    times_ms: list[float]
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    fps: float
+    # frames per second of the fastest call: less sensitive to other processes on a shared machine
+    best_fps: float
+    # achieved GFLOP/s over the matmul ceiling of the same precision (None when no ceiling was measured)
+    peak_share: float | None
+
+
+@dataclass
+class BenchReport:
+    """Everything ``dsn bench`` prints, and writes with ``--json``."""
+
+    config: BenchConfig
+    machine: dict[str, Any]
+    # achieved GFLOP/s of a large matrix product, per precision
+    ceilings_gflops: dict[str, float]
+    skipped_paths: dict[str, str]
+    rows: list[BenchRow]
+
+    def row(self, model: str, path: str) -> BenchRow:
+        for r in self.rows:
+            if r.model == model and r.path == path:
+                return r
+        raise KeyError(f"no row for model {model!r} in path {path!r}")
+
+    def speedups(self, *, best: bool = False) -> dict[str, float]:
+        """Per path: FPS of the first model over FPS of ``config.reference``, where both were run
+        (median FPS, or with ``best`` the FPS of the fastest calls)."""
+        first = self.rows[0].model if self.rows else None
+        ref = self.config.reference
+        labels = {r.model for r in self.rows}
+        if first is None or ref not in labels or first == ref:
+            return {}
+        fps = (lambda r: r.best_fps) if best else (lambda r: r.fps)
+        return {r.path: fps(r) / fps(self.row(ref, r.path)) for r in self.rows if r.model == first}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "machine": self.machine,
+            "ceilings_gflops": self.ceilings_gflops,
+            "skipped_paths": self.skipped_paths,
+            "rows": [asdict(r) for r in self.rows],
+            "speedups_vs_reference": self.speedups(),
+            "best_speedups_vs_reference": self.speedups(best=True),
+        }
+
+
+def machine_info(config: BenchConfig) -> dict[str, Any]:
+    """CPU model, core and thread counts, torch version, load average: what a timing depends on."""
+    cpu_model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    native_bf16, why = bf16_support()
+    return {
+        "cpu_model": cpu_model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "logical_cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "bf16_native": native_bf16,
+        "bf16_note": why,
+        "load_average": _load_average(),
+        "input_shape": list(config.input_shape),
+    }
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other processes competing for the cores."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def matmul_problem(dtype: torch.dtype = torch.float32, n: int = 2048) -> tuple[Callable[[], Tensor], int, int]:
+    """An ``n x n`` matrix product in ``dtype`` to measure the CPU's ceiling: ``(call, flops, n)``.
+
+    Where the dtype is very slow (emulated bf16) ``n`` shrinks so that one product takes about 2 s.
+    """
+    probe = torch.randn(256, 256).to(dtype)
+    with torch.inference_mode():
+        probe @ probe
+        start = time.perf_counter()
+        probe @ probe
+        rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)  # FLOP/s, roughly
+    n = max(256, min(n, int((rate * 2.0 / 2) ** (1 / 3)) // 64 * 64))
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    return (lambda: a @ b), 2 * n**3, n
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 3) -> float:
+    """Achieved GFLOP/s of an ``n x n`` matrix product in ``dtype``, best of ``repeats`` after a warm-up."""
+    call, flops, _ = matmul_problem(dtype, n)
+    best = math.inf
+    with torch.inference_mode():
+        call()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            best = min(best, time.perf_counter() - start)
+    return flops / best / 1e9
+
+
+# ---------------------------------------------------------------------------------------------- running
+def _labels(specs: Sequence[ModelSpec]) -> list[str]:
+    """Row labels: the model name, numbered when the same name appears more than once."""
+    counts: dict[str, int] = {}
+    labels = []
+    for spec in specs:
+        counts[spec.name] = counts.get(spec.name, 0) + 1
+        labels.append(spec.name if counts[spec.name] == 1 else f"{spec.name}#{counts[spec.name]}")
+    return labels
+
+
+def _build(spec: ModelSpec, label: str, x: Tensor) -> tuple[nn.Module, int, int]:
+    """The model in eval mode, its parameter count and FLOPs at ``x``; a ValueError naming the model
+    when it cannot take ``x``."""
+    try:
+        model = create_model(spec.name, **spec.kwargs)
+    except (TypeError, ValueError) as e:
+        if spec.name not in list_models():
+            raise  # the registry's error lists the known models
+        raise ValueError(f"models: cannot build {spec}: {e}") from None  # a bad builder argument
+    model.eval().requires_grad_(False)
+    check = getattr(model, "check_input", None)
+    try:
+        if check is not None:
+            check(x)
+        flops = count_flops(model, x)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.removeprefix(f"{spec.name}: ")
+        shown = label if not spec.kwargs else f"{label} ({spec})"
+        raise ValueError(f"model {shown} cannot take input {tuple(x.shape)}: {first}") from None
+    return model, count_params(model), flops
+
+
+def _make_call(model: nn.Module, path: ExecPath, x: Tensor, variants: dict) -> Callable[[], Tensor]:
+    """A no-argument callable running one forward of ``model`` in ``path``.
+
+    Eager paths of the same layout share one model (autocast leaves the weights alone); the
+    channels-last and compiled ones get their own copy, as ``Module.to`` works in place.
+    """
+    key = (path.channels_last, path.compiled, path.bf16 if path.compiled else None)
+    if key not in variants:
+        m = model if key == (False, False, None) else copy.deepcopy(model)
+        if path.channels_last:
+            m = m.to(memory_format=torch.channels_last_3d)
+        if path.compiled:
+            m = torch.compile(m)
+        variants[key] = m
+    m = variants[key]
+    if path.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    if not path.bf16:
+        return lambda: m(x)
+
+    def call() -> Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return m(x)
+
+    return call
+
+
+def run_benchmark(config: BenchConfig) -> BenchReport:
+    """Measure every model of ``config`` in every path, interleaved, in this process."""
+    paths, skipped = resolve_paths(config.paths, compile=config.compile, force_bf16=config.force_bf16)
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, paths, skipped)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) -> BenchReport:
+    machine = machine_info(config)
+    generator = torch.Generator().manual_seed(config.seed)
+    x = torch.randn(config.input_shape, generator=generator)  # (N, 3, T, H, W)
+    torch.manual_seed(config.seed)
+
+    labels = _labels(config.models)
+    built = [_build(spec, label, x) for spec, label in zip(config.models, labels)]
+    pairs: list[tuple[int, ExecPath, Callable[[], Tensor]]] = []
+    for i, (model, _, _) in enumerate(built):
+        variants: dict = {}
+        pairs += [(i, p, _make_call(model, p, x, variants)) for p in paths]
+
+    # the matmul ceilings take part in the round-robin too, so that they see the same machine
+    problems = {"fp32": matmul_problem(torch.float32)}
+    if any(p.bf16 for p in paths):
+        problems["bf16"] = matmul_problem(torch.bfloat16)
+    calls = [call for _, _, call in pairs] + [call for call, _, _ in problems.values()]
+    times = _measure(config, calls, [f"{labels[i]} {p.name}" for i, p, _ in pairs] + list(problems),
+                     compiling=any(p.compiled for p in paths))
+    ceilings = {
+        precision: flops / (min(t) / 1e3) / 1e9
+        for (precision, (_, flops, _)), t in zip(problems.items(), times[len(pairs):])
+    }
+    machine["ceiling_matmul_n"] = {precision: n for precision, (_, _, n) in problems.items()}
+
+    frames_per_call = config.batch * config.frames
+    rows = []
+    for (i, path, _), t in zip(pairs, times):  # the ceilings' times, after the pairs', are left out
+        _, params, flops = built[i]
+        median = statistics.median(t)
+        ceiling = ceilings.get(path.precision)
+        rows.append(
+            BenchRow(
+                model=labels[i],
+                path=path.name,
+                params=params,
+                macs=flops // 2,
+                flops=flops,
+                times_ms=[round(v, 4) for v in t],
+                median_ms=median,
+                min_ms=min(t),
+                max_ms=max(t),
+                fps=frames_per_call / (median / 1e3),
+                best_fps=frames_per_call / (min(t) / 1e3),
+                peak_share=(flops / (median / 1e3) / 1e9 / ceiling) if ceiling else None,
+            )
+        )
+    machine["threads"] = torch.get_num_threads()
+    machine["load_average_end"] = _load_average()
+    return BenchReport(config, machine, ceilings, skipped, rows)
+
+
+def _measure(
+    config: BenchConfig, calls: list[Callable[[], Any]], names: list[str], *, compiling: bool
+) -> list[list[float]]:
+    """Milliseconds of each call, ``config.repeats`` times each: warm every call up, then time them
+    round-robin so that machine drift hits all alike."""
+    times: list[list[float]] = [[] for _ in calls]
+    bar = tqdm(total=len(calls) * (config.warmup + config.repeats), desc="dsn bench", unit="call",
+               file=sys.stderr, disable=not config.progress, leave=False)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        if compiling:
+            # freezing lets inductor fold BatchNorm into the convolutions and pre-pack their weights
+            stack.enter_context(torch._inductor.config.patch(freezing=True))
+        for call, name in zip(calls, names):
+            bar.set_postfix_str(f"warm-up {name}")
+            # one untimed call at least: it compiles the torch.compile paths
+            for _ in range(max(config.warmup, 1)):
+                call()
+            bar.update(config.warmup)
+        bar.set_postfix_str("measuring")
+        gc.collect()
+        gc.disable()  # a collection inside one timed call would land on whichever pair runs then
+        try:
+            for _ in range(config.repeats):
+                for k, call in enumerate(calls):
+                    start = time.perf_counter()
+                    call()
+                    times[k].append((time.perf_counter() - start) * 1e3)
+                    bar.update(1)
+        finally:
+            gc.enable()
+    bar.close()
+    return times
+
+
+# ---------------------------------------------------------------------------------------------- output
+def format_report(report: BenchReport) -> str:
+    """The report as one table plus notes, readable in a 100-column terminal."""
+    cfg, m = report.config, report.machine
+    lines = [
+        f"input {tuple(cfg.input_shape)} (N, C, T, H, W); {m['threads']} threads; {m['cpu_model']} "
+        f"({m['cpu_capability']}, {m['logical_cpus']} logical CPUs); torch {m['torch_version']}",
+        f"warm-up {cfg.warmup}, {cfg.repeats} repeats, interleaved round-robin; load average (1, 5, 15 min) "
+        f"at start {_loads(m.get('load_average'))}, at end {_loads(m.get('load_average_end'))}",
+        "",
+    ]
+    width = max([5] + [len(r.model) for r in report.rows])
+    header = (
+        f"{'model':<{width}}  {'path':<12} {'params M':>8} {'GMACs':>7} {'GFLOPs':>7} "
+        f"{'median ms':>9} {'min ms':>8} {'max ms':>8} {'FPS':>7} {'best FPS':>8} {'%peak':>5}"
+    )
+    lines += [header, "-" * len(header)]
+    previous = None
+    for r in report.rows:
+        first = r.model != previous
+        previous = r.model
+        size = f"{_num(r.params / 1e6, 8)} {_num(r.macs / 1e9, 7)} {_num(r.flops / 1e9, 7)}" if first else " " * 24
+        share = f"{100 * r.peak_share:>5.1f}" if r.peak_share is not None else f"{'-':>5}"
+        lines.append(
+            f"{r.model if first else '':<{width}}  {r.path:<12} {size} {r.median_ms:>9.2f} {r.min_ms:>8.2f} "
+            f"{r.max_ms:>8.2f} {r.fps:>7.1f} {r.best_fps:>8.1f} {share}"
+        )
+    lines.append("")
+    for spec, label in zip(cfg.models, _labels(cfg.models)):
+        if spec.kwargs:
+            kwargs = ", ".join(f"{k}={_format_value(v)}" for k, v in spec.kwargs.items())
+            lines.append(f"{label} built with {kwargs}")
+    lines.append(
+        "GMACs: multiply-accumulates per call by torch.utils.flop_counter (convolutions and matrix "
+        "products); GFLOPs = 2 x GMACs."
+    )
+    lines.append(
+        f"FPS = batch x frames / median seconds per call (batch {cfg.batch}, {cfg.frames} frames); best FPS: "
+        "the same from the fastest call."
+    )
+    sizes = m.get("ceiling_matmul_n", {})
+    ceilings = ", ".join(
+        f"{k} {v:.1f} GFLOP/s ({sizes.get(k, '?')}^2 matmul)" for k, v in report.ceilings_gflops.items()
+    )
+    lines.append(
+        f"%peak = GFLOP/s at the median time / this CPU's ceiling of the same precision, the best of "
+        f"interleaved matrix products: {ceilings}."
+    )
+    busy = _busy_warning(m)
+    if busy:
+        lines.append(busy)
+    for name, why in report.skipped_paths.items():
+        lines.append(f"skipped {name}: {why} (force with --force-bf16)")
+    speedups = report.speedups()
+    if speedups:
+        first = report.rows[0].model
+        best = report.speedups(best=True)
+        ratios = ", ".join(f"{p} {s:.2f}x" for p, s in speedups.items())
+        verdict = "met" if min(speedups.values()) >= TARGET_SPEEDUP else "NOT met in every path"
+        lines.append(
+            f"{first} FPS / {cfg.reference} FPS in the same path: {ratios} "
+            f"(target >= {TARGET_SPEEDUP:g}x: {verdict}); from best FPS: "
+            + ", ".join(f"{p} {s:.2f}x" for p, s in best.items())
+        )
+    return "\n".join(lines)
+
+
+def _busy_warning(machine: dict[str, Any]) -> str | None:
+    """A warning when other processes competed for the cores this run used (from the load averages).
+
+    At the end the 1-minute load includes this process's own threads, so those are taken off.
+    """
+    start, end = machine.get("load_average"), machine.get("load_average_end")
+    cpus, threads = machine.get("logical_cpus") or 0, machine.get("threads") or 0
+    if not start or not end or not cpus:
+        return None
+    others = max(start[0], end[0] - threads)
+    if others <= cpus - threads + 0.5:
+        return None
+    advice = "best FPS" + (" (or --threads 1, which suffers less from contention)" if threads > 1 else "")
+    return (
+        f"WARNING: the machine was busy (a load of about {others:.1f} from other processes on {cpus} logical "
+        f"CPUs, {threads} threads used here): latencies are inflated and noisy; compare paths and models "
+        f"within this run only, and prefer {advice}."
+    )
+
+
+def _loads(values: list[float] | None) -> str:
+    return " ".join(f"{v:.2f}" for v in values) if values else "n/a"
+
+
+def _num(value: float, width: int) -> str:
+    """Two decimals, or three significant digits for small values (tiny models would all read 0.00)."""
+    return f"{value:>{width}.2f}" if value >= 1 or value == 0 else f"{value:>{width}.3g}"
+
+
+def write_json(report: BenchReport, path: str | os.PathLike) -> Path:
+    """Write ``report.to_dict()`` as JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report.to_dict(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
