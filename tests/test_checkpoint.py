@@ -107,3 +107,12 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch) -> None:
     monkeypatch.undo()
     assert torch.equal(read_checkpoint(path)["a"], torch.ones(2))  # the old file is intact
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary left behind
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = atomic_save({"a": torch.ones(1)}, tmp_path / "ckpt.pt")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any torch.save output

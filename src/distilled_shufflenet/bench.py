@@ -29,7 +29,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from distilled_shufflenet.io import atomic_write_text
 from distilled_shufflenet.models import create_model, list_models
 
 DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50")
@@ -648,16 +648,5 @@ def _num(value: float, width: int) -> str:
 
 
 def write_json(report: BenchReport, path: str | os.PathLike) -> Path:
-    """Write ``report.to_dict()`` as JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``report.to_dict()`` as JSON atomically."""
+    return atomic_write_text(json.dumps(report.to_dict(), indent=2) + "\n", path)

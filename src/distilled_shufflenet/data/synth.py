@@ -50,6 +50,7 @@ import yaml
 from tqdm import tqdm
 
 from distilled_shufflenet.data.encode import codec_available, write_video
+from distilled_shufflenet.io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "DEFAULT_CLASSES",
@@ -587,9 +588,7 @@ def _write_one(root: str, name: str, class_name: str, group: int, clip: int, cfg
 
 
 def _write_text(path: Path, lines: Sequence[str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes("".join(f"{line}\r\n" for line in lines).encode())
-    os.replace(tmp, path)
+    atomic_write_bytes("".join(f"{line}\r\n" for line in lines).encode(), path)
 
 
 def _check_config(root: Path, cfg: SynthConfig) -> None:
@@ -607,9 +606,7 @@ def _check_config(root: Path, cfg: SynthConfig) -> None:
         raise ValueError(f"{root}: folder is not empty and holds no SynthActions dataset ({CONFIG_FILE} "
                          "missing); give an empty or new folder")
     root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(yaml.safe_dump(record, sort_keys=False), path)
 
 
 def generate_synth_actions(

@@ -23,6 +23,7 @@ from typing import Any, Mapping, TypeVar
 import yaml
 
 from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS
+from distilled_shufflenet.io import atomic_write_text
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("plateau", "step", "cosine", "none")
@@ -163,10 +164,8 @@ class TrainConfig:
 
     def save_yaml(self, path: str | Path) -> Path:
         """Write the resolved config (``config.yaml`` of a run folder)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# resolved config of `dsn {self.command}`\n" + yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
+        text = f"# resolved config of `dsn {self.command}`\n" + yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return atomic_write_text(text, path)
 
 
 @dataclass

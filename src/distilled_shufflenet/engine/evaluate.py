@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from distilled_shufflenet.engine.metrics import VideoScoreMeter, confusion_matrix, per_class_accuracy, topk_correct
-from distilled_shufflenet.engine.plots import atomic_write_bytes, plot_confusion
+from distilled_shufflenet.engine.plots import plot_confusion
+from distilled_shufflenet.io import atomic_write_bytes
 from distilled_shufflenet.engine.runtime import PRECISIONS, Runtime, setup_runtime, teardown_runtime
 
 # what is averaged over the views of a video

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 import textwrap
 from io import BytesIO
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from distilled_shufflenet.io import atomic_write_bytes
 
 # log.csv columns drawn by plot_curves: (panel title, [(column, label), ...])
 _CURVES = (
@@ -28,26 +29,6 @@ _CURVES = (
 # above this many classes the confusion matrix drops per-cell counts and class names on the axes
 _NAMED_CLASSES = 40
 _CELL_TEXT_CLASSES = 20
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _save_figure(fig: Figure, png_path: str | os.PathLike, dpi: int) -> Path:
