@@ -128,3 +128,12 @@ def test_freeze_survives_train_on_a_parent() -> None:
     assert student.training and not teacher.training
     assert not any(m.training for m in teacher.modules())
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_a_smaller_crop_keeps_the_resize_to_crop_ratio() -> None:
+    p = built("shufflenet2plus1d").preprocess  # 224 crop of a 256 short side
+    assert p.override(crop_size=64).resize == 73  # not 256: the crop must still frame the scene
+    assert p.override(crop_size=64, resize=80).resize == 80
+    assert p.override(clip_len=8) == p.override(clip_len=8, crop_size=224)
+    with pytest.raises(ValueError, match="crop_size"):
+        p.override(crop_size=112, resize=100)

@@ -435,6 +435,9 @@ def _preprocess(checkpoint: dict[str, Any], model: nn.Module, cfg: EvalConfig, p
     if not isinstance(pre, dict):
         own = getattr(model, "preprocess", None)
         pre = own.to_dict() if own is not None else {}
+    if cfg.crop_size is not None and cfg.resize is None and pre.get("crop_size") and pre.get("resize"):
+        # a new crop keeps the checkpoint's resize-to-crop ratio (see Preprocess.override)
+        pre = {**pre, "resize": round(cfg.crop_size * pre["resize"] / pre["crop_size"])}
     resolved = {}
     for key in ("clip_len", "crop_size", "resize", "mean", "std"):
         value = getattr(cfg, key)

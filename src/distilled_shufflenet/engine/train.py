@@ -142,13 +142,7 @@ def build_datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset
 # --------------------------------------------------------------------------- model
 def resolve_preprocess(model: nn.Module, config: TrainConfig) -> Preprocess:
     """The model's preprocessing with the config's ``clip_len`` / ``crop_size`` / ``resize`` applied."""
-    base = model.preprocess
-    clip_len = config.clip_len or base.clip_len
-    crop = config.crop_size or base.crop_size
-    resize = config.resize or (base.resize if config.crop_size is None else max(base.resize, crop))
-    if crop > resize:
-        raise ValueError(f"crop_size: {crop} is larger than the short side after resizing (resize={resize})")
-    return Preprocess(clip_len, crop, resize, tuple(base.mean), tuple(base.std))
+    return model.preprocess.override(clip_len=config.clip_len, crop_size=config.crop_size, resize=config.resize)
 
 
 def check_model_input(model: nn.Module, preprocess: Preprocess) -> None:

@@ -61,6 +61,18 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def override(self, *, clip_len: int | None = None, crop_size: int | None = None,
+                 resize: int | None = None) -> "Preprocess":
+        """A copy with the given fields replaced. A new crop without a new resize keeps the model's
+        resize-to-crop ratio (256/224 for 224 crops: a 64 crop resizes to 73), so the crop still frames
+        the same part of the scene; a crop larger than the resize is a ``ValueError``."""
+        crop = crop_size or self.crop_size
+        if resize is None:
+            resize = self.resize if crop_size is None else round(crop * self.resize / self.crop_size)
+        if crop > resize:
+            raise ValueError(f"crop_size: {crop} is larger than the short side after resizing (resize={resize})")
+        return Preprocess(clip_len or self.clip_len, crop, resize, tuple(self.mean), tuple(self.std))
+
 
 class TapModel(nn.Module):
     """Base class of every model: the feature interface and input validation.
