@@ -17,6 +17,7 @@ from distilled_shufflenet.models._base import (
     freeze,
 )
 from distilled_shufflenet.models._registry import create_model, list_models, register_model
+from distilled_shufflenet.models.resnet2d import select_frames
 
 # importing the families registers their builders
 from distilled_shufflenet.models import student as _student  # noqa: E402,F401
@@ -37,4 +38,5 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "register_model",
+    "select_frames",
 ]

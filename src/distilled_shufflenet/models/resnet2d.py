@@ -110,10 +110,6 @@ class ResNet2D(TapModel):
     """
 
     classifier_name = "fc"
-    # Python-side metadata that TorchScript need not (and, with the base class's string annotations,
-    # cannot) type; forward_features / forward_head never read it when scripted
-    __jit_ignored_attributes__ = ["feature_info", "in_channels", "preprocess", "model_kwargs", "frozen"]
-    __jit_unused_properties__ = ["tap_names"]
     _trunk = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
     def __init__(

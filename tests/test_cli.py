@@ -1,0 +1,35 @@
+"""The dsn command as a whole: every subcommand is reachable and documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from distilled_shufflenet.cli import build_parser, main
+
+COMMANDS = ("bench", "data", "train", "finetune", "evaluate")
+
+
+def test_help_lists_every_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert f"    {command}" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_subcommand_has_help(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([command, "--help"])
+    assert done.value.code == 0
+    assert f"dsn {command}" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "distilled_shufflenet", "--version"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("dsn ")
