@@ -231,6 +231,20 @@ def test_preprocessing_flags_override_the_checkpoint(tiny_checkpoint: Path, tiny
     assert report.video.scored == 8
 
 
+def test_frame_stride_and_crop_follow_the_training_run(tiny_checkpoint: Path, tiny_synth: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["config"] = {"frame_stride": 2}
+    trained = tmp_path / "strided.pt"
+    save_checkpoint(trained, ckpt)
+    options = dict(dataset="ucf101", data_root=str(tiny_synth), clips=1, crops=1, workers=0, device="cpu",
+                   progress=False)
+    assert evaluate_checkpoint(trained, **options).info["preprocess"]["frame_stride"] == 2
+    pre = evaluate_checkpoint(trained, frame_stride=3, crop_size=64, **options).info["preprocess"]
+    assert pre["frame_stride"] == 3
+    assert pre["resize"] == round(64 * 37 / 32)  # a new crop keeps the checkpoint's resize-to-crop ratio
+    assert evaluate_checkpoint(tiny_checkpoint, **options).info["preprocess"]["frame_stride"] == 1
+
+
 def test_eval_config_names_the_bad_field() -> None:
     with pytest.raises(ValueError, match="crops: expected 1 or 3"):
         EvalConfig(data_root="x", crops=2)

@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"), help="normalisation mean")
     g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"), help="normalisation std")
     g.add_argument("--frame-stride", type=int, default=_DEFAULTS["frame_stride"],
-                   help="take every n-th frame (default: %(default)s)")
+                   help="take every n-th frame (default: the stride the checkpoint was trained with)")
     p.set_defaults(func=run)
 
 

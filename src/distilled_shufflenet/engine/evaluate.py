@@ -390,7 +390,7 @@ class EvalConfig:
     subset: str = "test"
     clips: int = 10
     crops: int = 3
-    frame_stride: int = 1
+    frame_stride: int | None = None  # None: the stride the checkpoint was trained with
     batch_size: int = 8
     workers: int = 4
     device: str = "auto"
@@ -411,7 +411,7 @@ class EvalConfig:
             ("clips", self.clips >= 1, "a positive integer"),
             ("crops", self.crops in (1, 3), "1 or 3"),
             ("split", self.split in (1, 2, 3), "1, 2 or 3"),
-            ("frame_stride", self.frame_stride >= 1, "a positive integer"),
+            ("frame_stride", self.frame_stride is None or self.frame_stride >= 1, "a positive integer"),
             ("batch_size", self.batch_size >= 1, "a positive integer"),
             ("workers", self.workers >= 0, "0 or more"),
             ("average", self.average in AVERAGES, f"one of {', '.join(AVERAGES)}"),
@@ -447,6 +447,9 @@ def _preprocess(checkpoint: dict[str, Any], model: nn.Module, cfg: EvalConfig, p
             flag = "--" + key.replace("_", "-")
             raise ValueError(f"checkpoint {path}: its 'preprocess' has no {key!r}; give it explicitly ({flag})")
         resolved[key] = tuple(float(v) for v in value) if key in ("mean", "std") else int(value)
+    # the frame stride is part of what the model learnt (the tempo it sees), so it follows the training run
+    trained = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    resolved["frame_stride"] = int(cfg.frame_stride or trained.get("frame_stride") or 1)
     return resolved
 
 
@@ -463,7 +466,7 @@ def _build_datasets(cfg: EvalConfig, pre: dict[str, Any]) -> tuple[Dataset, Data
             split=cfg.split,
             subset=cfg.subset,
             clip_len=pre["clip_len"],
-            frame_stride=cfg.frame_stride,
+            frame_stride=pre["frame_stride"],
             sampling="center" if num_clips == 1 else "uniform",
             num_clips=num_clips,
             transform=eval_transform(pre["crop_size"], pre["resize"], pre["mean"], pre["std"], crops=crops),
@@ -582,7 +585,7 @@ def _evaluate_loaded(
             "missing_files": len(getattr(dataset, "missing", None) or ()),
         },
         "views": {"clips": cfg.clips, "crops": cfg.crops, "per_video": cfg.clips * cfg.crops},
-        "preprocess": {**pre, "frame_stride": cfg.frame_stride},
+        "preprocess": pre,
         **report.info,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
