@@ -191,6 +191,23 @@ class TapModel(nn.Module):
         return super().train(mode and not self.frozen)
 
 
+def init_weights(model: nn.Module, *, linear_std: float | None = 0.01) -> None:
+    """torchvision's initialisation: kaiming-normal (fan_out, relu) convolutions with zero bias,
+    BatchNorm weight 1 and bias 0, and Linear layers normal(0, ``linear_std``) with zero bias
+    (``linear_std=None`` leaves PyTorch's default Linear initialisation)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0.0, linear_std)
+            nn.init.zeros_(m.bias)
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Freeze a teacher: no gradients, and eval mode that survives ``.train()`` on a parent module.
 

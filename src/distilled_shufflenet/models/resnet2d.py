@@ -25,7 +25,7 @@ from typing import Dict, List, Tuple, Type, Union
 import torch
 from torch import Tensor, nn
 
-from distilled_shufflenet.models._base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, TapInfo, TapModel
+from distilled_shufflenet.models._base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, TapInfo, TapModel, init_weights
 from distilled_shufflenet.models._registry import register_model
 
 
@@ -149,13 +149,7 @@ class ResNet2D(TapModel):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # torchvision's initialisation; the Linear keeps PyTorch's default
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=None)  # torchvision's; the Linear keeps PyTorch's default
         if zero_init_residual:
             # each residual branch starts at zero, so every block starts as the identity
             for m in self.modules():

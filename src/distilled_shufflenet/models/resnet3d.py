@@ -25,7 +25,7 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from distilled_shufflenet.models._base import KINETICS_MEAN, KINETICS_STD, Preprocess, TapInfo, TapModel
+from distilled_shufflenet.models._base import KINETICS_MEAN, KINETICS_STD, Preprocess, TapInfo, TapModel, init_weights
 from distilled_shufflenet.models._registry import register_model
 
 __all__ = ["VideoResNet", "ResNet3D", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50"]
@@ -166,7 +166,7 @@ class VideoResNet(TapModel):
         self.layer4 = self._make_layer(conv_makers[3], 512, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
-        self._init_weights()
+        init_weights(self)
 
         # the stem halves H and W; layers 2-4 halve them again and halve time where their conv maker does
         t = [maker.get_downsample_stride(2)[0] for maker in conv_makers[1:]]
@@ -190,19 +190,6 @@ class VideoResNet(TapModel):
         self.inplanes = planes * BasicBlock.expansion
         layers += [BasicBlock(self.inplanes, planes, conv_maker) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: Tensor) -> Dict[str, Tensor]:
         """``x`` (N, 3, T, H, W) -> ``{"mid": (N, 256, ...), "final": (N, 512, ...)}`` (see ``feature_info``)."""
@@ -315,13 +302,7 @@ class ResNet3D(TapModel):
         self.layer4 = self._make_layer(planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Linear(planes[3] * Bottleneck.expansion, num_classes)
-        # as 3D-ResNets-PyTorch: convs and BNs initialised, fc left at PyTorch's default
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=None)  # as 3D-ResNets-PyTorch: fc left at PyTorch's default
 
         pool = 1 if no_max_pool else 2
         self._trunk = ("conv1", "bn1", "relu") + (() if no_max_pool else ("maxpool",)) + (

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distilled_shufflenet.models._base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, TapInfo, TapModel
+from distilled_shufflenet.models._base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, TapInfo, TapModel, init_weights
 from distilled_shufflenet.models._registry import register_model
 
 HEAD_POOLS = ("flatten", "mean")
@@ -220,18 +220,7 @@ class ShuffleNet2Plus1D(TapModel):
         self._trunk = ("stem", "stage2", "stage3", "stage4")
         self.preprocess = Preprocess(clip_len=clip_len, crop_size=224, resize=256, mean=IMAGENET_MEAN,
                                      std=IMAGENET_STD)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward_features(self, x: Tensor) -> Dict[str, Tensor]:
         """Both taps of a clip ``(N, C, T, H, W)``: ``{"mid": stage3 output, "final": stage4 output}``."""
