@@ -87,7 +87,7 @@ def test_config_rejects_bad_fields() -> None:
 def test_resolve_paths_defaults_compile_and_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "bf16_support", lambda: (True, "AMX tiles"))
     run, skipped = resolve_paths(None)
-    assert [p.name for p in run] == ["fp32", "fp32+cl3d", "bf16", "bf16+cl3d"] and not skipped
+    assert [p.name for p in run] == ["fp32", "fp32+cl3d", "fp32+fused", "bf16", "bf16+cl3d"] and not skipped
     run, _ = resolve_paths(None, compile=True)
     assert [p.name for p in run][-2:] == ["fp32+compile", "bf16+compile"]
     with pytest.raises(ValueError, match="valid paths: " + ", ".join(PATHS).replace("+", r"\+")):
@@ -133,6 +133,22 @@ def test_paths_run_in_their_precision_and_layout(path: str, expected: tuple) -> 
     assert (seen["input_cl3d"], seen["weight_cl3d"], seen["autocast"]) == expected
     # a channels-last path works on its own copy: the shared model keeps its layout
     assert model.conv.weight.is_contiguous()
+
+
+def test_fused_path_runs_a_folded_copy_with_the_same_outputs() -> None:
+    model = create_model("shufflenet2plus1d", num_classes=3, stem_channels=8, widths=(8, 16, 32),
+                         units=(1, 1, 1), adapter_channels=(16, 32), clip_len=8)
+    with torch.no_grad():
+        model.train()(torch.randn(2, 3, 8, 32, 32))  # BatchNorm statistics that are not the identity
+    model.eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    variants: dict = {}
+    with torch.no_grad():
+        fused_out = bench._make_call(model, PATHS["fp32+fused"], x, variants)()
+        torch.testing.assert_close(fused_out, model(x), rtol=1e-4, atol=1e-5)
+    (fused,) = variants.values()
+    assert fused.folded_batchnorms == 30 and not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # the original is untouched
 
 
 # ---------------------------------------------------------------------------------------------- counting

@@ -7,6 +7,7 @@ machine (other processes, clock changes) hits all of them alike::
     measure:  for r in range(repeats): for each (model, path): time one call
 
 Execution paths (see :data:`PATHS`): ``fp32`` eager, ``fp32+cl3d`` channels-last-3d weights and input,
+``fp32+fused`` eager with BatchNorm folded into the convolutions (``fuse_for_inference``),
 ``bf16`` / ``bf16+cl3d`` under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (only on CPUs with native
 bf16 arithmetic), and ``fp32+compile`` / ``bf16+compile`` through ``torch.compile``.
 
@@ -41,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from distilled_shufflenet.io import atomic_write_text
-from distilled_shufflenet.models import create_model, list_models
+from distilled_shufflenet.models import create_model, fuse_for_inference, list_models
 
 DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50")
 DEFAULT_REFERENCE = "r2plus1d_18"
@@ -58,6 +59,7 @@ class ExecPath:
     bf16: bool = False
     channels_last: bool = False
     compiled: bool = False
+    fused: bool = False  # BatchNorm folded into the convolutions (fuse_for_inference)
 
     @property
     def precision(self) -> str:
@@ -69,13 +71,14 @@ PATHS: dict[str, ExecPath] = {
     for p in (
         ExecPath("fp32"),
         ExecPath("fp32+cl3d", channels_last=True),
+        ExecPath("fp32+fused", fused=True),
         ExecPath("bf16", bf16=True),
         ExecPath("bf16+cl3d", bf16=True, channels_last=True),
         ExecPath("fp32+compile", compiled=True),
         ExecPath("bf16+compile", bf16=True, compiled=True),
     )
 }
-EAGER_PATHS = ("fp32", "fp32+cl3d", "bf16", "bf16+cl3d")
+EAGER_PATHS = ("fp32", "fp32+cl3d", "fp32+fused", "bf16", "bf16+cl3d")
 COMPILE_PATHS = ("fp32+compile", "bf16+compile")
 
 
@@ -430,9 +433,11 @@ def _make_call(model: nn.Module, path: ExecPath, x: Tensor, variants: dict) -> C
     Eager paths of the same layout share one model (autocast leaves the weights alone); the
     channels-last and compiled ones get their own copy, as ``Module.to`` works in place.
     """
-    key = (path.channels_last, path.compiled, path.bf16 if path.compiled else None)
+    key = (path.channels_last, path.compiled, path.bf16 if path.compiled else None, path.fused)
     if key not in variants:
-        m = model if key == (False, False, None) else copy.deepcopy(model)
+        m = model if key == (False, False, None, False) else copy.deepcopy(model)
+        if path.fused:
+            m = fuse_for_inference(m)
         if path.channels_last:
             m = m.to(memory_format=torch.channels_last_3d)
         if path.compiled:

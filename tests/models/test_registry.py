@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distilled_shufflenet.checkpoint import load_pretrained
-from distilled_shufflenet.models import TapModel, create_model, freeze, list_models
+from distilled_shufflenet.models import TapModel, create_model, freeze, fuse_for_inference, list_models
 
 # small but complete configurations, so the whole registry runs in seconds
 SMALL = {
@@ -137,3 +137,23 @@ def test_a_smaller_crop_keeps_the_resize_to_crop_ratio() -> None:
     assert p.override(clip_len=8) == p.override(clip_len=8, crop_size=224)
     with pytest.raises(ValueError, match="crop_size"):
         p.override(crop_size=112, resize=100)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_folding_batchnorm_for_inference_keeps_the_outputs(name: str) -> None:
+    model = built(name)
+    trained = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in trained.modules():  # BatchNorm statistics far from the identity
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    fused = fuse_for_inference(trained)
+    assert fused.folded_batchnorms >= 20
+    x = smallest_clip(model, batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), trained(x), rtol=1e-4, atol=1e-4)
+        taps = fused.forward_taps(x, ("mid",))
+    assert taps["mid"].shape == trained.forward_taps(x, ("mid",))["mid"].shape

@@ -17,6 +17,7 @@ from distilled_shufflenet.models._base import (
     freeze,
 )
 from distilled_shufflenet.models._registry import create_model, list_models, register_model
+from distilled_shufflenet.models.fuse import fuse_for_inference
 from distilled_shufflenet.models.resnet2d import select_frames
 
 # importing the families registers their builders
@@ -35,6 +36,7 @@ __all__ = [
     "TapModel",
     "create_model",
     "freeze",
+    "fuse_for_inference",
     "list_models",
     "load_pretrained",
     "register_model",
