@@ -116,3 +116,10 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path) -> None:
     finally:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644  # readable by others, like any torch.save output
+
+
+def test_first_line_of_an_error() -> None:
+    from distilled_shufflenet._text import first_line
+
+    assert first_line(RuntimeError("bad header\nat offset 12")) == "bad header"
+    assert first_line(EOFError()) == "EOFError"  # an empty message is named by its type

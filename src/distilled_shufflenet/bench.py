@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from distilled_shufflenet._text import first_line
 from distilled_shufflenet.io import atomic_write_text
 from distilled_shufflenet.models import create_model, fuse_for_inference, list_models
 
@@ -420,8 +421,7 @@ def _build(spec: ModelSpec, label: str, x: Tensor) -> tuple[nn.Module, int, int]
             check(x)
         flops = count_flops(model, x)
     except (ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        first = first.removeprefix(f"{spec.name}: ")
+        first = first_line(e).removeprefix(f"{spec.name}: ")
         shown = label if not spec.kwargs else f"{label} ({spec})"
         raise ValueError(f"model {shown} cannot take input {tuple(x.shape)}: {first}") from None
     return model, count_params(model), flops

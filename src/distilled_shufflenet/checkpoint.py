@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from distilled_shufflenet._text import first_line
 from distilled_shufflenet.io import atomic_write
 
 
@@ -38,17 +39,12 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         # weights_only refuses anything but tensors and plain containers
         raise CheckpointError(
             f"checkpoint {path}: not a PyTorch checkpoint, or it holds objects other than tensors and "
-            f"plain containers ({_first_line(e)})"
+            f"plain containers ({first_line(e)})"
         ) from None
     except Exception as e:  # torch.load raises many types for damaged files; all mean the same here
         if is_zip:
-            raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({_first_line(e)})") from None
-        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+            raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({first_line(e)})") from None
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

@@ -31,6 +31,8 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from distilled_shufflenet._text import first_line
+
 __all__ = ["VIDEO_EXTENSIONS", "VideoDecodeError", "VideoInfo", "VideoReader", "probe_video", "read_frames"]
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -116,8 +118,7 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 def _first_line(e: BaseException) -> str:
     """The message of an error, without PyAV's "[Errno N]" prefix and repeated file name."""
     text = getattr(e, "strerror", None) if isinstance(e, av.FFmpegError) else None
-    text = (text or str(e)).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return first_line(text) if text and text.strip() else first_line(e)
 
 
 class VideoReader:

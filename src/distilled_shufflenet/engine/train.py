@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from distilled_shufflenet._text import first_line
 from distilled_shufflenet.data import FailureLog, build_dataset, collate_clips, eval_transform, train_transform
 from distilled_shufflenet.engine.checkpointing import (
     BEST,
@@ -159,7 +160,7 @@ def check_model_input(model: nn.Module, preprocess: Preprocess) -> None:
         with torch.no_grad():
             torch.func.functional_call(model.eval(), meta, (x,))
     except (ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
+        first = first_line(e)
         raise ValueError(
             f"clip_len / crop_size: {getattr(model, 'model_name', type(model).__name__)} cannot take clips of "
             f"{p.clip_len} x {p.crop_size} x {p.crop_size}: {first}"
