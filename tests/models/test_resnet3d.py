@@ -170,6 +170,28 @@ def test_tap_channels_follow_widen_factor() -> None:
     assert [i.channels for i in _meta_model("r3d_50", widen_factor=0.5).feature_info] == [512, 1024]
     for name in ("r3d_18", "mc3_18", "r2plus1d_18"):
         assert [i.channels for i in _meta_model(name).feature_info] == [256, 512]
+        assert [i.channels for i in _meta_model(name, widen_factor=0.25).feature_info] == [64, 128]
+
+
+@pytest.mark.parametrize("name", ["r3d_18", "mc3_18", "r2plus1d_18"])
+def test_a_narrow_torchvision_family_model_scales_every_stage(name: str) -> None:
+    model = _meta_model(name, num_classes=10, widen_factor=0.25)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["fc.weight"] == (10, 128)
+    assert shapes["layer1.0.conv2.1.weight"] == (16,)  # the BN after each block's second unit
+    assert shapes["layer4.1.conv2.1.weight"] == (128,)
+    if name == "r2plus1d_18":
+        # the factorised stem keeps torchvision's 45:64 ratio: round(45 / 4) = 11 middle channels
+        assert shapes["stem.0.weight"] == (11, 3, 1, 7, 7) and shapes["stem.3.weight"] == (16, 11, 3, 1, 1)
+    else:
+        assert shapes["stem.0.weight"] == (16, 3, 3, 7, 7)
+    taps = model.forward_taps(torch.empty(2, 3, 8, 64, 64, device="meta"))
+    assert taps["mid"].shape[1] == 64 and taps["final"].shape[1] == 128
+    assert tuple(model(torch.empty(2, 3, 8, 64, 64, device="meta")).shape) == (2, 10)
+    # a quarter of the width is about a sixteenth of the weights
+    full = sum(p.numel() for p in _meta_model(name, num_classes=10).parameters())
+    narrow = sum(p.numel() for p in model.parameters())
+    assert 1 / 18 < narrow / full < 1 / 14
 
 
 def test_r3d_50_at_16x224x224_gives_the_methods_teacher_maps() -> None:
@@ -195,6 +217,9 @@ def test_builder_arguments_are_checked() -> None:
             _meta_model("r3d_50", **kwargs)
     with pytest.raises(ValueError, match="num_classes"):
         _meta_model("r3d_18", num_classes=-1)
+    for bad in (0.0, -1.0, 0.01, "half", True):
+        with pytest.raises(ValueError, match="widen_factor"):
+            _meta_model("r2plus1d_18", widen_factor=bad)
 
 
 def test_preprocessing_matches_the_training_code_of_each_family() -> None:

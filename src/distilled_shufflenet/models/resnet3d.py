@@ -116,24 +116,27 @@ class BasicBlock(nn.Module):
 class BasicStem(nn.Sequential):
     """Conv 3x7x7 stride (1, 2, 2) + BN + ReLU: (N, 3, T, H, W) -> (N, 64, T, H/2, W/2)."""
 
-    def __init__(self) -> None:
+    def __init__(self, out_planes: int = 64) -> None:
         super().__init__(
-            nn.Conv3d(3, 64, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
-            nn.BatchNorm3d(64),
+            nn.Conv3d(3, out_planes, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.BatchNorm3d(out_planes),
             nn.ReLU(inplace=True),
         )
 
 
 class R2Plus1dStem(nn.Sequential):
-    """The stem factorised: 1x7x7 stride (1, 2, 2) to 45 channels, then 3x1x1 to 64 (each + BN + ReLU)."""
+    """The stem factorised: 1x7x7 stride (1, 2, 2) to 45 channels, then 3x1x1 to 64 (each + BN + ReLU).
 
-    def __init__(self) -> None:
+    A narrower stem (``out_planes`` below 64) scales the 45 middle channels in proportion."""
+
+    def __init__(self, out_planes: int = 64) -> None:
+        mid = max(1, round(45 * out_planes / 64))
         super().__init__(
-            nn.Conv3d(3, 45, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-            nn.BatchNorm3d(45),
+            nn.Conv3d(3, mid, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
+            nn.BatchNorm3d(mid),
             nn.ReLU(inplace=True),
-            nn.Conv3d(45, 64, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
-            nn.BatchNorm3d(64),
+            nn.Conv3d(mid, out_planes, kernel_size=(3, 1, 1), stride=(1, 1, 1), padding=(1, 0, 0), bias=False),
+            nn.BatchNorm3d(out_planes),
             nn.ReLU(inplace=True),
         )
 
@@ -150,29 +153,33 @@ class VideoResNet(TapModel):
           -> layer3  (N, 256,  4, 14, 14)  tap "mid"
           -> layer4  (N, 512,  2,  7,  7)  tap "final"
           -> avgpool, flatten, fc  (N, num_classes)
+
+    Channel counts scale with ``widen_factor`` (torchvision's models are 1.0). A narrow one, 0.25 say,
+    is what trains in CPU minutes on a small dataset, such as the teachers of the SynthActions demo.
     """
 
     _trunk = ("stem", "layer1", "layer2", "layer3", "layer4")
 
-    def __init__(self, stem: nn.Module, conv_makers: Sequence[ConvMaker], layers: Sequence[int],
-                 num_classes: int = 400) -> None:
+    def __init__(self, stem: type[nn.Module], conv_makers: Sequence[ConvMaker], layers: Sequence[int],
+                 num_classes: int = 400, widen_factor: float = 1.0) -> None:
         super().__init__()
         _check_positive_int("num_classes", num_classes)
-        self.inplanes = 64
-        self.stem = stem
-        self.layer1 = self._make_layer(conv_makers[0], 64, layers[0], stride=1)
-        self.layer2 = self._make_layer(conv_makers[1], 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(conv_makers[2], 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(conv_makers[3], 512, layers[3], stride=2)
+        planes = _widen((64, 128, 256, 512), widen_factor)
+        self.inplanes = planes[0]
+        self.stem = stem(planes[0])
+        self.layer1 = self._make_layer(conv_makers[0], planes[0], layers[0], stride=1)
+        self.layer2 = self._make_layer(conv_makers[1], planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(conv_makers[2], planes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(conv_makers[3], planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
-        self.fc = nn.Linear(512 * BasicBlock.expansion, num_classes)
+        self.fc = nn.Linear(planes[3] * BasicBlock.expansion, num_classes)
         init_weights(self)
 
         # the stem halves H and W; layers 2-4 halve them again and halve time where their conv maker does
         t = [maker.get_downsample_stride(2)[0] for maker in conv_makers[1:]]
         self.feature_info = (
-            TapInfo("mid", 256, (t[0] * t[1], 8, 8), "layer3"),
-            TapInfo("final", 512, (t[0] * t[1] * t[2], 16, 16), "layer4"),
+            TapInfo("mid", planes[2], (t[0] * t[1], 8, 8), "layer3"),
+            TapInfo("final", planes[3], (t[0] * t[1] * t[2], 16, 16), "layer4"),
         )
         # torchvision's video weights: short side 128 (128x171 frames), centre crop 112
         self.preprocess = Preprocess(clip_len=16, crop_size=112, resize=128, mean=KINETICS_MEAN,
@@ -208,26 +215,27 @@ class VideoResNet(TapModel):
         return self.fc(torch.flatten(x, 1))
 
 
-def _video_resnet(stem: nn.Module, conv_makers: Sequence[ConvMaker], num_classes: int) -> VideoResNet:
-    return VideoResNet(stem, conv_makers, layers=(2, 2, 2, 2), num_classes=num_classes)
+def _video_resnet(stem: type[nn.Module], conv_makers: Sequence[ConvMaker], num_classes: int,
+                  widen_factor: float) -> VideoResNet:
+    return VideoResNet(stem, conv_makers, layers=(2, 2, 2, 2), num_classes=num_classes, widen_factor=widen_factor)
 
 
 @register_model
-def r3d_18(*, num_classes: int = 400) -> VideoResNet:
+def r3d_18(*, num_classes: int = 400, widen_factor: float = 1.0) -> VideoResNet:
     """R3D-18: full 3x3x3 convolutions everywhere (33.4 M parameters with 400 classes)."""
-    return _video_resnet(BasicStem(), [Conv3DSimple] * 4, num_classes)
+    return _video_resnet(BasicStem, [Conv3DSimple] * 4, num_classes, widen_factor)
 
 
 @register_model
-def mc3_18(*, num_classes: int = 400) -> VideoResNet:
+def mc3_18(*, num_classes: int = 400, widen_factor: float = 1.0) -> VideoResNet:
     """MC3-18: 3x3x3 convolutions in layer1, 1x3x3 (no time) in layers 2-4 (11.7 M parameters)."""
-    return _video_resnet(BasicStem(), [Conv3DSimple] + [Conv3DNoTemporal] * 3, num_classes)
+    return _video_resnet(BasicStem, [Conv3DSimple] + [Conv3DNoTemporal] * 3, num_classes, widen_factor)
 
 
 @register_model
-def r2plus1d_18(*, num_classes: int = 400) -> VideoResNet:
+def r2plus1d_18(*, num_classes: int = 400, widen_factor: float = 1.0) -> VideoResNet:
     """R(2+1)D-18: every 3D convolution factorised into spatial + temporal (31.5 M parameters)."""
-    return _video_resnet(R2Plus1dStem(), [Conv2Plus1D] * 4, num_classes)
+    return _video_resnet(R2Plus1dStem, [Conv2Plus1D] * 4, num_classes, widen_factor)
 
 
 # ====================================================================== 3D-ResNets-PyTorch's ResNet
@@ -285,9 +293,7 @@ class ResNet3D(TapModel):
             # an even kernel with padding size // 2 adds a frame, and the taps would no longer be
             # ceil(T / stride) frames long
             raise ValueError(f"conv1_t_size must be odd, got {conv1_t_size}")
-        planes = [int(p * widen_factor) for p in (64, 128, 256, 512)]
-        if not widen_factor > 0 or min(planes) < 1:
-            raise ValueError(f"widen_factor must give at least 1 channel per stage (> 1/64), got {widen_factor}")
+        planes = _widen((64, 128, 256, 512), widen_factor)
 
         self.in_planes = planes[0]
         self.no_max_pool = no_max_pool
@@ -352,6 +358,17 @@ def r3d_50(*, num_classes: int = 700, conv1_t_size: int = 7, conv1_t_stride: int
     """3D ResNet-50 of 3D-ResNets-PyTorch; the defaults fit its Kinetics-700 checkpoint ``r3d50_K_200ep.pth``."""
     return ResNet3D((3, 4, 6, 3), num_classes=num_classes, conv1_t_size=conv1_t_size,
                     conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool, widen_factor=widen_factor)
+
+
+def _widen(planes: Sequence[int], widen_factor: float) -> list[int]:
+    """Each stage's channels times ``widen_factor``, rounded down; every stage keeps at least one."""
+    if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) or not widen_factor > 0:
+        raise ValueError(f"widen_factor must be a positive number, got {widen_factor!r}")
+    widened = [int(p * widen_factor) for p in planes]
+    if min(widened) < 1:
+        raise ValueError(f"widen_factor must give at least 1 channel per stage (>= 1/{min(planes)}), "
+                         f"got {widen_factor}")
+    return widened
 
 
 def _check_positive_int(field: str, value: int) -> None:
