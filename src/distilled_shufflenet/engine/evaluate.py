@@ -429,28 +429,21 @@ class EvalConfig:
             raise ValueError("data_root: expected the folder holding the dataset's videos")
 
 
-def _preprocess(checkpoint: dict[str, Any], model: nn.Module, cfg: EvalConfig, path: Path) -> dict[str, Any]:
-    """The checkpoint's preprocessing (else the model's defaults) with the config's overrides applied."""
-    pre = checkpoint.get("preprocess")
-    if not isinstance(pre, dict):
-        own = getattr(model, "preprocess", None)
-        pre = own.to_dict() if own is not None else {}
-    if cfg.crop_size is not None and cfg.resize is None and pre.get("crop_size") and pre.get("resize"):
-        # a new crop keeps the checkpoint's resize-to-crop ratio (see Preprocess.override)
-        pre = {**pre, "resize": round(cfg.crop_size * pre["resize"] / pre["crop_size"])}
-    resolved = {}
-    for key in ("clip_len", "crop_size", "resize", "mean", "std"):
-        value = getattr(cfg, key)
-        if value is None:
-            value = pre.get(key)
-        if value is None:
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(f"checkpoint {path}: its 'preprocess' has no {key!r}; give it explicitly ({flag})")
-        resolved[key] = tuple(float(v) for v in value) if key in ("mean", "std") else int(value)
+def _preprocess(checkpoint: dict[str, Any], model: nn.Module, cfg: EvalConfig) -> dict[str, Any]:
+    """The preprocessing the model was trained with (``load_checkpoint`` sets ``model.preprocess`` from
+    the checkpoint) with the config's overrides applied: a new crop without a new resize keeps the
+    trained resize-to-crop ratio, as :meth:`Preprocess.override` does everywhere."""
+    p = model.preprocess.override(clip_len=cfg.clip_len, crop_size=cfg.crop_size, resize=cfg.resize)
     # the frame stride is part of what the model learnt (the tempo it sees), so it follows the training run
     trained = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
-    resolved["frame_stride"] = int(cfg.frame_stride or trained.get("frame_stride") or 1)
-    return resolved
+    return {
+        "clip_len": p.clip_len,
+        "crop_size": p.crop_size,
+        "resize": p.resize,
+        "mean": tuple(float(v) for v in (cfg.mean or p.mean)),
+        "std": tuple(float(v) for v in (cfg.std or p.std)),
+        "frame_stride": int(cfg.frame_stride or trained.get("frame_stride") or 1),
+    }
 
 
 def _build_datasets(cfg: EvalConfig, pre: dict[str, Any]) -> tuple[Dataset, Dataset | None]:
@@ -533,7 +526,7 @@ def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = Non
 
     path = resolve_checkpoint_path(path)  # a run folder means its last.pt
     model, checkpoint = load_checkpoint(path)
-    pre = _preprocess(checkpoint, model, cfg, path)
+    pre = _preprocess(checkpoint, model, cfg)
     # joins the process group under torchrun (so that only rank 0 writes), and checks device and precision
     # before any video is read
     rt = setup_runtime(cfg.device, cfg.precision)
