@@ -511,11 +511,9 @@ class LabelledVideoClips(VideoClips):
             raise ValueError(
                 f"{source}: {len(bad)} record(s) without a label in 0..{len(self.classes) - 1}, e.g. {bad[0]}"
             )
-        options = ClipOptions.from_kwargs(clip_options)
-        present, missing = _existing([r.path for r in records], options.skip_missing, source)
-        self.records: list[VideoRecord] = [r for r, ok in zip(records, present) if ok]
-        super().__init__([r.path for r in self.records], source=source, **clip_options)
-        self.missing = missing
+        super().__init__([r.path for r in records], source=source, **clip_options)
+        kept = set(self.paths)  # the listed files found on disk (the others are in self.missing)
+        self.records: list[VideoRecord] = [r for r in records if r.path in kept]
 
     @property
     def labels(self) -> list[int]:
