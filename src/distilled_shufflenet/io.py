@@ -40,3 +40,17 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries that :func:`atomic_write` leaves in ``folder`` when its process is killed
+    (SIGKILL gives no chance to clean up).  Call it only on a folder this process owns (a locked run
+    folder). Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed

@@ -12,7 +12,7 @@ A checkpoint written by a run holds everything needed to rebuild the model and t
     optimizer, scheduler, scaler the optimisation state
     rng                          per-rank Python / NumPy / torch (/ CUDA) generator states
     data                         where the (distributed) sampler stands: seed, epoch, position, batch size
-    progress, meters             best top-1, early-stopping counters, the current epoch's running sums
+    progress, meters             best monitored score, early-stopping counters, the current epoch's running sums
 
 Every value is a tensor or a plain container, so ``torch.load(weights_only=True)`` reads it.
 ``last.pt`` and ``best.pt`` live in the run folder and are written atomically.
@@ -50,7 +50,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     epoch_step: int = 0  # batches done in the epoch under way
     step: int = 0  # optimiser steps in all
-    best_top1: float = -math.inf
+    best_score: float = -math.inf  # the objective's monitored figure, negated where lower is better
     best_epoch: int = 0
     best_loss: float = math.inf  # lowest monitored loss (validation, else training), for early stopping
     bad_epochs: int = 0
@@ -173,7 +173,9 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], *, batch_size: int, world_siz
             f"on {world_size}) or from an epoch-end checkpoint"
         )
     progress = dict(ckpt.get("progress") or {})
-    state = TrainState(**{k: progress[k] for k in ("best_top1", "best_epoch", "best_loss", "bad_epochs") if k in progress})
+    if "best_top1" in progress:  # checkpoints written before objectives other than top-1 existed
+        progress.setdefault("best_score", progress.pop("best_top1"))
+    state = TrainState(**{k: progress[k] for k in ("best_score", "best_epoch", "best_loss", "bad_epochs") if k in progress})
     state.epoch, state.epoch_step, state.step = int(ckpt["epoch"]), int(ckpt["epoch_step"]), int(ckpt["step"])
     state.meters.update(ckpt.get("meters") or {})
     return state

@@ -1,74 +1,46 @@
-"""Supervised training (``dsn train``) and the loop that ``dsn finetune`` shares.
+"""Supervised training (``dsn train``), the objective ``dsn finetune`` shares, and validation.
 
 ::
 
     train(config) -> run(config, ModelSpec)
         validate config -> runtime (device, precision, process group)
         probe the model on the meta device: preprocessing, can it take clip_len x crop x crop?
-        datasets -> classes -> model (+ pretrained weights) -> fit()
-    fit(model, train_set, val_set, config)
-        every epoch: train_one_epoch -> validate -> schedule -> log.csv / curves.png -> last.pt, best.pt
+        datasets -> classes -> model (+ pretrained weights) -> loop.fit(..., Classification())
 
-Exact resumption: the order of the samples depends only on (seed, epoch) (:class:`EpochSampler`),
-the random augmentation of a sample only on (seed, epoch, index) (:class:`SeededSamples`), and a
-checkpoint stores the global generators, the optimiser, the scheduler and the running sums of the
-epoch; a resumed run skips the batches already done and carries on as if it had never stopped.
+The loop itself (checkpoints, exact resume, signals, logging) is :mod:`distilled_shufflenet.engine.loop`;
+:class:`Classification` is the objective it runs here: cross-entropy on the labels, top-1 reported.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from distilled_shufflenet._text import first_line
-from distilled_shufflenet.data import FailureLog, build_dataset, collate_clips, eval_transform, train_transform
-from distilled_shufflenet.engine.checkpointing import (
-    BEST,
-    CONFIG,
-    LAST,
-    TrainState,
-    read_run_checkpoint,
-    run_checkpoint,
-    save_checkpoint,
-    state_from_checkpoint,
-)
+from distilled_shufflenet.data import build_dataset, eval_transform, train_transform
+from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
-from distilled_shufflenet.engine.metrics import topk_correct
-from distilled_shufflenet.engine.runtime import (
-    EpochSampler,
-    Runtime,
-    SeededSamples,
-    all_reduce_sums,
-    broadcast_buffers,
-    derive_seed,
-    seed_everything,
-    seed_worker,
-    set_deterministic,
-    set_rng_state,
-    setup_runtime,
-    teardown_runtime,
-    unwrap,
-    wrap_model,
+from distilled_shufflenet.engine.loop import (
+    FitResult,
+    NonFiniteLossError,
+    Objective,
+    RunInterrupted,
+    StepResult,
+    make_loader,
 )
+from distilled_shufflenet.engine.loop import fit as fit_objective
+from distilled_shufflenet.engine.metrics import topk_correct
+from distilled_shufflenet.engine.runtime import Runtime, all_reduce_sums, seed_everything, setup_runtime, teardown_runtime, unwrap
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
 
-LOG_COLUMNS = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr",
-               "clips_per_s", "data_wait_share")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+__all__ = ["Classification", "ModelSpec", "NonFiniteLossError", "RunInterrupted", "TrainResult", "build_datasets",
+           "fit", "make_loader", "run", "train", "validate"]
 
 
 @dataclass
@@ -82,35 +54,42 @@ class ModelSpec:
 
 
 @dataclass
-class TrainResult:
-    """What a finished (or stopped) run produced."""
+class TrainResult(FitResult):
+    """What a finished (or stopped) supervised run produced; ``best_val_top1`` chose ``best.pt``."""
 
-    run_dir: Path
-    last_checkpoint: Path
-    best_checkpoint: Path | None
-    epochs: int
-    steps: int
-    stopped: str  # "completed" | "early_stop" | "max_steps"
-    best_val_top1: float | None
-    metrics: dict[str, float]
-    model: nn.Module
-    is_main: bool = True
+    @property
+    def best_val_top1(self) -> float | None:
+        return self.best_score
 
 
-def make_loader(dataset: SeededSamples, sampler: Any, config: TrainConfig, rt: Runtime, *, train: bool,
-                generator: torch.Generator | None = None) -> DataLoader:
-    """The DataLoader of one epoch (workers are seeded; the last incomplete training batch is dropped)."""
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.num_workers,
-        collate_fn=collate_clips,
-        pin_memory=rt.device.type == "cuda",
-        drop_last=train,
-        worker_init_fn=seed_worker,
-        generator=generator,
-    )
+class Classification(Objective):
+    """Cross-entropy on the labels; reports training top-1, validation loss, top-1 and top-5 (in %).
+
+    ``probe=True`` is a linear probe: only the classifier is put in training mode (the frozen backbone's
+    BatchNorm keeps its statistics and dropout stays off)."""
+
+    train_columns = ("top1",)
+    val_columns = ("val_loss", "val_top1", "val_top5")
+    monitor = "val_top1"
+    higher_is_better = True
+
+    def __init__(self, *, label_smoothing: float = 0.0, probe: bool = False) -> None:
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.probe = probe
+
+    def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
+        clips, labels = rt.to_device(batch["clip"]), batch["label"].to(rt.device, non_blocking=True)
+        with rt.autocast():
+            logits = net(clips)  # (N, num_classes)
+        loss = self.criterion(logits.float(), labels)
+        hits = topk_correct(logits.detach().float(), labels, ks=(1,))[1]
+        return StepResult(loss, labels.numel(), {"top1": 100.0 * hits})
+
+    def validate(self, model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, float]:
+        return validate(model, loader, rt)
+
+    def set_train_mode(self, net: nn.Module) -> None:
+        set_train_mode(net, probe=self.probe)
 
 
 def build_datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset, Dataset | None]:
@@ -179,26 +158,6 @@ def _with_classes(spec: ModelSpec, num_classes: int, *, resumed: bool) -> dict:
     return kwargs
 
 
-# --------------------------------------------------------------------------- optimisation
-def build_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
-    """Stepped once per epoch; ``plateau`` is given the monitored loss."""
-    if config.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.gamma,
-                                                          patience=config.plateau_patience)
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    return None
-
-
 def set_train_mode(model: nn.Module, *, probe: bool) -> None:
     """Training mode; for a linear probe only the classifier (the frozen backbone's BatchNorm keeps its
     statistics and dropout stays off)."""
@@ -206,63 +165,6 @@ def set_train_mode(model: nn.Module, *, probe: bool) -> None:
     if probe:
         model.eval()
         getattr(unwrap(model), unwrap(model).classifier_name).train()
-
-
-# --------------------------------------------------------------------------- logging
-class RunLog:
-    """``log.csv`` (one row per epoch), TensorBoard events when available, ``curves.png``."""
-
-    def __init__(self, run_dir: Path, *, enabled: bool, tensorboard: bool, plots: bool,
-                 resume_step: int | None) -> None:
-        self.csv = run_dir / "log.csv"
-        self.png = run_dir / "curves.png"
-        self.enabled = enabled
-        self.plots = plots
-        self.writer = None
-        if not enabled:
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None and self.csv.exists():
-            # rows written after the checkpoint we resume from would be written again
-            lines = self.csv.read_text().splitlines()
-            kept = lines[:1] + [ln for ln in lines[1:] if ln and int(float(ln.split(",")[1])) <= resume_step]
-            self.csv.write_text("\n".join(kept) + "\n")
-        if not self.csv.exists() or resume_step is None:
-            self.csv.write_text(",".join(LOG_COLUMNS) + "\n")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step)
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_scalar(tag, value, step)
-
-    def row(self, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        cells = ["" if row.get(c) is None else str(int(row[c])) if c in ("epoch", "step") else f"{row[c]:.6g}"
-                 for c in LOG_COLUMNS]
-        with self.csv.open("a") as f:
-            f.write(",".join(cells) + "\n")
-        for key in LOG_COLUMNS[2:]:
-            if row.get(key) is not None:
-                self.scalar(f"epoch/{key}", row[key], int(row["step"]))
-        if not self.plots:
-            return
-        try:
-            from distilled_shufflenet.engine.plots import plot_curves
-
-            plot_curves(self.csv, self.png)
-        except Exception as e:  # a figure must never stop a training run
-            print(f"warning: could not draw {self.png}: {e}", file=sys.stderr)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 # --------------------------------------------------------------------------- top level
@@ -324,187 +226,16 @@ def fit(
     runtime: Runtime | None = None,
     resume: dict | None = None,
 ) -> TrainResult:
-    """Train ``model`` (built by :func:`create_model`) on ready datasets, writing the run folder
-    ``config.output``.  ``resume`` (a checkpoint dict; read from ``config.resume`` when not given)
-    restores every state so the run continues exactly.  Raises :class:`NonFiniteLossError` when the loss
-    becomes NaN or infinite, keeping the last checkpoint as it was."""
-    rt = runtime or setup_runtime(config.device, config.precision, channels_last=config.channels_last)
-    if resume is None and config.resume:
-        resume = read_run_checkpoint(config.resume)
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    set_deterministic(config.deterministic)
-    log = None
-    try:
-        run_dir = Path(config.output)
-        preprocess = preprocess or model.preprocess
-        probe = bool(getattr(config, "freeze_backbone", False))
-        head = model.classifier_name
-        for name, p in model.named_parameters():
-            p.requires_grad_(not probe or name.startswith(head + "."))
-        state = TrainState()
-        if resume is not None:
-            model.load_state_dict(resume["state_dict"], strict=True)
-            state = state_from_checkpoint(resume, batch_size=config.batch_size, world_size=rt.world_size)
-        net = wrap_model(model, rt, sync_bn=config.sync_bn)
-        optimizer = build_optimizer([p for p in net.parameters() if p.requires_grad], config)
-        scheduler = build_scheduler(optimizer, config)
-        if resume is not None:
-            optimizer.load_state_dict(resume["optimizer"])
-            if scheduler is not None and resume.get("scheduler") is not None:
-                scheduler.load_state_dict(resume["scheduler"])
-            if resume.get("scaler"):
-                rt.scaler.load_state_dict(resume["scaler"])
-        train_data = SeededSamples(train_set, config.seed)
-        sampler = EpochSampler(train_data, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=config.seed)
-        steps_per_epoch = len(sampler) // config.batch_size
-        if steps_per_epoch == 0:
-            raise ValueError(f"batch_size: {config.batch_size} is larger than the {len(sampler)} training clips "
-                             f"of each of the {rt.world_size} process(es)")
-        val_loader = None
-        if val_set is not None:
-            shard = list(range(rt.rank, len(val_set), rt.world_size))  # type: ignore[arg-type]
-            val_loader = make_loader(SeededSamples(val_set, config.seed), shard, config, rt, train=False)
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        log = RunLog(run_dir, enabled=rt.is_main, tensorboard=config.tensorboard, plots=config.plots,
-                     resume_step=state.step if resume is not None else None)
-        if rt.is_main:
-            config.save_yaml(run_dir / CONFIG)
-
-        def save(metrics: dict[str, float], *, best: bool = False) -> None:
-            # every rank takes part (its generator states are gathered); rank 0 writes
-            ckpt = run_checkpoint(net, optimizer, scheduler, rt, state, config, classes, preprocess, metrics)
-            if rt.is_main:
-                save_checkpoint(run_dir / LAST, ckpt)
-                if best:
-                    save_checkpoint(run_dir / BEST, ckpt)
-
-        # per-rank randomness (dropout) differs; a resumed run takes its generators back
-        seed_everything(derive_seed(config.seed, rt.rank))
-        if resume is not None:
-            rng = resume.get("rng") or []
-            if len(rng) == rt.world_size:
-                set_rng_state(rng[rt.rank])
-            elif rt.is_main:
-                print(f"warning: resuming on {rt.world_size} process(es) a run saved on {len(rng)}; "
-                      "the random streams will differ", file=sys.stderr)
-        metrics: dict[str, float] = dict(resume.get("metrics") or {}) if resume else {}
-        stopped = "completed"
-        while state.epoch < config.epochs:
-            if config.max_steps and state.step >= config.max_steps:  # a resumed run already at its budget
-                stopped = "max_steps"
-                break
-            epoch = state.epoch
-            sampler.set_epoch(epoch, start=state.epoch_step * config.batch_size)
-            train_data.set_epoch(epoch)
-            loader = make_loader(train_data, sampler, config, rt, train=True,
-                                 generator=torch.Generator().manual_seed(derive_seed(config.seed, epoch, rt.rank)))
-            set_train_mode(net, probe=probe)
-            outcome = train_one_epoch(net, loader, optimizer, criterion, rt, state, config, log,
-                                      steps_per_epoch=steps_per_epoch, save=lambda: save(metrics))
-            if outcome == "max_steps":
-                stopped = "max_steps"
-                break
-            metrics, improved, stop = _end_epoch(net, val_loader, optimizer, scheduler, rt, state, config)
-            log.row(metrics)
-            if rt.is_main:
-                tqdm.write(_summary(metrics, config.epochs))
-            save(metrics, best=improved)
-            if stop:
-                stopped = "early_stop"
-                if rt.is_main:
-                    tqdm.write(f"early stopping: no lower loss for {state.bad_epochs} epochs")
-                break
-        best = run_dir / BEST
-        return TrainResult(run_dir, run_dir / LAST, best if best.exists() else None, state.epoch, state.step, stopped,
-                           state.best_top1 if state.best_top1 > -math.inf else None, metrics, unwrap(net), rt.is_main)
-    finally:
-        if log is not None:
-            log.close()
-        set_deterministic(was_deterministic)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
-        if runtime is None:
-            teardown_runtime(rt)
-
-
-def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                    rt: Runtime, state: TrainState, config: TrainConfig, log: RunLog, *, steps_per_epoch: int,
-                    save: Any) -> str | None:
-    """Train on the batches of one epoch not done yet.  Returns ``"max_steps"`` when the step budget ran
-    out mid-epoch (after writing a checkpoint), else ``None``.  Writes a checkpoint every
-    ``checkpoint_every`` steps; the time spent waiting for the DataLoader is measured apart."""
-    failures = FailureLog()
-    m = state.meters
-    bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{config.epochs}",
-               unit="batch", dynamic_ncols=True, leave=False, disable=not (rt.is_main and config.progress))
-    last = Path(config.output) / LAST
-    batches = iter(loader)
-    tick = time.perf_counter()
-    try:
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            got = time.perf_counter()
-            failures.add(batch)
-            if not _all_have_clips(batch, rt):  # every sample of a batch failed to load: skip the step
-                tick = got
-                continue
-            clips, labels = rt.to_device(batch["clip"]), batch["label"].to(rt.device, non_blocking=True)
-            with rt.autocast():
-                logits = net(clips)  # (N, num_classes)
-            loss = criterion(logits.float(), labels)
-            n = labels.numel()
-            hits = topk_correct(logits.detach().float(), labels, ks=(1,))[1]
-            value = float(loss.detach())
-            loss_sum, clips_n, correct, bad = all_reduce_sums([value * n, n, hits, 0.0 if math.isfinite(value) else 1.0],
-                                                              rt)
-            if bad:
-                where = f"step {state.step + 1} (epoch {state.epoch + 1}, batch {state.epoch_step + 1})"
-                what = f"{value}" if not math.isfinite(value) else "NaN or infinite on another process"
-                kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint had been written"
-                raise NonFiniteLossError(f"the training loss became {what} at {where}; the run stopped and {kept}")
-            optimizer.zero_grad(set_to_none=True)
-            rt.scaler.scale(loss).backward()
-            if config.grad_clip:
-                rt.scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-            rt.scaler.step(optimizer)
-            rt.scaler.update()
-            done = time.perf_counter()
-            state.step += 1
-            state.epoch_step += 1
-            m["loss"] += loss_sum
-            m["clips"] += clips_n
-            m["correct"] += correct
-            m["wait"] += got - tick
-            m["time"] += done - tick
-            tick = done
-            bar.update()
-            bar.set_postfix(loss=f"{loss_sum / max(clips_n, 1):.4f}", clips_s=f"{m['clips'] / m['time']:.1f}",
-                            wait=f"{m['wait'] / m['time']:.0%}")
-            log.scalar("step/train_loss", loss_sum / max(clips_n, 1), state.step)
-            if state.epoch_step == steps_per_epoch:
-                break  # the epoch end validates and writes the checkpoint
-            if config.max_steps and state.step >= config.max_steps:
-                save()
-                return "max_steps"
-            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                save()
-    finally:
-        bar.close()
-    if rt.is_main and len(failures):
-        tqdm.write(f"epoch {state.epoch + 1}: {failures.summary()}")
-    return None
-
-
-def _all_have_clips(batch: dict[str, Any], rt: Runtime) -> bool:
-    have = "clip" in batch
-    if not rt.distributed:
-        return have
-    # the processes must agree, or those with a batch would wait for the others' gradients forever
-    return all_reduce_sums([0.0 if have else 1.0], rt)[0] == 0
+    """Supervised training of ``model`` on ready datasets, writing the run folder ``config.output``
+    (the loop of :func:`distilled_shufflenet.engine.loop.fit` with the :class:`Classification` objective).
+    ``config.freeze_backbone`` (fine-tuning) trains the classifier alone."""
+    probe = bool(getattr(config, "freeze_backbone", False))
+    head = model.classifier_name
+    objective = Classification(label_smoothing=config.label_smoothing, probe=probe)
+    result = fit_objective(model, train_set, val_set, config, objective, classes=classes, preprocess=preprocess,
+                           runtime=runtime, resume=resume,
+                           trainable=(lambda name: name.startswith(head + ".")) if probe else None)
+    return TrainResult(**{f.name: getattr(result, f.name) for f in dataclasses.fields(FitResult)})
 
 
 @torch.no_grad()
@@ -525,49 +256,3 @@ def validate(model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, flo
     if count == 0:
         raise ValueError("validation: no clip of the validation set could be read")
     return {"val_loss": loss_sum / count, "val_top1": 100.0 * top1 / count, "val_top5": 100.0 * top5 / count}
-
-
-# --------------------------------------------------------------------------- epoch end and checkpoints
-def _end_epoch(net: nn.Module, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer, scheduler: Any,
-               rt: Runtime, state: TrainState, config: TrainConfig) -> tuple[dict[str, float], bool, bool]:
-    """Validate, step the schedule, update the best / early-stopping counters and start the next epoch.
-    Returns ``(log row, best top-1 improved, stop early)``."""
-    m = state.meters
-    clips = max(m["clips"], 1.0)
-    row: dict[str, Any] = {
-        "epoch": state.epoch + 1, "step": state.step, "train_loss": m["loss"] / clips,
-        "train_top1": 100.0 * m["correct"] / clips, "val_loss": None, "val_top1": None, "val_top5": None,
-        "lr": optimizer.param_groups[0]["lr"],
-        "clips_per_s": m["clips"] / m["time"] if m["time"] else None,
-        "data_wait_share": m["wait"] / m["time"] if m["time"] else None,
-    }
-    broadcast_buffers(net, rt)
-    if val_loader is not None:
-        row.update(validate(unwrap(net), val_loader, rt))
-    monitored = row["val_loss"] if row["val_loss"] is not None else row["train_loss"]
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        scheduler.step(monitored)
-    elif scheduler is not None:
-        scheduler.step()
-    improved = row["val_top1"] is not None and row["val_top1"] > state.best_top1
-    if improved:
-        state.best_top1, state.best_epoch = row["val_top1"], state.epoch + 1
-    if monitored < state.best_loss:
-        state.best_loss, state.bad_epochs = monitored, 0
-    else:
-        state.bad_epochs += 1
-    stop = bool(config.early_stop_patience) and state.bad_epochs >= config.early_stop_patience
-    state.epoch += 1
-    state.epoch_step = 0
-    state.meters = TrainState().meters
-    return row, improved, stop
-
-
-def _summary(row: dict[str, Any], epochs: int) -> str:
-    text = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.1f}%"
-    if row.get("val_loss") is not None:
-        text += f"  val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.1f}% top-5 {row['val_top5']:.1f}%"
-    text += f"  lr {row['lr']:.3g}"
-    if row.get("clips_per_s") is not None:
-        text += f"  {row['clips_per_s']:.1f} clips/s  data wait {row['data_wait_share']:.0%}"
-    return text

@@ -1,0 +1,602 @@
+"""The one training loop of the project, and the :class:`Objective` that says what a step computes.
+
+::
+
+    fit(model, train_set, val_set, config, objective)
+        lock the run folder -> restore a checkpoint (exact resume) -> wrap objective.network(model) in DDP
+        every epoch:
+            train_one_epoch: batches -> objective.step -> backward -> optimiser; checkpoint every N steps;
+                             NaN / SIGINT / SIGTERM stop it with a checkpoint
+            end of epoch:    objective.validate -> schedule -> log.csv / curves.png -> last.pt, best.pt
+
+The loop owns batches, devices, precision, checkpoints, resume, logging, signals and failure reports;
+an objective owns what one step computes and which figures it reports.  Supervised classification
+(``dsn train`` / ``dsn finetune``, in :mod:`~distilled_shufflenet.engine.train`) and feature
+distillation (``dsn distill``) are objectives of this loop.
+
+Exact resumption: the order of the samples depends only on (seed, epoch) (:class:`EpochSampler`),
+the random augmentation of a sample only on (seed, epoch, index) (:class:`SeededSamples`), and a
+checkpoint stores the global generators, the optimiser, the scheduler and the running sums of the
+epoch; a resumed run skips the batches already done and carries on as if it had never stopped.
+
+Extending a run: resumed with a larger ``epochs``, the run continues as if it had been started with
+the new length; the cosine schedule is a closed form of (epoch, epochs), so it is recomputed for the
+new length from the current epoch (it never trains at a learning rate of 0 before the last epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from distilled_shufflenet.data import FailureLog, collate_clips
+from distilled_shufflenet.engine.checkpointing import (
+    BEST,
+    CONFIG,
+    LAST,
+    TrainState,
+    read_run_checkpoint,
+    resolve_checkpoint_path,
+    run_checkpoint,
+    save_checkpoint,
+    state_from_checkpoint,
+)
+from distilled_shufflenet.engine.lock import RunLock
+from distilled_shufflenet.engine.runtime import (
+    EpochSampler,
+    Runtime,
+    SeededSamples,
+    all_reduce_sums,
+    broadcast_buffers,
+    derive_seed,
+    seed_everything,
+    seed_worker,
+    set_deterministic,
+    set_rng_state,
+    setup_runtime,
+    teardown_runtime,
+    unwrap,
+    wrap_model,
+)
+
+RUN_COLUMNS = ("lr", "clips_per_s", "data_wait_share")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class RunInterrupted(RuntimeError):
+    """SIGINT or SIGTERM stopped the run after writing a checkpoint at the current step."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+# --------------------------------------------------------------------------- objectives
+@dataclass
+class StepResult:
+    """What one step of an objective computed on this process's batch."""
+
+    loss: Tensor  # scalar, the one backpropagated
+    clips: int  # clips in the batch
+    sums: dict[str, float]  # per-batch sums of the objective's figures (keys: objective.train_columns)
+
+
+class Objective:
+    """What one training step computes and which figures it reports (a base to subclass).
+
+    ``train_columns`` name running sums that :meth:`step` returns for each batch; the loop adds them
+    up over the epoch (and over processes) and logs ``train_<name> = sum / clips``. :meth:`validate`
+    returns the ``val_*`` figures of the epoch end (``val_loss`` among them when there is one).
+    ``monitor`` is the figure that chooses ``best.pt`` (``higher_is_better`` says its direction).
+    """
+
+    train_columns: tuple[str, ...] = ()
+    val_columns: tuple[str, ...] = ("val_loss",)
+    monitor: str = "val_loss"
+    higher_is_better: bool = False
+
+    def network(self, model: nn.Module) -> nn.Module:
+        """The module the loop trains, wraps in DDP and calls with the batch's clips."""
+        return model
+
+    def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, float]:
+        raise NotImplementedError
+
+    def set_train_mode(self, net: nn.Module) -> None:
+        net.train()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Trainable state the objective owns beside the model (saved in every checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        """Extra self-describing entries of the checkpoint (e.g. the teachers a student was distilled from)."""
+        return {}
+
+    @property
+    def log_columns(self) -> tuple[str, ...]:
+        return ("epoch", "step", "train_loss", *(f"train_{c}" for c in self.train_columns), *self.val_columns,
+                *RUN_COLUMNS)
+
+
+# --------------------------------------------------------------------------- optimisation
+def build_optimizer(params: Sequence[nn.Parameter], config: Any) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                               weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+def cosine_factor(epochs: int) -> Callable[[int], float]:
+    """The learning-rate factor of epoch ``e`` of a cosine schedule of ``epochs`` epochs (1 at 0, 0 at the end)."""
+    return lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: Any) -> Any:
+    """Stepped once per epoch; ``plateau`` is given the monitored loss.  The cosine schedule depends on
+    ``config.epochs`` in closed form, so a resumed run with another length follows the new one."""
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.gamma,
+                                                          patience=config.plateau_patience)
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor(config.epochs))
+    return None
+
+
+def restore_scheduler(scheduler: Any, state: dict[str, Any] | None, optimizer: torch.optim.Optimizer) -> None:
+    """Load a saved schedule; a closed-form (cosine) one then sets the learning rate of the current
+    epoch under the config's length, which may differ from the saved run's."""
+    if scheduler is None or state is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        epoch = int(state.get("last_epoch", 0))
+        base = list(state.get("base_lrs") or scheduler.base_lrs)
+        scheduler.last_epoch = epoch
+        scheduler.base_lrs = base
+        for group, lr, factor in zip(optimizer.param_groups, base, scheduler.lr_lambdas):
+            group["lr"] = lr * factor(epoch)
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+        return
+    scheduler.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- data
+def make_loader(dataset: Dataset, sampler: Any, config: Any, rt: Runtime, *, train: bool,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """The DataLoader of one epoch (workers are seeded; the last incomplete training batch is dropped)."""
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        collate_fn=collate_clips,
+        pin_memory=rt.device.type == "cuda",
+        drop_last=train,
+        worker_init_fn=seed_worker,
+        generator=generator,
+    )
+
+
+# --------------------------------------------------------------------------- logging
+class RunLog:
+    """``log.csv`` (one row per epoch), TensorBoard events when available, ``curves.png``."""
+
+    def __init__(self, run_dir: Path, columns: Sequence[str], *, enabled: bool, tensorboard: bool, plots: bool,
+                 resume_step: int | None, previous_csv: Path | None = None) -> None:
+        self.csv = run_dir / "log.csv"
+        self.png = run_dir / "curves.png"
+        self.columns = tuple(columns)
+        self.enabled = enabled
+        self.plots = plots
+        self.writer = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        source = self.csv if previous_csv is None or not previous_csv.exists() else previous_csv
+        if resume_step is not None and source.exists():
+            # rows written after the checkpoint we resume from would be written again
+            lines = source.read_text().splitlines()
+            kept = lines[:1] + [ln for ln in lines[1:] if ln and int(float(ln.split(",")[1])) <= resume_step]
+            self.csv.write_text("\n".join(kept) + "\n")
+        if not self.csv.exists() or resume_step is None:
+            self.csv.write_text(",".join(self.columns) + "\n")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
+    def row(self, row: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        cells = ["" if row.get(c) is None else str(int(row[c])) if c in ("epoch", "step") else f"{row[c]:.6g}"
+                 for c in self.columns]
+        with self.csv.open("a") as f:
+            f.write(",".join(cells) + "\n")
+        for key in self.columns[2:]:
+            if row.get(key) is not None:
+                self.scalar(f"epoch/{key}", row[key], int(row["step"]))
+        if not self.plots:
+            return
+        try:
+            from distilled_shufflenet.engine.plots import plot_curves
+
+            plot_curves(self.csv, self.png)
+        except Exception as e:  # a figure must never stop a training run
+            print(f"warning: could not draw {self.png}: {e}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --------------------------------------------------------------------------- signals
+class StopRequests:
+    """SIGINT / SIGTERM handlers that ask the loop to stop at the next step end instead of dying mid-write.
+
+    A second SIGINT while the loop is finishing its step raises ``KeyboardInterrupt`` at once.
+    Installed only in the main thread (signal handlers cannot be set elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- the loop
+@dataclass
+class FitResult:
+    """What :func:`fit` produced."""
+
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    epochs: int
+    steps: int
+    stopped: str  # "completed" | "early_stop" | "max_steps"
+    best_score: float | None
+    metrics: dict[str, float]
+    model: nn.Module
+    is_main: bool = True
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    config: Any,
+    objective: Objective,
+    *,
+    classes: Sequence[str] = (),
+    preprocess: Any = None,
+    runtime: Runtime | None = None,
+    resume: dict | None = None,
+    trainable: Callable[[str], bool] | None = None,
+    on_epoch_end: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with ``objective`` on ready datasets, writing the run folder ``config.output``.
+
+    ``resume`` (a checkpoint dict; read from ``config.resume`` when not given) restores every state so
+    the run continues exactly.  ``trainable(name)`` chooses the model's parameters the optimiser
+    updates (default: all).  ``on_epoch_end(model, row)`` runs on the main process after each epoch's
+    checkpoint (e.g. to draw a figure).  Raises :class:`NonFiniteLossError` when the loss becomes NaN
+    or infinite and :class:`RunInterrupted` on SIGINT / SIGTERM, in both cases keeping a checkpoint.
+    """
+    rt = runtime or setup_runtime(config.device, config.precision, channels_last=config.channels_last)
+    if resume is None and config.resume:
+        resume = read_run_checkpoint(config.resume)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    set_deterministic(config.deterministic)
+    run_dir = Path(config.output)
+    lock = RunLock(run_dir, command=f"dsn {config.command}") if rt.is_main else None
+    log = None
+    try:
+        if lock is not None:
+            lock.acquire()
+        preprocess = preprocess or model.preprocess
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable is None or trainable(name))
+        state = TrainState()
+        if resume is not None:
+            model.load_state_dict(resume["state_dict"], strict=True)
+            objective.load_state_dict(resume.get("objective") or {})
+            state = state_from_checkpoint(resume, batch_size=config.batch_size, world_size=rt.world_size)
+        net = wrap_model(objective.network(model), rt, sync_bn=config.sync_bn)
+        optimizer = build_optimizer([p for p in net.parameters() if p.requires_grad], config)
+        scheduler = build_scheduler(optimizer, config)
+        if resume is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+            restore_scheduler(scheduler, resume.get("scheduler"), optimizer)
+            if resume.get("scaler"):
+                rt.scaler.load_state_dict(resume["scaler"])
+        train_data = SeededSamples(train_set, config.seed)
+        sampler = EpochSampler(train_data, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=config.seed)
+        steps_per_epoch = len(sampler) // config.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(f"batch_size: {config.batch_size} is larger than the {len(sampler)} training clips "
+                             f"of each of the {rt.world_size} process(es)")
+        val_loader = None
+        if val_set is not None:
+            shard = list(range(rt.rank, len(val_set), rt.world_size))  # type: ignore[arg-type]
+            val_loader = make_loader(SeededSamples(val_set, config.seed), shard, config, rt, train=False)
+        previous_csv = None
+        if resume is not None and config.resume:
+            previous_csv = resolve_checkpoint_path(config.resume).parent / "log.csv"
+            if previous_csv.resolve() == (run_dir / "log.csv").resolve():
+                previous_csv = None
+        log = RunLog(run_dir, objective.log_columns, enabled=rt.is_main, tensorboard=config.tensorboard,
+                     plots=config.plots, resume_step=state.step if resume is not None else None,
+                     previous_csv=previous_csv)
+        if rt.is_main:
+            config.save_yaml(run_dir / CONFIG)
+
+        def save(metrics: dict[str, float], *, best: bool = False) -> None:
+            # every rank takes part (its generator states are gathered); rank 0 writes
+            ckpt = run_checkpoint(model, optimizer, scheduler, rt, state, config, classes, preprocess, metrics)
+            ckpt.update(objective.checkpoint_extras())
+            extra = objective.state_dict()
+            if extra:
+                ckpt["objective"] = extra
+            if rt.is_main:
+                save_checkpoint(run_dir / LAST, ckpt)
+                if best:
+                    save_checkpoint(run_dir / BEST, ckpt)
+
+        # per-rank randomness (dropout) differs; a resumed run takes its generators back
+        seed_everything(derive_seed(config.seed, rt.rank))
+        if resume is not None:
+            rng = resume.get("rng") or []
+            if len(rng) == rt.world_size:
+                set_rng_state(rng[rt.rank])
+            elif rt.is_main:
+                print(f"warning: resuming on {rt.world_size} process(es) a run saved on {len(rng)}; "
+                      "the random streams will differ", file=sys.stderr)
+        metrics: dict[str, float] = dict(resume.get("metrics") or {}) if resume else {}
+        stopped = "completed"
+        with StopRequests() as stop_requests:
+            while state.epoch < config.epochs:
+                if config.max_steps and state.step >= config.max_steps:  # a resumed run already at its budget
+                    stopped = "max_steps"
+                    break
+                epoch = state.epoch
+                sampler.set_epoch(epoch, start=state.epoch_step * config.batch_size)
+                train_data.set_epoch(epoch)
+                generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, rt.rank))
+                loader = make_loader(train_data, sampler, config, rt, train=True, generator=generator)
+                objective.set_train_mode(net)
+                outcome = train_one_epoch(net, loader, optimizer, objective, rt, state, config, log,
+                                          steps_per_epoch=steps_per_epoch, save=lambda: save(metrics),
+                                          stop_requests=stop_requests)
+                if outcome == "max_steps":
+                    stopped = "max_steps"
+                    break
+                metrics, improved, stop = end_epoch(net, model, val_loader, optimizer, scheduler, objective, rt, state,
+                                                    config)
+                log.row(metrics)
+                if rt.is_main:
+                    tqdm.write(summary(metrics, config.epochs))
+                save(metrics, best=improved)
+                if on_epoch_end is not None and rt.is_main:
+                    try:
+                        on_epoch_end(model, metrics)
+                    except Exception as e:  # a figure must never stop a training run
+                        print(f"warning: epoch-end report failed: {e}", file=sys.stderr)
+                if stop:
+                    stopped = "early_stop"
+                    if rt.is_main:
+                        tqdm.write(f"early stopping: no lower loss for {state.bad_epochs} epochs")
+                    break
+        best = run_dir / BEST
+        score = state.best_score if math.isfinite(state.best_score) else None
+        return FitResult(run_dir, run_dir / LAST, best if best.exists() else None, state.epoch, state.step, stopped,
+                         score, metrics, model, rt.is_main)
+    finally:
+        if log is not None:
+            log.close()
+        if lock is not None:
+            lock.release()
+        set_deterministic(was_deterministic)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if runtime is None:
+            teardown_runtime(rt)
+
+
+def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
+                    rt: Runtime, state: TrainState, config: Any, log: RunLog, *, steps_per_epoch: int,
+                    save: Callable[[], None], stop_requests: StopRequests | None = None) -> str | None:
+    """Train on the batches of one epoch not done yet.  Returns ``"max_steps"`` when the step budget ran
+    out mid-epoch (after writing a checkpoint), else ``None``.  Writes a checkpoint every
+    ``checkpoint_every`` steps, and on SIGINT / SIGTERM (then raises :class:`RunInterrupted`); the time
+    spent waiting for the DataLoader is measured apart."""
+    failures = FailureLog()
+    m = state.meters
+    columns = objective.train_columns
+    for c in columns:
+        m.setdefault(c, 0.0)
+    bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{config.epochs}",
+               unit="batch", dynamic_ncols=True, leave=False, disable=not (rt.is_main and config.progress))
+    last = Path(config.output) / LAST
+    batches = iter(loader)
+    tick = time.perf_counter()
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            got = time.perf_counter()
+            failures.add(batch)
+            if not _all_have_clips(batch, rt):  # every sample of a batch failed to load: skip the step
+                tick = got
+                continue
+            out = objective.step(net, batch, rt)
+            value = float(out.loss.detach())
+            n = out.clips
+            asked = float(stop_requests.signum) if stop_requests is not None else 0.0
+            reduced = all_reduce_sums([value * n, n, 0.0 if math.isfinite(value) else 1.0, asked,
+                                       *(out.sums.get(c, 0.0) for c in columns)], rt)
+            loss_sum, clips_n, bad, signum = reduced[:4]
+            if bad:
+                where = f"step {state.step + 1} (epoch {state.epoch + 1}, batch {state.epoch_step + 1})"
+                what = f"{value}" if not math.isfinite(value) else "NaN or infinite on another process"
+                kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint had been written"
+                raise NonFiniteLossError(f"the training loss became {what} at {where}; the run stopped and {kept}")
+            optimizer.zero_grad(set_to_none=True)
+            rt.scaler.scale(out.loss).backward()
+            if config.grad_clip:
+                rt.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+            rt.scaler.step(optimizer)
+            rt.scaler.update()
+            done = time.perf_counter()
+            state.step += 1
+            state.epoch_step += 1
+            m["loss"] += loss_sum
+            m["clips"] += clips_n
+            for c, v in zip(columns, reduced[4:]):
+                m[c] += v
+            m["wait"] += got - tick
+            m["time"] += done - tick
+            tick = done
+            bar.update()
+            bar.set_postfix(loss=f"{loss_sum / max(clips_n, 1):.4f}", clips_s=f"{m['clips'] / m['time']:.1f}",
+                            wait=f"{m['wait'] / m['time']:.0%}")
+            log.scalar("step/train_loss", loss_sum / max(clips_n, 1), state.step)
+            if signum:
+                save()
+                local = stop_requests.signum if stop_requests is not None else 0
+                raise _interrupted(local or signal.SIGTERM, state, config)
+            if state.epoch_step == steps_per_epoch:
+                break  # the epoch end validates and writes the checkpoint
+            if config.max_steps and state.step >= config.max_steps:
+                save()
+                return "max_steps"
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                save()
+    finally:
+        bar.close()
+    if rt.is_main and len(failures):
+        tqdm.write(f"epoch {state.epoch + 1}: {failures.summary()}")
+    return None
+
+
+def _interrupted(signum: int, state: TrainState, config: Any) -> RunInterrupted:
+    name = signal.Signals(signum).name
+    return RunInterrupted(
+        f"{name}: stopped at step {state.step} (epoch {state.epoch + 1}, batch {state.epoch_step}) with a checkpoint "
+        f"in {Path(config.output) / LAST}; continue with: dsn {config.command} --resume {config.output}",
+        signum,
+    )
+
+
+def _all_have_clips(batch: dict[str, Any], rt: Runtime) -> bool:
+    have = "clip" in batch
+    if not rt.distributed:
+        return have
+    # the processes must agree, or those with a batch would wait for the others' gradients forever
+    return all_reduce_sums([0.0 if have else 1.0], rt)[0] == 0
+
+
+# --------------------------------------------------------------------------- epoch end
+def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
+              scheduler: Any, objective: Objective, rt: Runtime, state: TrainState,
+              config: Any) -> tuple[dict[str, float], bool, bool]:
+    """Validate, step the schedule, update the best / early-stopping counters and start the next epoch.
+    Returns ``(log row, best improved, stop early)``."""
+    m = state.meters
+    clips = max(m["clips"], 1.0)
+    row: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": m["loss"] / clips}
+    for c in objective.train_columns:
+        row[f"train_{c}"] = m.get(c, 0.0) / clips
+    row.update(dict.fromkeys(objective.val_columns))
+    row.update({
+        "lr": optimizer.param_groups[0]["lr"],
+        "clips_per_s": m["clips"] / m["time"] if m["time"] else None,
+        "data_wait_share": m["wait"] / m["time"] if m["time"] else None,
+    })
+    broadcast_buffers(net, rt)
+    if val_loader is not None:
+        row.update(objective.validate(unwrap(net), val_loader, rt))
+    monitored = row.get("val_loss") if row.get("val_loss") is not None else row["train_loss"]
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitored)
+    elif scheduler is not None:
+        scheduler.step()
+    score = row.get(objective.monitor)
+    improved = False
+    if score is not None:
+        score = score if objective.higher_is_better else -score
+        improved = score > state.best_score
+        if improved:
+            state.best_score, state.best_epoch = score, state.epoch + 1
+    if monitored < state.best_loss:
+        state.best_loss, state.bad_epochs = monitored, 0
+    else:
+        state.bad_epochs += 1
+    stop = bool(config.early_stop_patience) and state.bad_epochs >= config.early_stop_patience
+    state.epoch += 1
+    state.epoch_step = 0
+    state.meters = TrainState().meters
+    return row, improved, stop
+
+
+def summary(row: dict[str, Any], epochs: int) -> str:
+    """One line per epoch: every logged figure, compactly."""
+    text = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f}"
+    for key, value in row.items():
+        if value is None or key in ("epoch", "step", "train_loss", *RUN_COLUMNS):
+            continue
+        label = key.replace("_", " ")
+        text += f"  {label} {value:.1f}%" if key.endswith(("top1", "top5")) else f"  {label} {value:.4g}"
+    text += f"  lr {row['lr']:.3g}"
+    if row.get("clips_per_s") is not None:
+        text += f"  {row['clips_per_s']:.1f} clips/s  data wait {row['data_wait_share']:.0%}"
+    return text
