@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.engine import FinetuneConfig, NonFiniteLossError, TrainConfig, fit, load_checkpoint
-from distilled_shufflenet.engine.finetune import student_spec
+from distilled_shufflenet.engine.finetune import student_spec, with_checkpoint_defaults
 from distilled_shufflenet.engine.runtime import EpochSampler
 from distilled_shufflenet.models import create_model
 
@@ -170,7 +170,7 @@ def test_finetune_takes_the_model_from_a_distilled_checkpoint(tmp_path: Path) ->
     state = {k: v for k, v in student.state_dict().items() if not k.startswith("fc.")}
     path = tmp_path / "distilled.pt"
     torch.save({"model_name": "shufflenet2plus1d", "model_kwargs": dict(student.model_kwargs), "state_dict": state}, path)
-    spec = student_spec(FinetuneConfig(checkpoint=str(path), model_kwargs={"head_pool": "mean"}))
+    spec = student_spec(with_checkpoint_defaults(FinetuneConfig(checkpoint=str(path), model_kwargs={"head_pool": "mean"})))
     assert spec.name == "shufflenet2plus1d" and spec.weights == str(path) and spec.drop_classifier
     assert spec.kwargs == {**TINY, "head_pool": "mean"}  # num_classes comes from the dataset
 

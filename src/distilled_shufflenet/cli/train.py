@@ -26,7 +26,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     for cls, epilog, text in (
         (TrainConfig, _TRAIN_EPILOG, "supervised training of any registered model on a labelled dataset"),
-        (FinetuneConfig, _FINETUNE_EPILOG, "fine-tune a distilled student with labels (METHOD.md section 4)"),
+        (FinetuneConfig, _FINETUNE_EPILOG, "fine-tune a distilled student with labels (docs/method.md, fine-tuning)"),
     ):
         parser = subparsers.add_parser(cls.command, help=text, description=text[0].upper() + text[1:] + ".",
                                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _command(cls: type[TrainConfig]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from distilled_shufflenet.engine import NonFiniteLossError, finetune, train
+        from distilled_shufflenet.engine.loop import RunInterrupted
 
         config = config_from_args(cls, args)
         try:
@@ -44,6 +45,9 @@ def _command(cls: type[TrainConfig]) -> Callable[[argparse.Namespace], int]:
         except NonFiniteLossError as e:
             print(f"dsn {cls.command}: {e}", file=sys.stderr)
             return 3
+        except RunInterrupted as e:
+            print(f"dsn {cls.command}: {e}", file=sys.stderr)
+            return e.exit_code
         if result.is_main:
             best = "" if result.best_val_top1 is None else f"; best val top-1 {result.best_val_top1:.2f}%"
             print(f"{result.stopped} after {result.epochs} epoch(s), {result.steps} step(s){best}")

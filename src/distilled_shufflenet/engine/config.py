@@ -32,6 +32,12 @@ ON_ERROR = ("resample", "report")
 
 C = TypeVar("C", bound="TrainConfig")
 
+# settings a resumed run may change (how the run goes on, not what it is); the rest are fixed by its checkpoint
+RESUME_CHANGEABLE = frozenset({
+    "epochs", "max_steps", "checkpoint_every", "early_stop_patience", "num_workers", "progress", "tensorboard",
+    "plots", "output", "data_root", "splits_dir", "device",
+})
+
 
 def _opt(default: Any, help: str, *, choices: tuple[str, ...] | None = None, flag: str | None = None) -> Any:
     """A dataclass field with its help text (and choices) for the command line."""
@@ -66,7 +72,8 @@ class TrainConfig:
     on_error: str = _opt("resample", "an unreadable video: replace it by another, or drop it and report", choices=ON_ERROR)
     skip_missing: bool = _opt(False, "leave out listed videos that are not on disk instead of failing")
     # optimisation
-    epochs: int = _opt(100, "number of epochs")
+    epochs: int = _opt(100, "number of epochs; on --resume a new value extends (or ends) the run, which then "
+                       "continues as if started with it: the cosine schedule is recomputed for the new length")
     batch_size: int = _opt(16, "clips per step and process")
     optimizer: str = _opt("sgd", "optimiser", choices=OPTIMIZERS)
     lr: float = _opt(1e-3, "learning rate")
@@ -92,7 +99,8 @@ class TrainConfig:
     sync_bn: bool = _opt(False, "SyncBatchNorm across processes (torchrun on GPUs)")
     # the run
     output: str = _opt("runs/train", "run folder: checkpoints, log.csv, curves.png, config.yaml")
-    resume: str | None = _opt(None, "continue the run in this folder (or from this checkpoint) exactly")
+    resume: str | None = _opt(None, "continue the run in this folder (or from this checkpoint) exactly; only its "
+                              "length, checkpointing, workers, output, device and progress flags may change")
     checkpoint_every: int = _opt(0, "also write last.pt every N steps, mid-epoch (0: at epoch ends only)")
     max_steps: int = _opt(0, "stop (with a checkpoint) after this many steps in all (0: no limit)")
     progress: bool = _opt(True, "show a progress bar")
@@ -151,6 +159,12 @@ class TrainConfig:
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name}: only used with dataset 'list', got dataset {self.dataset!r}")
         last = Path(self.output) / "last.pt"
+        resumed_here = self.resume is not None and _same_run_folder(self.resume, self.output)
+        if self.resume is not None and not resumed_here and last.exists():
+            raise ValueError(
+                f"output: {self.output} already holds another run ({last}); resume {self.resume} into a new "
+                "folder, or leave --output out to continue in the run's own folder"
+            )
         if self.resume is None and last.exists():
             raise ValueError(
                 f"output: the run folder {self.output} already holds a run ({last}); pass --resume {self.output} "
@@ -179,10 +193,15 @@ class FinetuneConfig(TrainConfig):
     checkpoint: str | None = _opt(None, "the distilled student to fine-tune (backbone + adapters)")
     freeze_backbone: bool = _opt(False, "linear probe: train only the classifier, BatchNorm kept in eval mode")
     output: str = _opt("runs/finetune", "run folder: checkpoints, log.csv, curves.png, config.yaml")
+    # unset, these come from the checkpoint (the model it describes and the clips it was trained on)
+    model: str | None = _opt(None, "model to fine-tune (default: the one the checkpoint describes)")
+    frame_stride: int | None = _opt(None, "take every n-th frame (default: the checkpoint's, else 1)")
 
     command = "finetune"
 
     def validate(self) -> None:
+        if self.model is None:
+            raise ValueError("model: unknown; the checkpoint does not name its model, pass --model NAME")
         if self.resume is None:  # a resumed run takes its weights from the run's checkpoint
             if self.checkpoint is None:
                 raise ValueError("checkpoint: required (the distilled student to fine-tune); pass --checkpoint FILE")
@@ -193,6 +212,12 @@ class FinetuneConfig(TrainConfig):
 
 
 # --------------------------------------------------------------------------- helpers
+def _same_run_folder(resume: str, output: str) -> bool:
+    source = Path(resume)
+    folder = source if source.is_dir() else source.parent
+    return folder.resolve() == Path(output).resolve()
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
@@ -327,7 +352,29 @@ def resolve_config(
     # keys of a config of another command (train vs finetune) do not carry over
     names = {f.name for f in dataclasses.fields(cls)}
     base = build_config(cls, {k: v for k, v in saved.items() if k in names}, source=f"the config saved in {cfg.resume}")
-    return build_config(cls, {**from_yaml, **overrides}, base=base, source="command line")
+    resumed = build_config(cls, {**from_yaml, **overrides}, base=base, source="command line")
+    check_resume_changes(base, resumed)
+    return resumed
+
+
+def check_resume_changes(saved: TrainConfig, resumed: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the first setting a resumed run asks to change that it cannot.
+
+    What a run is (model, data, clip, optimisation) is fixed by its checkpoint; how it goes on
+    (:data:`RESUME_CHANGEABLE`: its length, checkpoints, workers, output, progress) may change, and the
+    saved ``config.yaml`` then records the new value.
+    """
+    for f in dataclasses.fields(resumed):
+        if f.name in RESUME_CHANGEABLE or f.name == "resume":
+            continue
+        old, new = getattr(saved, f.name), getattr(resumed, f.name)
+        if _plain(old) != _plain(new):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            raise ValueError(
+                f"{f.name}: cannot change when resuming (the run has {_plain(old)!r}, {flag} asks for "
+                f"{_plain(new)!r}); leave it out to continue the run as it was, or start a new run with another --output. "
+                f"What may change on --resume: {', '.join(sorted(RESUME_CHANGEABLE))}"
+            )
 
 
 # --------------------------------------------------------------------------- command line

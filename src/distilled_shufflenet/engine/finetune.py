@@ -14,26 +14,45 @@ stays in eval mode.
 
 from __future__ import annotations
 
+import dataclasses
+
 from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.engine.config import FinetuneConfig
 from distilled_shufflenet.engine.train import ModelSpec, TrainResult, run
 
 
-def student_spec(config: FinetuneConfig) -> ModelSpec:
-    """The model to fine-tune: the one the checkpoint describes (``model_name`` / ``model_kwargs``), else
-    ``config.model`` with ``config.model_kwargs``; ``config.model_kwargs`` override the checkpoint's."""
-    name, kwargs = config.model, dict(config.model_kwargs)
+def with_checkpoint_defaults(config: FinetuneConfig) -> FinetuneConfig:
+    """``config`` with what it leaves unset taken from the checkpoint: the model and its builder
+    arguments (``model_kwargs`` given add to / override the checkpoint's), the clip length, crop, resize
+    and frame stride the checkpoint was trained with.  So ``config.yaml`` records what is really used."""
+    model, kwargs = config.model, dict(config.model_kwargs)
+    values: dict = {}
     if config.checkpoint is not None:
         ckpt = read_checkpoint(config.checkpoint)
         if isinstance(ckpt, dict) and isinstance(ckpt.get("model_name"), str):
-            name = ckpt["model_name"]
-            kwargs = {**dict(ckpt.get("model_kwargs") or {}), **config.model_kwargs}
+            if model is None or model == ckpt["model_name"]:
+                model = ckpt["model_name"]
+                kwargs = {**dict(ckpt.get("model_kwargs") or {}), **kwargs}
+            pre = ckpt.get("preprocess") if isinstance(ckpt.get("preprocess"), dict) else {}
+            trained = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+            values = {"clip_len": pre.get("clip_len"), "crop_size": pre.get("crop_size"), "resize": pre.get("resize"),
+                      "frame_stride": trained.get("frame_stride")}
     kwargs.pop("num_classes", None)  # the head is sized for the dataset's classes
-    return ModelSpec(name, kwargs, weights=config.checkpoint, drop_classifier=True)
+    updates = {k: v for k, v in values.items() if getattr(config, k) is None and v is not None}
+    return dataclasses.replace(config, model=model or "shufflenet2plus1d", model_kwargs=kwargs,
+                               frame_stride=updates.pop("frame_stride", config.frame_stride or 1), **updates)
+
+
+def student_spec(config: FinetuneConfig) -> ModelSpec:
+    """The model to fine-tune, from a config completed by :func:`with_checkpoint_defaults`."""
+    return ModelSpec(config.model, dict(config.model_kwargs), weights=config.checkpoint, drop_classifier=True)
 
 
 def finetune(config: FinetuneConfig) -> TrainResult:
     """``dsn finetune``: load the distilled student, attach the classifier, train with labels."""
+    if config.resume is None:
+        config = with_checkpoint_defaults(config)
+        config.validate()
+        return run(config, student_spec(config))
     config.validate()
-    spec = student_spec(config) if config.resume is None else ModelSpec(config.model)
-    return run(config, spec)
+    return run(config, ModelSpec(config.model))

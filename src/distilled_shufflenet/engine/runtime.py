@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import os
 import random
+import signal
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -147,7 +148,11 @@ def derive_seed(*parts: int) -> int:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed Python and NumPy from the seed torch gave this worker."""
+    """DataLoader ``worker_init_fn``: seed Python and NumPy from the seed torch gave this worker, and
+    leave SIGINT / SIGTERM to the main process (which stops the run cleanly and ends its workers), so
+    that Ctrl-C prints no traceback from every worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed()
     random.seed(seed)
     np.random.seed(seed % 2**32)
