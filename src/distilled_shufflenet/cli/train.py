@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from distilled_shufflenet.engine.config import FinetuneConfig, TrainConfig, add_config_arguments, config_from_args
 
@@ -35,13 +35,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _command(cls: type[TrainConfig]) -> Callable[[argparse.Namespace], int]:
+    def library(config: TrainConfig):
+        from distilled_shufflenet.engine import finetune, train
+
+        return (finetune if isinstance(config, FinetuneConfig) else train)(config)  # type: ignore[arg-type]
+
+    return run_command(cls, library)
+
+
+def run_command(cls: type[TrainConfig], library: Callable[[Any], Any]) -> Callable[[argparse.Namespace], int]:
+    """The body of a training-loop command: flags -> config -> ``library(config)`` -> a short report.
+    A NaN loss exits 3, SIGINT / SIGTERM 128 + the signal, each with one line and no traceback."""
+
     def run(args: argparse.Namespace) -> int:
-        from distilled_shufflenet.engine import NonFiniteLossError, finetune, train
+        from distilled_shufflenet.engine import NonFiniteLossError
         from distilled_shufflenet.engine.loop import RunInterrupted
 
         config = config_from_args(cls, args)
         try:
-            result = (finetune if isinstance(config, FinetuneConfig) else train)(config)  # type: ignore[arg-type]
+            result = library(config)
         except NonFiniteLossError as e:
             print(f"dsn {cls.command}: {e}", file=sys.stderr)
             return 3
@@ -49,10 +61,16 @@ def _command(cls: type[TrainConfig]) -> Callable[[argparse.Namespace], int]:
             print(f"dsn {cls.command}: {e}", file=sys.stderr)
             return e.exit_code
         if result.is_main:
-            best = "" if result.best_val_top1 is None else f"; best val top-1 {result.best_val_top1:.2f}%"
-            print(f"{result.stopped} after {result.epochs} epoch(s), {result.steps} step(s){best}")
+            print(f"{result.stopped} after {result.epochs} epoch(s), {result.steps} step(s){_best(result)}")
             print(f"run folder: {result.run_dir}  (last: {result.last_checkpoint.name}"
                   + (f", best: {result.best_checkpoint.name})" if result.best_checkpoint else ")"))
         return 0
 
     return run
+
+
+def _best(result: Any) -> str:
+    if result.best_score is None:
+        return ""
+    top1 = getattr(result, "best_val_top1", None)
+    return f"; best val top-1 {top1:.2f}%" if top1 is not None else f"; best val loss {-result.best_score:.4g}"

@@ -280,6 +280,10 @@ def _coerce(name: str, hint: Any, value: Any, source: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise bad
         return tuple(_coerce(name, a, v, source) for a, v in zip(args, value))
+    if origin is list:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(name, args[0], v, source) for v in value]
     raise TypeError(f"{name}: unsupported config type {hint}")
 
 
@@ -289,6 +293,8 @@ def _describe(hint: Any) -> str:
         return " or ".join("null" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
         return f"a list of {len(args)} numbers"
+    if origin is list:
+        return f"a list of {_describe(args[0])}s"
     if hint is dict or origin is dict:
         return "a mapping of names to values"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
@@ -386,6 +392,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file of config values (flags override it)")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in getattr(cls, "cli_hidden", ()):
+            continue
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         shown = f.default not in (dataclasses.MISSING, None) and "default:" not in f.metadata["help"]
@@ -398,6 +406,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig]
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif inner is dict or typing.get_origin(inner) is dict:
             parser.add_argument(flag, action="append", metavar="KEY=VALUE", type=_key_value, **kw)
+        elif typing.get_origin(inner) is list:
+            parser.add_argument(flag, action="append", type=typing.get_args(inner)[0], metavar="VALUE", **kw)
         elif typing.get_origin(inner) is tuple:
             parser.add_argument(flag, nargs=len(typing.get_args(inner)), type=float, metavar="X", **kw)
         else:
@@ -418,6 +428,7 @@ def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
     """The config the command line asks for: defaults < ``--config`` < flags (see :func:`resolve_config`)."""
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k: v for k, v in vars(args).items() if k in names}
-    if "model_kwargs" in given:
-        given["model_kwargs"] = dict(given["model_kwargs"])
+    for key, value in given.items():  # KEY=VALUE flags arrive as lists of pairs
+        if isinstance(value, list) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            given[key] = dict(value)
     return resolve_config(cls, yaml_path=getattr(args, "config", None), overrides=given)

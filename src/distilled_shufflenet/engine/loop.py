@@ -71,6 +71,8 @@ from distilled_shufflenet.engine.runtime import (
 )
 
 RUN_COLUMNS = ("lr", "clips_per_s", "data_wait_share")
+# the figures of the one-line epoch summary (log.csv has them all)
+_SUMMARY = ("train_top1", "train_mid", "train_final", "val_loss", "val_top1", "val_top5", "val_mid", "val_final")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -112,6 +114,7 @@ class Objective:
     val_columns: tuple[str, ...] = ("val_loss",)
     monitor: str = "val_loss"
     higher_is_better: bool = False
+    collate: Callable[[Sequence[Any]], dict[str, Any]] = staticmethod(collate_clips)  # batches of samples
 
     def network(self, model: nn.Module) -> nn.Module:
         """The module the loop trains, wraps in DDP and calls with the batch's clips."""
@@ -132,6 +135,14 @@ class Objective:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def model_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The model weights a checkpoint stores (all of them by default)."""
+        return state
+
+    def load_model_state(self, model: nn.Module, state: dict[str, Tensor]) -> None:
+        """Restore what :meth:`model_state` stored, for an exact resume."""
+        model.load_state_dict(state, strict=True)
 
     def checkpoint_extras(self) -> dict[str, Any]:
         """Extra self-describing entries of the checkpoint (e.g. the teachers a student was distilled from)."""
@@ -188,14 +199,15 @@ def restore_scheduler(scheduler: Any, state: dict[str, Any] | None, optimizer: t
 
 # --------------------------------------------------------------------------- data
 def make_loader(dataset: Dataset, sampler: Any, config: Any, rt: Runtime, *, train: bool,
-                generator: torch.Generator | None = None) -> DataLoader:
+                generator: torch.Generator | None = None,
+                collate_fn: Callable[[Sequence[Any]], dict[str, Any]] = collate_clips) -> DataLoader:
     """The DataLoader of one epoch (workers are seeded; the last incomplete training batch is dropped)."""
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
         sampler=sampler,
         num_workers=config.num_workers,
-        collate_fn=collate_clips,
+        collate_fn=collate_fn,
         pin_memory=rt.device.type == "cuda",
         drop_last=train,
         worker_init_fn=seed_worker,
@@ -346,7 +358,7 @@ def fit(
             p.requires_grad_(trainable is None or trainable(name))
         state = TrainState()
         if resume is not None:
-            model.load_state_dict(resume["state_dict"], strict=True)
+            objective.load_model_state(model, resume["state_dict"])
             objective.load_state_dict(resume.get("objective") or {})
             state = state_from_checkpoint(resume, batch_size=config.batch_size, world_size=rt.world_size)
         net = wrap_model(objective.network(model), rt, sync_bn=config.sync_bn)
@@ -366,7 +378,8 @@ def fit(
         val_loader = None
         if val_set is not None:
             shard = list(range(rt.rank, len(val_set), rt.world_size))  # type: ignore[arg-type]
-            val_loader = make_loader(SeededSamples(val_set, config.seed), shard, config, rt, train=False)
+            val_loader = make_loader(SeededSamples(val_set, config.seed), shard, config, rt, train=False,
+                                     collate_fn=objective.collate)
         previous_csv = None
         if resume is not None and config.resume:
             previous_csv = resolve_checkpoint_path(config.resume).parent / "log.csv"
@@ -381,6 +394,7 @@ def fit(
         def save(metrics: dict[str, float], *, best: bool = False) -> None:
             # every rank takes part (its generator states are gathered); rank 0 writes
             ckpt = run_checkpoint(model, optimizer, scheduler, rt, state, config, classes, preprocess, metrics)
+            ckpt["state_dict"] = objective.model_state(ckpt["state_dict"])
             ckpt.update(objective.checkpoint_extras())
             extra = objective.state_dict()
             if extra:
@@ -410,7 +424,8 @@ def fit(
                 sampler.set_epoch(epoch, start=state.epoch_step * config.batch_size)
                 train_data.set_epoch(epoch)
                 generator = torch.Generator().manual_seed(derive_seed(config.seed, epoch, rt.rank))
-                loader = make_loader(train_data, sampler, config, rt, train=True, generator=generator)
+                loader = make_loader(train_data, sampler, config, rt, train=True, generator=generator,
+                                     collate_fn=objective.collate)
                 objective.set_train_mode(net)
                 outcome = train_one_epoch(net, loader, optimizer, objective, rt, state, config, log,
                                           steps_per_epoch=steps_per_epoch, save=lambda: save(metrics),
@@ -592,7 +607,7 @@ def summary(row: dict[str, Any], epochs: int) -> str:
     """One line per epoch: every logged figure, compactly."""
     text = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f}"
     for key, value in row.items():
-        if value is None or key in ("epoch", "step", "train_loss", *RUN_COLUMNS):
+        if value is None or key not in _SUMMARY:
             continue
         label = key.replace("_", " ")
         text += f"  {label} {value:.1f}%" if key.endswith(("top1", "top5")) else f"  {label} {value:.4g}"

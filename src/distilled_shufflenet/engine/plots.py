@@ -25,6 +25,23 @@ _CURVES = (
     ("loss", (("train_loss", "train"), ("val_loss", "val"))),
     ("top-1", (("train_top1", "train"), ("val_top1", "val"))),
 )
+# distillation logs: the loss of each tap, and of each tap's teacher
+_TAP_CURVES = (
+    ("loss per tap", tuple((f"{s}_{t}", f"{s} {t}") for t in ("mid", "final") for s in ("train", "val"))),
+    ("loss per tap and teacher", tuple((f"{s}_{t}_{k}", f"{s} {t} {k.upper()}") for t in ("mid", "final")
+                                       for k in ("2d", "3d") for s in ("train", "val"))),
+)
+
+
+def _panels(csv_path: Path) -> tuple:
+    """The panels a log's header calls for: loss and top-1 (supervised), loss and the per-tap and
+    per-teacher losses (distillation)."""
+    with csv_path.open(newline="") as f:
+        header = set(next(csv.reader(f), []))
+    if "train_top1" in header or not any(c in header for _, pairs in _TAP_CURVES for c, _ in pairs):
+        return _CURVES
+    return (_CURVES[0],) + tuple((name, tuple(p for p in pairs if p[0] in header)) for name, pairs in _TAP_CURVES
+                                 if any(c in header for c, _ in pairs))
 
 # above this many classes the confusion matrix drops per-cell counts and class names on the axes
 _NAMED_CLASSES = 40
@@ -45,7 +62,7 @@ def _number(text: str | None) -> float:
     return float(text)
 
 
-def read_curves(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_curves(csv_path: str | os.PathLike, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """The epoch-end value of each curve column of a training ``log.csv``, one entry per epoch.
 
     Returns ``{"epoch": (E,), "train_loss": (E,), ...}``; when an epoch has several rows (logging every few
@@ -54,7 +71,7 @@ def read_curves(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: no such training log")
-    columns = [c for _, pairs in _CURVES for c, _ in pairs]
+    columns = list(columns) if columns is not None else [c for _, pairs in _CURVES for c, _ in pairs]
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "epoch" not in reader.fieldnames:
@@ -81,17 +98,19 @@ def read_curves(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def plot_curves(csv_path: str | os.PathLike, png_path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Draw loss and top-1 against epoch, train and validation, from a training ``log.csv``.
+    """Draw loss and top-1 against epoch, train and validation, from a training ``log.csv``; for a
+    distillation log, the loss and the loss of each tap and of each tap's teacher instead of top-1.
 
     Columns read: ``epoch``, ``train_loss``, ``val_loss``, ``train_top1``, ``val_top1`` (validation cells
-    may be empty).  Writes ``png_path`` atomically and returns it.
+    may be empty), or ``train_mid``, ``val_final_2d``, ...  Writes ``png_path`` atomically and returns it.
     """
-    curves = read_curves(csv_path)
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, (name, pairs) in zip(fig.subplots(1, len(_CURVES)), _CURVES):
+    panels = _panels(Path(csv_path)) if Path(csv_path).is_file() else _CURVES
+    curves = read_curves(csv_path, [c for _, pairs in panels for c, _ in pairs])
+    fig = Figure(figsize=(5 * len(panels), 4), layout="constrained")
+    for ax, (name, pairs) in zip(fig.subplots(1, len(panels)), panels):
         drawn = False
         for column, label in pairs:
-            y = curves[column]
+            y = curves.get(column, np.full(len(curves["epoch"]), np.nan))
             keep = ~np.isnan(y)
             if keep.any():
                 ax.plot(curves["epoch"][keep], y[keep], marker="o", markersize=3, label=label)

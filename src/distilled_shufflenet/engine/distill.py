@@ -1,0 +1,376 @@
+"""Label-free dual-teacher distillation (``dsn distill``): the data, the objective and the run.
+
+::
+
+    distill(config)
+        unlabelled videos: a folder (or a labelled dataset's training videos, labels dropped)
+                           + --extra-unlabelled folders (+ the test videos, only when asked)
+            -> held out for validation: ~5 % of them, by whole actor groups where names have them
+        student (+ --init weights) ; frozen teachers from files ; TargetBuilder.plan(clip) checks all
+        loop.fit(student, ..., Distillation)       the same loop as dsn train: resume, torchrun, NaN stop
+            step: clip -> teachers' target parts (or the teacher cache) ; student's adapted maps -> loss
+        last.pt / best.pt: the student (backbone + adapters, no classifier), as dsn finetune reads it
+
+No label is read anywhere on this path: the datasets are :class:`~distilled_shufflenet.data.VideoClips`
+of paths alone, whose samples have no ``"label"`` key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from distilled_shufflenet.data import VideoClips, build_dataset, eval_transform, train_transform
+from distilled_shufflenet.data.datasets import find_videos
+from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
+from distilled_shufflenet.engine.config import TrainConfig, _need_path, _opt
+from distilled_shufflenet.engine.loop import FitResult, Objective, StepResult, fit
+from distilled_shufflenet.engine.runtime import Runtime, all_reduce_sums, seed_everything, setup_runtime, teardown_runtime
+from distilled_shufflenet.engine.train import check_model_input, resolve_preprocess
+from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
+
+DISTILL_DATASETS = ("folder", "ucf101", "hmdb51", "list")
+LOSS_KINDS = ("mse", "mse_normalized", "smooth_l1")
+TEACHER_MODES = ("both", "2d", "3d")
+_GROUP = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """Settings of ``dsn distill``; the defaults are the paper's (Adam lr 1e-3, batch 8, x0.1 on a
+    10-epoch plateau of the loss; resnet101 and r3d_50 teachers; 0.9 x final + 0.1 x mid MSE)."""
+
+    # teachers and targets
+    teacher2d: str = _opt("resnet101", "the 2D teacher, NAME[:WEIGHTS_FILE] (ImageNet ResNet-101 in the paper)")
+    teacher3d: str = _opt("r3d_50", "the 3D teacher, NAME[:WEIGHTS_FILE] (a 3D ResNet-50 in the paper)")
+    teacher2d_kwargs: dict = _opt({}, "2D teacher builder argument KEY=VALUE, repeatable (e.g. widen_factor=0.25)",
+                                  flag="--teacher2d-arg")
+    teacher3d_kwargs: dict = _opt({}, "3D teacher builder argument KEY=VALUE, repeatable", flag="--teacher3d-arg")
+    teachers: str = _opt("both", "distil from both teachers (the paper) or from one alone (ablation)",
+                         choices=TEACHER_MODES)
+    teacher_split: float = _opt(0.5, "the 2D teacher's share of each tap's time slots (the paper: the first half)")
+    tap_weights: tuple[float, float] = _opt((0.1, 0.9), "loss weights of the mid and final taps")
+    loss: str = _opt("mse", "regression loss: MSE (the paper), MSE on channel-L2-normalised maps, smooth L1",
+                     choices=LOSS_KINDS)
+    per_teacher_adapters: bool = _opt(False, "where a teacher's channels differ from the student's adapters, "
+                                             "regress it through an adapter of its own")
+    # data: unlabelled videos
+    dataset: str = _opt("folder", "where the unlabelled videos come from: every video under --data-root, or "
+                        "the training videos of a dataset (its labels are not read)", choices=DISTILL_DATASETS)
+    extra_unlabelled: list[str] = _opt([], "another folder of unlabelled videos, repeatable")
+    include_test: bool = _opt(False, "also distil on the dataset's TEST videos (the authors' variant; the "
+                                     "student then sees the test videos before it is evaluated on them)")
+    val_fraction: float = _opt(0.05, "share of the videos held out to validate the distillation loss (whole "
+                                     "actor groups where the names have them, gXX); 0: no validation")
+    # teacher cache
+    cache_teachers: str | None = _opt(None, "folder of the teacher feature cache: targets of K views per video "
+                                            "computed once, reused every epoch and by later runs")
+    cache_views: int = _opt(4, "K: augmented views per video in the teacher cache")
+    maps_png: bool = _opt(True, "draw maps.png (targets and the student's maps of one clip) every epoch")
+    # the paper's optimisation
+    optimizer: str = _opt("adam", "optimiser", choices=("sgd", "adam"))
+    batch_size: int = _opt(8, "clips per step and process")
+    weight_decay: float = _opt(0.0, "weight decay")
+    scheduler: str = _opt("plateau", "learning-rate schedule: x gamma on a loss plateau (validation loss, "
+                          "else training loss), every step_size epochs, cosine to zero, or constant",
+                          choices=("plateau", "step", "cosine", "none"))
+    early_stop_patience: int = _opt(0, "stop after this many epochs without a lower loss (0: off)")
+    output: str = _opt("runs/distill", "run folder: student checkpoints, log.csv, curves.png, maps.png, config.yaml")
+
+    command = "distill"
+    cli_hidden = ("drop_classifier", "label_smoothing", "val_list")  # supervised settings with no meaning here
+
+    def validate(self) -> None:
+        if self.label_smoothing:
+            raise ValueError("label_smoothing: distillation reads no labels; leave it at 0")
+        if self.drop_classifier:
+            raise ValueError("drop_classifier: not used by distill (the student's classifier is never trained "
+                             "or saved here)")
+        if not 0.0 < self.teacher_split < 1.0:
+            raise ValueError(f"teacher_split: expected the 2D teacher's share in (0, 1), got {self.teacher_split}")
+        if any(w < 0 for w in self.tap_weights) or not any(self.tap_weights):
+            raise ValueError(f"tap_weights: expected two weights >= 0, not both 0, got {list(self.tap_weights)}")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction: expected a share in [0, 0.5), got {self.val_fraction}")
+        if self.cache_views < 1:
+            raise ValueError(f"cache_views: expected a positive integer, got {self.cache_views}")
+        if self.include_test and self.dataset not in ("ucf101", "hmdb51"):
+            raise ValueError(f"include_test: only with --dataset ucf101 or hmdb51 (they have a test split), "
+                             f"got dataset {self.dataset!r}")
+        for i, folder in enumerate(self.extra_unlabelled):
+            _need_path(f"extra_unlabelled[{i}]", folder, folder=True)
+        from distilled_shufflenet.distill import TeacherSpec
+
+        for kind in ("2d", "3d"):
+            if self.teachers in ("both", kind):
+                TeacherSpec.parse(getattr(self, f"teacher{kind}"), getattr(self, f"teacher{kind}_kwargs"),
+                                  field_name=f"teacher{kind}")
+                path = TeacherSpec.parse(getattr(self, f"teacher{kind}")).path
+                if path is not None:
+                    _need_path(f"teacher{kind}", str(path))
+        super().validate()
+
+
+# --------------------------------------------------------------------------- unlabelled videos
+def group_of(path: str | Path) -> str | None:
+    """The actor group of a UCF101-style name (``v_Punch_g08_c02.avi`` -> ``"g08"``), else ``None``."""
+    m = _GROUP.search(Path(path).stem)
+    return f"g{int(m.group(1)):02d}" if m else None
+
+
+def holdout(paths: Sequence[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Split ``paths`` into (distillation, validation): at least ``fraction`` of the videos held out, by
+    whole actor groups when every name has one (so no actor is on both sides), else video by video.
+    The choice depends only on the names and ``seed``."""
+    if fraction <= 0 or len(paths) < 2:
+        return list(paths), []
+    rng = np.random.default_rng(seed)
+    want = max(1, math.ceil(fraction * len(paths)))
+    groups = [group_of(p) for p in paths]
+    if all(g is not None for g in groups) and len(set(groups)) > 1:
+        names = sorted(set(groups))  # type: ignore[arg-type]
+        held: set[str] = set()
+        for g in rng.permutation(names):
+            if sum(x in held for x in groups) >= want or len(held) == len(names) - 1:
+                break
+            held.add(str(g))
+        val = [p for p, g in zip(paths, groups) if g in held]
+        return [p for p, g in zip(paths, groups) if g not in held], val
+    chosen = set(rng.choice(len(paths), size=min(want, len(paths) - 1), replace=False).tolist())
+    return [p for i, p in enumerate(paths) if i not in chosen], [p for i, p in enumerate(paths) if i in chosen]
+
+
+def unlabelled_videos(config: DistillConfig) -> list[Path]:
+    """Every video distillation may use, in a fixed order, each once: the source of ``config.dataset``
+    (paths only: a labelled dataset goes through its unlabelled view), the extra folders, and the test
+    videos when ``include_test`` is set."""
+    if config.dataset == "folder":
+        found = find_videos(config.data_root)
+        if not found:
+            raise ValueError(f"data_root: {config.data_root}: no video files found")
+        paths = list(found)
+    else:
+        common: dict[str, Any] = dict(splits_dir=config.splits_dir, split=config.split, labels=False,
+                                      list_file=config.train_list, skip_missing=config.skip_missing)
+        paths = list(build_dataset(config.dataset, config.data_root, subset="train", **common).paths)
+        if config.include_test:
+            paths += list(build_dataset(config.dataset, config.data_root, subset="test", **common).paths)
+    for folder in config.extra_unlabelled:
+        extra = find_videos(folder)
+        if not extra:
+            raise ValueError(f"extra_unlabelled: {folder}: no video files found")
+        paths += list(extra)
+    seen: set[Path] = set()
+    unique = []
+    for p in paths:
+        key = Path(p).resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(Path(p))
+    return unique
+
+
+def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tuple[VideoClips, VideoClips | None]:
+    """The unlabelled training clips (random windows, training augmentation) and the held-out
+    validation clips (centre window, centre crop), or ``None`` without validation."""
+    p = preprocess
+    paths = unlabelled_videos(config)
+    fraction = config.val_fraction if config.validation else 0.0
+    train_paths, val_paths = holdout(paths, fraction, config.seed)
+    common: dict[str, Any] = dict(clip_len=p.clip_len, frame_stride=config.frame_stride, on_error=config.on_error,
+                                  seed=config.seed)
+    train_set = VideoClips(train_paths, source=f"{len(train_paths)} unlabelled videos", sampling="random",
+                           transform=train_transform(p.crop_size, p.resize, p.mean, p.std), **common)
+    val_set = None
+    if val_paths:
+        val_set = VideoClips(val_paths, source=f"{len(val_paths)} held-out videos", sampling="center",
+                             transform=eval_transform(p.crop_size, p.resize, p.mean, p.std), **common)
+    return train_set, val_set
+
+
+# --------------------------------------------------------------------------- the objective
+def _column(key: str) -> str:
+    return key.replace("/", "_")
+
+
+class Distillation(Objective):
+    """Regress the student's adapted maps on the frozen teachers' target parts (see
+    :class:`~distilled_shufflenet.distill.TargetBuilder`).  Reports the loss of every tap and of every
+    tap's teacher; ``best.pt`` is the lowest held-out distillation loss.  The checkpoint holds the
+    student without its classifier; the per-teacher adapters (if any) are saved apart."""
+
+    monitor = "val_loss"
+    higher_is_better = False
+
+    def __init__(self, targets: nn.Module, loss: nn.Module, layout: Any, adapters: nn.Module | None = None,
+                 *, description: dict[str, Any] | None = None) -> None:
+        self.targets = targets
+        self.loss = loss
+        self.layout = layout
+        self.adapters = adapters if adapters is not None and len(adapters) else None
+        self.description = dict(description or {})
+        names = list(layout.taps) + list(layout.keys)
+        self.train_columns = tuple(_column(k) for k in names)
+        self.val_columns = ("val_loss", *(f"val_{c}" for c in self.train_columns))
+        self._parts = tuple(names)
+
+    def network(self, model: nn.Module) -> nn.Module:
+        from distilled_shufflenet.distill import StudentMaps
+
+        return StudentMaps(model, self.adapters)
+
+    def _targets(self, batch: dict[str, Any], clips: Tensor, rt: Runtime, *, frame: str) -> dict[str, Tensor]:
+        if "targets" in batch:  # from the teacher cache: 2D parts stored on one slot
+            stored = {k: v.to(rt.device, non_blocking=True).float() for k, v in batch["targets"].items()}
+            return self.layout.expand(stored)
+        if "frame2d" in batch:
+            index = batch["frame2d"]
+        elif frame == "middle":
+            index = torch.full((clips.shape[0],), clips.shape[2] // 2, dtype=torch.long)
+        else:  # the global generator: restored on resume, so the frames drawn are the same
+            index = torch.randint(0, clips.shape[2], (clips.shape[0],))
+        self.targets.to(rt.device)
+        with rt.autocast():
+            parts = self.targets(clips, index.to(clips.device))
+        return {k: v.float() for k, v in parts.items()}
+
+    def _figures(self, parts: dict[str, Tensor], n: int) -> dict[str, float]:
+        return {_column(k): float(parts[k]) * n for k in self._parts}
+
+    def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
+        clips = rt.to_device(batch["clip"])  # (N, 3, T, H, W)
+        target = self._targets(batch, clips, rt, frame="random")
+        with rt.autocast():
+            maps = net(clips, self.layout)
+        total, parts = self.loss(maps, target)
+        n = clips.shape[0]
+        return StepResult(total, n, self._figures(parts, n))
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, float]:
+        model.eval()
+        sums = dict.fromkeys(self.train_columns, 0.0)
+        total = count = 0.0
+        for batch in loader:
+            if "clip" not in batch:
+                continue
+            clips = rt.to_device(batch["clip"])
+            target = self._targets(batch, clips, rt, frame="middle")
+            with rt.autocast():
+                maps = model(clips, self.layout)
+            loss, parts = self.loss(maps, target)
+            n = clips.shape[0]
+            total += float(loss) * n
+            count += n
+            for k, v in self._figures(parts, n).items():
+                sums[k] += v
+        reduced = all_reduce_sums([total, count, *sums.values()], rt)
+        if reduced[1] == 0:
+            raise ValueError("validation: no held-out clip could be read")
+        row = {"val_loss": reduced[0] / reduced[1]}
+        row.update({f"val_{k}": v / reduced[1] for k, v in zip(sums, reduced[2:])})
+        return row
+
+    def model_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v for k, v in state.items() if not k.startswith("fc.")}  # the student has no classifier yet
+
+    def load_model_state(self, model: nn.Module, state: dict[str, Tensor]) -> None:
+        result = model.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"resume: the checkpoint does not fit the student (missing {missing[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]})")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adapters": self.adapters.state_dict()} if self.adapters is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.adapters is not None and state.get("adapters"):
+            self.adapters.load_state_dict(state["adapters"])
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"distillation": self.description}
+
+
+# --------------------------------------------------------------------------- the run
+def build_teachers(config: DistillConfig, device: torch.device) -> tuple[nn.Module | None, nn.Module | None]:
+    """The frozen teachers ``config.teachers`` asks for, built from their names, files and arguments."""
+    from distilled_shufflenet.distill import TeacherSpec, build_teacher
+
+    out = []
+    for kind in ("2d", "3d"):
+        if config.teachers not in ("both", kind):
+            out.append(None)
+            continue
+        spec = TeacherSpec.parse(getattr(config, f"teacher{kind}"), getattr(config, f"teacher{kind}_kwargs"),
+                                 field_name=f"teacher{kind}")
+        out.append(build_teacher(spec, kind=kind, device=device, field_name=f"teacher{kind}"))
+    return out[0], out[1]
+
+
+def distill(config: DistillConfig) -> FitResult:
+    """``dsn distill``: distil the student from frozen teachers on unlabelled videos.
+
+    Every check (config values, paths, teachers' files, whether the teachers' maps can fill the
+    student's slots at this clip size, channel counts) happens before the first step.
+    """
+    from distilled_shufflenet.distill import DistillLoss, TargetBuilder, TeacherAdapters
+
+    config.validate()
+    resume = read_run_checkpoint(config.resume) if config.resume else None
+    name, kwargs = config.model, dict(config.model_kwargs)
+    if resume is not None:
+        name, kwargs = resume["model_name"], dict(resume["model_kwargs"])
+    rt = setup_runtime(config.device, config.precision, channels_last=config.channels_last)
+    try:
+        try:
+            with torch.device("meta"):
+                probe = create_model(name, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"model_kwargs: {name} cannot be built with {kwargs}: {e}") from None
+        preprocess = resolve_preprocess(probe, config)
+        check_model_input(probe, preprocess)
+        config = dataclasses.replace(config, clip_len=preprocess.clip_len, crop_size=preprocess.crop_size,
+                                     resize=preprocess.resize)
+        seed_everything(config.seed)
+        student = create_model(name, **kwargs)
+        student.preprocess = preprocess
+        teacher2d, teacher3d = build_teachers(config, rt.device)
+        targets = TargetBuilder(student, teacher2d, teacher3d, teachers=config.teachers, split=config.teacher_split,
+                                per_teacher_adapters=config.per_teacher_adapters)
+        layout = targets.plan((preprocess.clip_len, preprocess.crop_size, preprocess.crop_size))
+        adapters = TeacherAdapters(student, layout) if config.per_teacher_adapters else None
+        loss = DistillLoss({"mid": config.tap_weights[0], "final": config.tap_weights[1]}, kind=config.loss)
+        train_set, val_set = distillation_datasets(config, preprocess)
+        if rt.is_main:
+            print(layout.describe())
+            held = f", {len(val_set)} held out for validation" if val_set is not None else ", no validation"
+            print(f"distilling on {len(train_set)} unlabelled videos{held}")
+            if config.include_test:
+                print("warning: include_test: the TEST videos are distilled on too (the authors' variant); "
+                      "accuracy on that test split is then not that of unseen videos", file=sys.stderr)
+        if config.init and resume is None:
+            load_pretrained(student, config.init, strict=True, drop_classifier=True)
+        description = {
+            "teachers": config.teachers,
+            "teacher2d": {"spec": config.teacher2d, "kwargs": dict(config.teacher2d_kwargs)} if teacher2d else None,
+            "teacher3d": {"spec": config.teacher3d, "kwargs": dict(config.teacher3d_kwargs)} if teacher3d else None,
+            "layout": layout.describe(),
+            "loss": config.loss,
+            "tap_weights": list(config.tap_weights),
+        }
+        objective = Distillation(targets, loss, layout, adapters, description=description)
+        return fit(student, train_set, val_set, config, objective, classes=[], preprocess=preprocess, runtime=rt,
+                   resume=resume, trainable=lambda n: not n.startswith("fc."))
+    finally:
+        teardown_runtime(rt)
