@@ -31,6 +31,7 @@ views), :mod:`~distilled_shufflenet.distill.cache` (teacher feature cache) and
 :mod:`~distilled_shufflenet.distill.plots` (target / student heatmaps).
 """
 
+from distilled_shufflenet.distill.cache import TeacherCache, TeacherCacheError, cache_fingerprint
 from distilled_shufflenet.distill.loss import DEFAULT_TAP_WEIGHTS, LOSSES, DistillLoss
 from distilled_shufflenet.distill.targets import (
     TAPS,
@@ -52,6 +53,7 @@ from distilled_shufflenet.distill.teachers import (
     parse_teacher_args,
     teacher_kind,
 )
+from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view
 
 __all__ = [
     "DEFAULT_TAP_WEIGHTS",
@@ -65,11 +67,19 @@ __all__ = [
     "TEACHER_MODES",
     "TargetBuilder",
     "TeacherAdapters",
+    "TeacherCache",
+    "TeacherCacheError",
     "TeacherSpec",
+    "View",
+    "ViewSpec",
     "adapter_width",
+    "apply_view",
     "build_teacher",
+    "cache_fingerprint",
     "draw_frame_index",
+    "make_view",
     "parse_teacher_args",
+    "read_view",
     "resample",
     "student_maps",
     "teacher_kind",
