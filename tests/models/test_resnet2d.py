@@ -354,3 +354,44 @@ def test_freeze_keeps_eval_mode_under_a_training_parent():
     parent(torch.randn(2, 3, 32, 32))
     assert torch.equal(model.bn1.running_mean, before)
     assert int(model.bn1.num_batches_tracked) == 0
+
+
+# ---------------------------------------------------------------- widen_factor
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMS))
+def test_widen_factor_one_keeps_torchvision_names_shapes_and_counts(name):
+    default = {k: tuple(v.shape) for k, v in _meta_model(name).state_dict().items()}
+    explicit = {k: tuple(v.shape) for k, v in _meta_model(name, widen_factor=1.0).state_dict().items()}
+    assert list(explicit.items()) == list(default.items()) == torchvision_state_dict_layout(name)
+
+
+@pytest.mark.parametrize("name, mid, final", [("resnet18", 64, 128), ("resnet34", 64, 128),
+                                               ("resnet50", 256, 512), ("resnet101", 256, 512)])
+def test_widen_factor_scales_every_stage(name, mid, final):
+    model = _meta_model(name, num_classes=5, widen_factor=0.25)
+    assert [i.channels for i in model.feature_info] == [mid, final]
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["conv1.weight"] == (16, 3, 7, 7) and shapes["bn1.weight"] == (16,)
+    assert shapes["fc.weight"] == (5, final)
+    assert set(shapes) == {k for k, _ in torchvision_state_dict_layout(name, 5)}  # the same names
+    taps = model.forward_taps(torch.empty(2, 3, 4, 64, 64, device="meta"))
+    assert tuple(taps["mid"].shape) == (2, mid, 4, 4, 4) and tuple(taps["final"].shape) == (2, final, 4, 2, 2)
+    full = sum(p.numel() for p in _meta_model(name, num_classes=5).parameters())
+    narrow = sum(p.numel() for p in model.parameters())
+    assert 1 / 18 < narrow / full < 1 / 14  # a quarter of the width is about a sixteenth of the weights
+
+
+def test_narrow_resnet18_runs_and_its_maps_fit_the_small_students_adapters():
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=3, widen_factor=0.25).eval()
+    assert model.model_kwargs == {"num_classes": 3, "widen_factor": 0.25}
+    with torch.no_grad():
+        taps = model.forward_taps(torch.randn(2, 3, 64, 64))
+    assert tuple(taps["mid"].shape) == (2, 64, 4, 4) and tuple(taps["final"].shape) == (2, 128, 2, 2)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 0.001, "half", True, None])
+def test_bad_widen_factor_is_named(bad):
+    with pytest.raises(ValueError, match="widen_factor"):
+        _meta_model("resnet50", widen_factor=bad)

@@ -208,6 +208,21 @@ def init_weights(model: nn.Module, *, linear_std: float | None = 0.01) -> None:
             nn.init.zeros_(m.bias)
 
 
+def widen_channels(channels: Sequence[int], widen_factor: float) -> list[int]:
+    """Each stage's channels times ``widen_factor``, rounded down; every stage keeps at least one.
+
+    ``widen_channels((64, 128, 256, 512), 0.25) -> [16, 32, 64, 128]``; a bad factor is a ``ValueError``
+    naming ``widen_factor``.
+    """
+    if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) or not widen_factor > 0:
+        raise ValueError(f"widen_factor must be a positive number, got {widen_factor!r}")
+    widened = [int(c * widen_factor) for c in channels]
+    if min(widened) < 1:
+        raise ValueError(f"widen_factor must give at least 1 channel per stage (>= 1/{min(channels)}), "
+                         f"got {widen_factor}")
+    return widened
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """Freeze a teacher: no gradients, and eval mode that survives ``.train()`` on a parent module.
 

@@ -25,7 +25,15 @@ from typing import Dict, List, Tuple, Type, Union
 import torch
 from torch import Tensor, nn
 
-from distilled_shufflenet.models._base import IMAGENET_MEAN, IMAGENET_STD, Preprocess, TapInfo, TapModel, init_weights
+from distilled_shufflenet.models._base import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocess,
+    TapInfo,
+    TapModel,
+    init_weights,
+    widen_channels,
+)
 from distilled_shufflenet.models._registry import register_model
 
 
@@ -107,6 +115,10 @@ class ResNet2D(TapModel):
 
     Takes an image batch (N, 3, H, W) or a clip batch (N, 3, T, H, W); a clip's frames are folded into the
     batch, its taps come back as (N, C, T, h, w) and its logits are the per-frame logits averaged over T.
+
+    Channel counts scale with ``widen_factor`` (every stage's 64 / 128 / 256 / 512 planes are multiplied
+    by it; 1.0 is torchvision's layout). A narrow teacher, ``resnet18`` at 0.25 with 64 / 128 channels
+    at ``mid`` / ``final``, trains in CPU minutes and pairs with a small student's adapters.
     """
 
     classifier_name = "fc"
@@ -120,6 +132,7 @@ class ResNet2D(TapModel):
         num_classes: int = 1000,
         zero_init_residual: bool = False,
         in_channels: int = 3,
+        widen_factor: float = 1.0,
     ) -> None:
         super().__init__()
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
@@ -128,22 +141,23 @@ class ResNet2D(TapModel):
             raise ValueError(f"ResNet2D: num_classes must be >= 1, got {num_classes}")
         if in_channels < 1:
             raise ValueError(f"ResNet2D: in_channels must be >= 1, got {in_channels}")
+        planes = widen_channels((64, 128, 256, 512), widen_factor)  # torchvision's at widen_factor=1
+        e = block.expansion
         self.in_channels = in_channels
-        width = 64
-        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.conv1 = nn.Conv2d(in_channels, planes[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = _make_layer(block, width, 64, layers[0], stride=1)
-        self.layer2 = _make_layer(block, 64 * block.expansion, 128, layers[1], stride=2)
-        self.layer3 = _make_layer(block, 128 * block.expansion, 256, layers[2], stride=2)
-        self.layer4 = _make_layer(block, 256 * block.expansion, 512, layers[3], stride=2)
+        self.layer1 = _make_layer(block, planes[0], planes[0], layers[0], stride=1)
+        self.layer2 = _make_layer(block, planes[0] * e, planes[1], layers[1], stride=2)
+        self.layer3 = _make_layer(block, planes[1] * e, planes[2], layers[2], stride=2)
+        self.layer4 = _make_layer(block, planes[2] * e, planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(planes[3] * e, num_classes)
 
         self.feature_info = (
-            TapInfo("mid", 256 * block.expansion, (1, 16, 16), "layer3"),
-            TapInfo("final", 512 * block.expansion, (1, 32, 32), "layer4"),
+            TapInfo("mid", planes[2] * e, (1, 16, 16), "layer3"),
+            TapInfo("final", planes[3] * e, (1, 32, 32), "layer4"),
         )
         self.preprocess = Preprocess(clip_len=1, crop_size=224, resize=256, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         self._init_weights(zero_init_residual)
@@ -249,30 +263,34 @@ def _resnet(block: Block, layers: List[int], **kwargs) -> ResNet2D:
 
 
 @register_model
-def resnet18(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3) -> ResNet2D:
+def resnet18(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
+             widen_factor: float = 1.0) -> ResNet2D:
     """ResNet-18 (torchvision layout, 11,689,512 parameters with 1000 classes); taps 256 / 512 channels."""
     return _resnet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, in_channels=in_channels)
+                   zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)
 
 
 @register_model
-def resnet34(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3) -> ResNet2D:
+def resnet34(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
+             widen_factor: float = 1.0) -> ResNet2D:
     """ResNet-34 (torchvision layout, 21,797,672 parameters with 1000 classes); taps 256 / 512 channels."""
     return _resnet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, in_channels=in_channels)
+                   zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)
 
 
 @register_model
-def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3) -> ResNet2D:
+def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
+             widen_factor: float = 1.0) -> ResNet2D:
     """ResNet-50 v1.5 (torchvision layout, 25,557,032 parameters with 1000 classes); taps 1024 / 2048
     channels."""
     return _resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, in_channels=in_channels)
+                   zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)
 
 
 @register_model
-def resnet101(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3) -> ResNet2D:
+def resnet101(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
+              widen_factor: float = 1.0) -> ResNet2D:
     """ResNet-101 v1.5 (torchvision layout, 44,549,160 parameters with 1000 classes), the paper's 2D
     teacher; taps 1024 / 2048 channels."""
     return _resnet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes,
-                   zero_init_residual=zero_init_residual, in_channels=in_channels)
+                   zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)

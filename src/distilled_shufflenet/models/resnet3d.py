@@ -25,7 +25,15 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from distilled_shufflenet.models._base import KINETICS_MEAN, KINETICS_STD, Preprocess, TapInfo, TapModel, init_weights
+from distilled_shufflenet.models._base import (
+    KINETICS_MEAN,
+    KINETICS_STD,
+    Preprocess,
+    TapInfo,
+    TapModel,
+    init_weights,
+    widen_channels,
+)
 from distilled_shufflenet.models._registry import register_model
 
 __all__ = ["VideoResNet", "ResNet3D", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50"]
@@ -164,7 +172,7 @@ class VideoResNet(TapModel):
                  num_classes: int = 400, widen_factor: float = 1.0) -> None:
         super().__init__()
         _check_positive_int("num_classes", num_classes)
-        planes = _widen((64, 128, 256, 512), widen_factor)
+        planes = widen_channels((64, 128, 256, 512), widen_factor)
         self.inplanes = planes[0]
         self.stem = stem(planes[0])
         self.layer1 = self._make_layer(conv_makers[0], planes[0], layers[0], stride=1)
@@ -293,7 +301,7 @@ class ResNet3D(TapModel):
             # an even kernel with padding size // 2 adds a frame, and the taps would no longer be
             # ceil(T / stride) frames long
             raise ValueError(f"conv1_t_size must be odd, got {conv1_t_size}")
-        planes = _widen((64, 128, 256, 512), widen_factor)
+        planes = widen_channels((64, 128, 256, 512), widen_factor)
 
         self.in_planes = planes[0]
         self.no_max_pool = no_max_pool
@@ -358,17 +366,6 @@ def r3d_50(*, num_classes: int = 700, conv1_t_size: int = 7, conv1_t_stride: int
     """3D ResNet-50 of 3D-ResNets-PyTorch; the defaults fit its Kinetics-700 checkpoint ``r3d50_K_200ep.pth``."""
     return ResNet3D((3, 4, 6, 3), num_classes=num_classes, conv1_t_size=conv1_t_size,
                     conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool, widen_factor=widen_factor)
-
-
-def _widen(planes: Sequence[int], widen_factor: float) -> list[int]:
-    """Each stage's channels times ``widen_factor``, rounded down; every stage keeps at least one."""
-    if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) or not widen_factor > 0:
-        raise ValueError(f"widen_factor must be a positive number, got {widen_factor!r}")
-    widened = [int(p * widen_factor) for p in planes]
-    if min(widened) < 1:
-        raise ValueError(f"widen_factor must give at least 1 channel per stage (>= 1/{min(planes)}), "
-                         f"got {widen_factor}")
-    return widened
 
 
 def _check_positive_int(field: str, value: int) -> None:

@@ -84,12 +84,16 @@ class SpatialMaxPool(nn.Module):
     """3x3 max-pooling with stride 2 and padding 1 over the H and W of every frame.
 
     ``(N, C, T, H, W) -> (N, C, T, ceil(H/2), ceil(W/2))``, exactly ``nn.MaxPool3d((1, 3, 3), (1, 2, 2),
-    (0, 1, 1))``, computed as a 1D max-pool along W and element-wise maxima of strided rows along H:
-    PyTorch's CPU kernel for 5-D max-pooling is scalar and costs several times more on the stem's
-    ``(N, 64, 16, 112, 112)`` output.
+    (0, 1, 1))``. Without gradients (inference, export) it is computed as a 1D max-pool along W and
+    element-wise maxima of strided rows along H: PyTorch's CPU kernel for 5-D max-pooling is scalar and
+    costs about four times more on the stem's ``(N, 64, 16, 112, 112)`` output. When a gradient is needed
+    that trick costs twice the 5-D kernel instead (the 1D pool records indices through a slow path and
+    the maxima's backward builds masks), so training uses ``max_pool3d`` itself.
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.max_pool3d(x, (1, 3, 3), (1, 2, 2), (0, 1, 1))
         c, t, h = x.shape[1], x.shape[2], x.shape[3]
         x = F.max_pool1d(x.flatten(1, 3), 3, 2, 1).unflatten(1, (c, t, h))  # (N, C, T, H, ceil(W/2))
         x = F.pad(x, (0, 0, 1, 1), value=float("-inf"))  # (N, C, T, H + 2, ceil(W/2))

@@ -1,0 +1,496 @@
+"""Teacher feature cache: the frozen teachers' targets for K fixed views of every video, computed once.
+
+Teachers never change during distillation, so their targets for a fixed set of augmented views can be
+stored and read back instead of recomputed every epoch; each epoch the student draws one of the K views,
+re-decodes its clip (:func:`~distilled_shufflenet.distill.views.read_view`) and reads its targets.
+
+On disk::
+
+    DIR/cache.json                    what the cache holds: its fingerprint (teachers' weights and
+                                      settings, target layout, views, preprocessing, video list), shapes
+    DIR/shard-00003.rank1.pt          videos [3S, 4S): views (n, K, 5 + T) int64, ok (n,) bool,
+                                      parts {"mid/2d": (n, K, C, 1, H, W) fp16, ...}, failures
+    DIR/shard-00003.rank1.json        its size and SHA-256, written after the shard
+
+Shards are written atomically, one per ``shard_size`` videos, by the rank of ``torchrun`` that owns them
+(``shard % world_size == rank``; the name says which rank wrote it, and any rank reads any). A build
+that is killed resumes: shards whose record is present and whose size (and, with ``verify``, checksum)
+matches are kept, others are recomputed. 2D targets are stored on one slot and repeated when read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distilled_shufflenet.checkpoint import atomic_save
+from distilled_shufflenet.data.video import VideoDecodeError, VideoReader
+from distilled_shufflenet.distill.targets import SlotLayout, TargetBuilder
+from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, spec_from_dict
+from distilled_shufflenet.io import atomic_write_text
+
+__all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "cache_fingerprint", "state_dict_digest"]
+
+CACHE_FORMAT = "distilled_shufflenet.teacher_cache/1"
+META = "cache.json"
+_SHARD = re.compile(r"^shard-(\d{5})\.rank(\d+)\.json$")
+
+
+class TeacherCacheError(ValueError):
+    """A teacher cache that cannot be used: stale, foreign, incomplete, damaged, or without room."""
+
+
+# ---------------------------------------------------------------------- fingerprint
+def state_dict_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state dict (names, dtypes, shapes and bytes, in key order)."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _videos_digest(paths: Sequence[Path]) -> str:
+    """SHA-256 of the video list, relative to its common folder (moving the dataset keeps the cache)."""
+    strs = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath(strs) if len(strs) > 1 else os.path.dirname(strs[0]) if strs else ""
+    h = hashlib.sha256()
+    for p in strs:
+        h.update(os.path.relpath(p, root).encode() + b"\n")
+    return h.hexdigest()
+
+
+def _layout_record(layout: SlotLayout) -> list[dict[str, Any]]:
+    return [{"key": p.key, "teacher": p.teacher, "start": p.start, "stop": p.stop,
+             "stored_shape": list(p.stored_shape)} for p in layout.parts]
+
+
+def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """What a cache's contents depend on: each teacher (name, arguments, weights' digest, mean/std), the
+    target layout (mode, split, taps, slots and shapes at the spec's clip size), the views and the
+    student's preprocessing (:class:`ViewSpec`), and the list of videos."""
+    layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
+    teachers = {}
+    for kind in builder.kinds:
+        model = builder.teacher(kind)
+        teachers[kind] = {"name": model.model_name, "kwargs": dict(model.model_kwargs),
+                          "weights": state_dict_digest(model), "mean": list(model.preprocess.mean),
+                          "std": list(model.preprocess.std)}
+    split = builder.split if not isinstance(builder.split, Mapping) else dict(builder.split)
+    paths = [Path(p) for p in videos]
+    return {
+        "teachers": teachers,
+        "targets": {"mode": builder.mode, "split": split, "taps": list(builder.taps),
+                    "parts": _layout_record(layout)},
+        "views": spec.to_dict(),
+        "videos": {"count": len(paths), "digest": _videos_digest(paths)},
+    }
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+_WHAT = {"teachers": "teacher", "targets": "target layout", "views": "views / preprocessing", "videos": "videos"}
+
+
+def _differences(cached: Mapping[str, Any], wanted: Mapping[str, Any], limit: int = 8) -> list[str]:
+    a, b = _flatten(cached), _flatten(wanted)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            what = _WHAT.get(key.split(".")[0], key.split(".")[0])
+            show = (lambda v: (v[:12] + "...") if isinstance(v, str) and len(v) > 40 else v)
+            out.append(f"{what}: {key} is {show(a.get(key, '<absent>'))!r} in the cache, "
+                       f"{show(b.get(key, '<absent>'))!r} now")
+    return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------- the cache
+class TeacherCache:
+    """A built teacher cache, opened for reading. Build or resume one with :meth:`build`, open a finished
+    one with :meth:`open`.
+
+    ``targets(i, k)`` -> ``{"mid/2d": (C, slots, H, W), ...}`` (the parts of
+    :class:`~distilled_shufflenet.distill.TargetBuilder` for one clip, repeated onto their slots);
+    ``view(i, k)`` -> :class:`~distilled_shufflenet.distill.views.View`; ``clip(i, k)`` -> the student's clip
+    ``(3, T, crop, crop)``; ``failed`` -> ``{video index: (path, reason)}`` for videos that could not be read.
+    Shards are memory-mapped, so a DataLoader worker reads only the targets it returns.
+    """
+
+    def __init__(self, root: Path, meta: dict[str, Any], files: dict[int, Path], videos: Sequence[Path] | None) -> None:
+        self.root = root
+        self.meta = meta
+        self.spec = spec_from_dict(meta["fingerprint"]["views"])
+        self.num_videos = int(meta["num_videos"])
+        self.shard_size = int(meta["shard_size"])
+        self.parts = meta["fingerprint"]["targets"]["parts"]
+        self.videos = [Path(p) for p in videos] if videos is not None else None
+        self._files = files
+        self._open: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._failed: dict[int, tuple[str, str]] | None = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, root: str | os.PathLike, fingerprint: Mapping[str, Any] | None = None, *,
+             videos: Sequence[str | os.PathLike] | None = None, verify: bool = False) -> "TeacherCache":
+        """Open a finished cache. With ``fingerprint`` (:func:`cache_fingerprint`), a cache built for other
+        teachers, views, preprocessing or videos is refused with a message listing what differs. Every
+        shard must be present with its recorded size (``verify=True`` also checks the SHA-256).
+        ``videos`` (the dataset's paths) lets :meth:`clip` decode views."""
+        root = Path(root)
+        meta = cls._read_meta(root)
+        if meta is None:
+            raise TeacherCacheError(f"teacher cache {root}: no {META} here; build the cache first")
+        if fingerprint is not None:
+            cls._check_fingerprint(root, meta, fingerprint)
+        files, problems = cls._scan(root, meta, verify=verify)
+        missing = [i for i in range(cls._num_shards(meta)) if i not in files]
+        if missing:
+            why = "; ".join(problems[:3])
+            raise TeacherCacheError(
+                f"teacher cache {root} is incomplete: {len(missing)} of {cls._num_shards(meta)} shards missing or "
+                f"damaged (first: {missing[:5]}){' - ' + why if why else ''}; run the build again, it resumes")
+        return cls(root, meta, files, videos)
+
+    @staticmethod
+    def _num_shards(meta: Mapping[str, Any]) -> int:
+        return math.ceil(int(meta["num_videos"]) / int(meta["shard_size"]))
+
+    @staticmethod
+    def _read_meta(root: Path) -> dict[str, Any] | None:
+        path = root / META
+        if not path.is_file():
+            return None
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TeacherCacheError(f"teacher cache {path}: unreadable ({e}); delete the folder to rebuild") from None
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+            raise TeacherCacheError(f"teacher cache {path}: not a teacher cache of this version (format "
+                                    f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
+                                    f"{CACHE_FORMAT!r}); use another folder or delete it")
+        return meta
+
+    @staticmethod
+    def _check_fingerprint(root: Path, meta: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> None:
+        # through JSON, so tuples and lists compare equal
+        wanted = json.loads(json.dumps(fingerprint))
+        diffs = _differences(meta["fingerprint"], wanted)
+        if diffs:
+            raise TeacherCacheError(
+                f"teacher cache {root} was built for something else and cannot be used: " + "; ".join(diffs)
+                + ". Use another folder (or delete this one) to build a cache for the current settings")
+
+    @classmethod
+    def _scan(cls, root: Path, meta: Mapping[str, Any], *, verify: bool) -> tuple[dict[int, Path], list[str]]:
+        """The valid shard of each index, and what was wrong with the others."""
+        files: dict[int, Path] = {}
+        problems: list[str] = []
+        for record in sorted(root.glob("shard-*.json")):
+            m = _SHARD.match(record.name)
+            if not m:
+                continue
+            index = int(m.group(1))
+            shard = record.with_suffix(".pt")
+            try:
+                info = json.loads(record.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                problems.append(f"{record.name}: unreadable record")
+                continue
+            if not shard.is_file():
+                problems.append(f"{shard.name}: missing")
+                continue
+            size = shard.stat().st_size
+            if size != info.get("size"):
+                problems.append(f"{shard.name}: {size} bytes, {info.get('size')} recorded (cut short?)")
+                continue
+            if verify and _sha256_file(shard) != info.get("sha256"):
+                problems.append(f"{shard.name}: checksum differs from the record")
+                continue
+            files.setdefault(index, shard)
+        return files, problems
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, root: str | os.PathLike, videos: Sequence[str | os.PathLike] | Any, builder: TargetBuilder,
+              spec: ViewSpec, *, shard_size: int = 16, batch_size: int = 8,
+              device: str | torch.device | None = None, progress: bool = True, verify: bool = False,
+              log: Callable[[str], None] | None = None) -> "TeacherCache":
+        """Compute (or finish) the cache of ``videos`` (paths, or a dataset with ``.paths``) in ``root``
+        and open it.
+
+        Prints the cache's size first and refuses (:class:`TeacherCacheError`) when the disk lacks room
+        or when ``root`` holds a cache built for something else. Shards already complete are kept (a
+        shard cut short is recomputed). In a distributed run (``torch.distributed`` initialised) each
+        rank computes its own shards, then all ranks wait for each other and open the whole cache.
+        Unreadable videos are skipped, counted and reported by name (:attr:`failed`). Teachers run on
+        ``device`` (default: where they are), in batches of ``batch_size`` clips.
+        """
+        say = log if log is not None else (lambda msg: print(msg, flush=True))
+        paths = _video_paths(videos)
+        cls.build_shards(root, paths, builder, spec, shard_size=shard_size, batch_size=batch_size, device=device,
+                         progress=progress, verify=verify, log=say)
+        rank, world_size = _dist()
+        if world_size > 1:
+            torch.distributed.barrier()
+        cache = cls.open(root, cache_fingerprint(builder, spec, paths), videos=paths)
+        if cache.failed and rank == 0:
+            shown = ", ".join(f"{p} ({r})" for p, r in list(cache.failed.values())[:5])
+            say(f"teacher cache: {len(cache.failed)} unreadable video(s) skipped: {shown}")
+        return cache
+
+    @classmethod
+    def build_shards(cls, root: str | os.PathLike, videos: Sequence[str | os.PathLike] | Any,
+                     builder: TargetBuilder, spec: ViewSpec, *, shard_size: int = 16, batch_size: int = 8,
+                     device: str | torch.device | None = None, progress: bool = True, verify: bool = False,
+                     rank: int | None = None, world_size: int | None = None,
+                     log: Callable[[str], None] | None = None) -> list[int]:
+        """The writing half of :meth:`build`: compute the missing shards that belong to ``rank`` (default:
+        this process's rank in ``torch.distributed``, else 0 of 1) and return their indices. Does not wait
+        for other ranks."""
+        paths = _video_paths(videos)
+        if not paths:
+            raise TeacherCacheError(f"teacher cache {root}: no videos to cache")
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        auto_rank, auto_world = _dist()
+        rank = auto_rank if rank is None else rank
+        world_size = auto_world if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        say = log if log is not None else (lambda msg: print(msg, flush=True))
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+
+        fingerprint = cache_fingerprint(builder, spec, paths)
+        layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
+        meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "num_videos": len(paths),
+                "shard_size": shard_size}
+        existing = cls._read_meta(root)
+        if existing is not None:
+            cls._check_fingerprint(root, existing, fingerprint)
+            shard_size = meta["shard_size"] = int(existing["shard_size"])  # the shards already written decide
+        else:
+            leftovers = [p.name for p in root.iterdir() if not p.name.startswith(".")]
+            if leftovers:
+                raise TeacherCacheError(f"teacher cache {root}: the folder holds other files ({leftovers[:3]}) "
+                                        "and no cache; use an empty or new folder")
+            atomic_write_text(json.dumps(meta, indent=1), root / META)  # identical from every rank
+
+        num_shards = math.ceil(len(paths) / shard_size)
+        done, problems = cls._scan(root, meta, verify=verify)
+        mine = [i for i in range(num_shards) if i % world_size == rank and i not in done]
+        per_view = sum(int(np.prod(p["stored_shape"])) for p in _layout_record(layout)) * 2  # fp16 bytes
+        total = len(paths) * spec.views * per_view
+        todo_videos = sum(min(shard_size, len(paths) - i * shard_size)
+                          for i in range(num_shards) if i not in done)
+        need = todo_videos * spec.views * per_view
+        if rank == 0:
+            say(f"teacher cache {root}: {len(paths)} videos x {spec.views} views x {_human(per_view)} = "
+                f"{_human(total)} (fp16, {num_shards} shards); {len(done)} shards done, {_human(need)} to write")
+            for p in problems:
+                say(f"teacher cache: recomputing {p}")
+        free = shutil.disk_usage(root).free
+        if need > free:
+            raise TeacherCacheError(
+                f"teacher cache {root}: needs {_human(need)} more ({todo_videos} videos x {spec.views} views x "
+                f"{_human(per_view)}), the disk has {_human(free)} free; use a folder on a larger disk, fewer "
+                "views, or distil without the cache")
+
+        if device is not None:
+            builder = builder.to(device)
+        started = time.monotonic()
+        for n, shard in enumerate(mine):
+            cls._build_shard(root, shard, paths, shard_size, builder, layout, spec, batch_size, rank)
+            if progress:
+                rate = (n + 1) / max(time.monotonic() - started, 1e-9)
+                print(f"\rteacher cache [rank {rank}]: shard {n + 1}/{len(mine)} "
+                      f"({rate * 60:.1f} shards/min)", end="" if n + 1 < len(mine) else "\n",
+                      file=sys.stderr, flush=True)
+        return mine
+
+    @staticmethod
+    def _build_shard(root: Path, shard: int, paths: Sequence[Path], shard_size: int, builder: TargetBuilder,
+                     layout: SlotLayout, spec: ViewSpec, batch_size: int, rank: int) -> None:
+        start, stop = shard * shard_size, min((shard + 1) * shard_size, len(paths))
+        n, k_views = stop - start, spec.views
+        views = torch.zeros(n, k_views, 5 + spec.clip_len, dtype=torch.int64)
+        ok = torch.zeros(n, dtype=torch.bool)
+        parts = {p.key: torch.zeros(n, k_views, *p.stored_shape, dtype=torch.float16) for p in layout.parts}
+        failures: list[dict[str, Any]] = []
+        pending: list[tuple[int, int, Tensor, View]] = []
+        run_on = next(iter(builder.buffers()), torch.empty(0)).device
+
+        def flush() -> None:
+            if not pending:
+                return
+            clips = torch.stack([c for _, _, c, _ in pending]).to(run_on)  # (B, 3, T, c, c)
+            index = torch.tensor([v.frame2d for _, _, _, v in pending])
+            out = builder(clips, index, compact=True)
+            for b, (j, k, _, _) in enumerate(pending):
+                for key, value in out.items():
+                    parts[key][j, k] = value[b].to("cpu", torch.float16)
+            pending.clear()
+
+        for j, i in enumerate(range(start, stop)):
+            try:
+                clips = _read_views(paths[i], i, spec)
+            except VideoDecodeError as e:
+                failures.append({"index": i, "path": str(paths[i]), "reason": e.reason})
+                continue
+            ok[j] = True
+            for k, (clip, view) in enumerate(clips):
+                views[j, k] = view.to_tensor()
+                pending.append((j, k, clip, view))
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
+        name = f"shard-{shard:05d}.rank{rank}"
+        for old in root.glob(f"shard-{shard:05d}.rank*.json"):
+            old.unlink(missing_ok=True)  # an invalid record of an earlier try, perhaps by another rank
+        atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts,
+                     "failures": failures}, root / f"{name}.pt")
+        record = {"size": (root / f"{name}.pt").stat().st_size, "sha256": _sha256_file(root / f"{name}.pt"),
+                  "videos": [start, stop], "failed": len(failures)}
+        atomic_write_text(json.dumps(record), root / f"{name}.json")  # last: the shard is complete
+
+    # ------------------------------------------------------------------ reading
+    def _shard(self, index: int) -> dict[str, Any]:
+        if index in self._open:
+            self._open.move_to_end(index)
+            return self._open[index]
+        data = torch.load(self._files[index], map_location="cpu", weights_only=True, mmap=True)
+        self._open[index] = data
+        while len(self._open) > 8:
+            self._open.popitem(last=False)
+        return data
+
+    def _locate(self, video_index: int, k: int) -> tuple[dict[str, Any], int]:
+        if not 0 <= int(video_index) < self.num_videos:
+            raise IndexError(f"video index {video_index} out of range for a cache of {self.num_videos} videos")
+        if not 0 <= int(k) < self.spec.views:
+            raise IndexError(f"view {k} out of range: the cache holds {self.spec.views} views per video")
+        data = self._shard(int(video_index) // self.shard_size)
+        j = int(video_index) - data["start"]
+        if not bool(data["ok"][j]):
+            path, reason = self.failed.get(int(video_index), ("?", "unreadable"))
+            raise VideoDecodeError(path, f"could not be read when the teacher cache was built: {reason}")
+        return data, j
+
+    def targets(self, video_index: int, k: int, *, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+        """The target parts of view ``k`` of video ``video_index``: ``{"mid/2d": (C, slots, H, W), ...}``."""
+        data, j = self._locate(video_index, k)
+        out = {}
+        for p in self.parts:
+            x = data["parts"][p["key"]][j, k].to(dtype)  # (C, t, H, W), a copy out of the mapped file
+            out[p["key"]] = x.expand(-1, p["stop"] - p["start"], -1, -1) if p["teacher"] == "2d" else x
+        return out
+
+    def view(self, video_index: int, k: int) -> View:
+        data, j = self._locate(video_index, k)
+        return View.from_tensor(data["views"][j, k])
+
+    def clip(self, video_index: int, k: int) -> Tensor:
+        """The student's clip of view ``k`` of video ``video_index``, decoded again: ``(3, T, crop, crop)``."""
+        if self.videos is None:
+            raise ValueError("this cache was opened without the video list (videos=...); cannot decode clips")
+        from distilled_shufflenet.distill.views import read_view
+
+        return read_view(self.videos[int(video_index)], self.view(video_index, k), self.spec)
+
+    @property
+    def failed(self) -> dict[int, tuple[str, str]]:
+        """``{video index: (path, reason)}`` of the videos that could not be read when building."""
+        if self._failed is None:
+            self._failed = {}
+            for index in sorted(self._files):
+                for f in self._shard(index)["failures"]:
+                    self._failed[int(f["index"])] = (f["path"], f["reason"])
+        return self._failed
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self._files.values())
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def __repr__(self) -> str:
+        return (f"TeacherCache({self.root}, {self.num_videos} videos x {self.spec.views} views, "
+                f"{_human(self.size_bytes)})")
+
+
+def _video_paths(videos: Sequence[str | os.PathLike] | Any) -> list[Path]:
+    return [Path(p) for p in (videos.paths if hasattr(videos, "paths") else videos)]
+
+
+def _read_views(path: Path, index: int, spec: ViewSpec) -> list[tuple[Tensor, View]]:
+    """The K views of one video: decoded once (all frames the views need), then cropped per view."""
+    try:
+        with VideoReader(path) as reader:
+            info = reader.info
+            views = [make_view(spec, index, k, reader.num_frames, info.height, info.width) for k in range(spec.views)]
+            wanted = np.unique(np.concatenate([np.asarray(v.frames) for v in views]))
+            try:
+                frames = reader.read(wanted)
+            except VideoDecodeError:
+                if reader.num_frames >= info.num_frames:
+                    raise
+                # the container's count was too high: draw the views within the real count
+                views = [make_view(spec, index, k, reader.num_frames, info.height, info.width)
+                         for k in range(spec.views)]
+                wanted = np.unique(np.concatenate([np.asarray(v.frames) for v in views]))
+                frames = reader.read(wanted)
+    except OSError as e:
+        raise VideoDecodeError(path, f"cannot read: {e.strerror or e}") from None
+    where = {int(f): n for n, f in enumerate(wanted)}
+    out = []
+    for v in views:
+        clip = torch.from_numpy(frames[[where[f] for f in v.frames]])  # (T, H, W, 3) uint8
+        out.append((apply_view(clip, v, spec), v))
+    return out
+

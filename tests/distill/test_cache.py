@@ -1,0 +1,191 @@
+"""The teacher feature cache: same targets (and loss) as the teachers on the fly for the same views,
+refusal of stale or foreign caches, recomputation of a shard cut short, room on the disk, ranks, views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distilled_shufflenet.data.datasets import find_videos
+from distilled_shufflenet.data.transforms import TrainTransform
+from distilled_shufflenet.data.video import VideoDecodeError, probe_video, read_frames
+from distilled_shufflenet.distill import DistillLoss, TargetBuilder, student_maps
+from distilled_shufflenet.distill.cache import TeacherCache, TeacherCacheError, cache_fingerprint
+from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view
+
+CLIP = (16, 32, 32)
+
+
+@pytest.fixture
+def videos(tiny_synth: Path) -> list[Path]:
+    return find_videos(tiny_synth)[:5]
+
+
+def _spec(student, **overrides) -> ViewSpec:
+    return ViewSpec.from_preprocess(student.preprocess, **{"views": 2, "crop_size": 32, **overrides})
+
+
+def _build(root, videos, builder, spec, logs=None, **kwargs) -> TeacherCache:
+    return TeacherCache.build(root, videos, builder, spec, shard_size=2, batch_size=3, progress=False,
+                              log=(logs.append if logs is not None else lambda _: None), **kwargs)
+
+
+def test_views_are_deterministic_records_and_reproduce_the_training_preset(videos) -> None:
+    transform = TrainTransform(32, 37)
+    spec = ViewSpec(views=3, seed=7, clip_len=8, frame_stride=2, transform=transform)
+    a = make_view(spec, 4, 1, 24, 48, 64)
+    assert a == make_view(spec, 4, 1, 24, 48, 64) != make_view(spec, 4, 2, 24, 48, 64)
+    assert a != make_view(ViewSpec(views=3, seed=8, clip_len=8, frame_stride=2, transform=transform), 4, 1, 24, 48, 64)
+    assert View.from_tensor(a.to_tensor()) == a
+    assert len(a.frames) == 8 and all(b - f == 2 for f, b in zip(a.frames, a.frames[1:]))
+    assert 0 <= a.frame2d < 8 and 0 <= a.top <= 37 - 32 and 0 <= a.left <= 49 - 32
+    with pytest.raises(ValueError, match="view k=3 out of range"):
+        make_view(spec, 0, 3, 24, 48, 64)
+    # the explicit view gives the clip the training transform gives for the same crop and flip
+    frames = torch.from_numpy(read_frames(videos[0], np.asarray(a.frames)))
+
+    class Fixed:  # an rng that replays the view's draws
+        def __init__(self, values):
+            self.values = list(values)
+
+        def integers(self, lo, hi):
+            return self.values.pop(0)
+
+        def random(self):
+            return self.values.pop(0)
+
+    ref = TrainTransform(32, 37, spec.mean, spec.std)(frames, Fixed([a.top, a.left, 0.0 if a.flip else 0.9]))
+    torch.testing.assert_close(apply_view(frames, a, spec), ref, rtol=0, atol=0)
+    torch.testing.assert_close(read_view(videos[0], a, spec), ref, rtol=0, atol=0)
+
+
+def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, student, teacher2d, teacher3d) -> None:
+    builder = TargetBuilder(student, teacher2d, teacher3d)
+    spec = _spec(student)
+    logs: list[str] = []
+    cache = _build(tmp_path / "cache", videos, builder, spec, logs)
+    assert "5 videos x 2 views" in logs[0] and "3 shards" in logs[0]
+    assert sorted(p.name for p in (tmp_path / "cache").glob("shard-*.pt")) == [
+        f"shard-0000{i}.rank0.pt" for i in range(3)]
+    layout = builder.plan(CLIP)
+    loss_fn = DistillLoss()
+    student.eval()
+    for i in range(5):
+        info = probe_video(videos[i])
+        for k in range(2):
+            view = cache.view(i, k)
+            assert view == make_view(spec, i, k, info.num_frames, info.height, info.width)
+            clip = cache.clip(i, k)[None]  # (1, 3, 16, 32, 32)
+            fly = builder(clip, torch.tensor([view.frame2d]))
+            cached = {key: v[None] for key, v in cache.targets(i, k).items()}
+            assert {key: v.shape for key, v in cached.items()} == {key: v.shape for key, v in fly.items()}
+            for key in fly:
+                torch.testing.assert_close(cached[key], fly[key], rtol=2e-3, atol=2e-3)
+            with torch.no_grad():
+                maps = student_maps(student, clip, layout)
+                torch.testing.assert_close(loss_fn(maps, cached)[0], loss_fn(maps, fly)[0], rtol=1e-3, atol=1e-4)
+    assert cache.failed == {}
+    again = TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True)
+    torch.testing.assert_close(again.targets(3, 1)["final/3d"], cache.targets(3, 1)["final/3d"])
+
+
+def test_a_stale_or_foreign_cache_is_refused(tmp_path, videos, student, teacher2d, teacher3d, make_teacher) -> None:
+    builder = TargetBuilder(student, teacher2d, teacher3d)
+    spec = _spec(student)
+    _build(tmp_path / "c", videos, builder, spec)
+    other = TargetBuilder(student, make_teacher("resnet18", seed=9), teacher3d)
+    with pytest.raises(TeacherCacheError, match=r"teacher: teachers\.2d\.weights is '.*' in the cache"):
+        TeacherCache.open(tmp_path / "c", cache_fingerprint(other, spec, videos))
+    with pytest.raises(TeacherCacheError, match=r"views\.views is 2 in the cache, 3 now"):
+        _build(tmp_path / "c", videos, builder, _spec(student, views=3))
+    with pytest.raises(TeacherCacheError, match=r"videos\.count is 5 in the cache, 4 now"):
+        TeacherCache.open(tmp_path / "c", cache_fingerprint(builder, spec, videos[:4]))
+    with pytest.raises(TeacherCacheError, match=r"targets\.split is 0\.5 in the cache, 1 now"):
+        TeacherCache.open(tmp_path / "c", cache_fingerprint(TargetBuilder(student, teacher2d, teacher3d, split=1),
+                                                            spec, videos))
+    (tmp_path / "not_a_cache").mkdir()
+    (tmp_path / "not_a_cache" / "notes.txt").write_text("mine")
+    with pytest.raises(TeacherCacheError, match="holds other files"):
+        _build(tmp_path / "not_a_cache", videos, builder, spec)
+
+
+def test_a_shard_cut_short_is_detected_and_recomputed(tmp_path, videos, student, teacher2d, teacher3d) -> None:
+    builder = TargetBuilder(student, teacher2d, teacher3d)
+    spec = _spec(student)
+    first = _build(tmp_path / "c", videos, builder, spec)
+    expected = first.targets(2, 1)
+    shard = tmp_path / "c" / "shard-00001.rank0.pt"
+    size = shard.stat().st_size
+    data = shard.read_bytes()
+    shard.write_bytes(data[: size // 2])  # what a copy or a disk cut short leaves
+    fingerprint = cache_fingerprint(builder, spec, videos)
+    with pytest.raises(TeacherCacheError, match=r"incomplete.*\[1\].*shard-00001\.rank0\.pt: \d+ bytes.*cut short"):
+        TeacherCache.open(tmp_path / "c", fingerprint)
+    logs: list[str] = []
+    written = TeacherCache.build_shards(tmp_path / "c", videos, builder, spec, progress=False, log=logs.append)
+    assert written == [1]  # only the damaged shard
+    assert any("recomputing shard-00001.rank0.pt" in line for line in logs)
+    again = TeacherCache.open(tmp_path / "c", fingerprint)
+    assert shard.stat().st_size == size
+    for key, value in expected.items():
+        torch.testing.assert_close(again.targets(2, 1)[key], value)
+    # a corrupted shard of the right size is caught by the checksum
+    flipped = bytearray(shard.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    shard.write_bytes(bytes(flipped))
+    TeacherCache.open(tmp_path / "c", fingerprint)  # the size check alone passes
+    with pytest.raises(TeacherCacheError, match="checksum"):
+        TeacherCache.open(tmp_path / "c", fingerprint, verify=True)
+
+
+def test_the_size_is_printed_and_a_full_disk_refused(tmp_path, videos, student, teacher2d, teacher3d,
+                                                      monkeypatch) -> None:
+    import distilled_shufflenet.distill.cache as cache_module
+
+    builder = TargetBuilder(student, teacher2d, teacher3d)
+    spec = _spec(student)
+    # per view: mid 2D 64x1x2x2 + mid 3D 64x2x2x2 + final 2D 128x1x1x1 + final 3D 128x1x1x1, fp16
+    per_view = (64 * 4 + 64 * 8 + 128 + 128) * 2
+    usage = cache_module.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=per_view * 9))
+    logs: list[str] = []
+    with pytest.raises(TeacherCacheError, match=r"needs 20\.5 KB more .*disk has 18\.4 KB free"):
+        _build(tmp_path / "c", videos, builder, spec, logs)
+    assert "= 20.5 KB (fp16, 3 shards)" in logs[0]
+    assert not list((tmp_path / "c").glob("shard-*"))
+
+
+def test_ranks_write_their_own_shards_and_read_all(tmp_path, videos, student, teacher2d, teacher3d) -> None:
+    builder = TargetBuilder(student, teacher2d, teacher3d)
+    spec = _spec(student)
+    kwargs = dict(shard_size=2, progress=False, log=lambda _: None)
+    assert TeacherCache.build_shards(tmp_path, videos, builder, spec, rank=1, world_size=2, **kwargs) == [1]
+    with pytest.raises(TeacherCacheError, match="incomplete"):
+        TeacherCache.open(tmp_path, cache_fingerprint(builder, spec, videos))
+    assert TeacherCache.build_shards(tmp_path, videos, builder, spec, rank=0, world_size=2, **kwargs) == [0, 2]
+    names = sorted(p.name for p in tmp_path.glob("shard-*.pt"))
+    assert names == ["shard-00000.rank0.pt", "shard-00001.rank1.pt", "shard-00002.rank0.pt"]
+    cache = TeacherCache.open(tmp_path, cache_fingerprint(builder, spec, videos), videos=videos)
+    assert cache.view(3, 0) == make_view(spec, 3, 0, *_count_and_size(videos[3]))
+
+
+def _count_and_size(path: Path) -> tuple[int, int, int]:
+    info = probe_video(path)
+    return info.num_frames, info.height, info.width
+
+
+def test_unreadable_videos_are_skipped_and_reported_by_name(tmp_path, videos, student, teacher3d) -> None:
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video at all" * 10)
+    paths = [videos[0], broken, videos[1]]
+    builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
+    logs: list[str] = []
+    cache = _build(tmp_path / "c", paths, builder, _spec(student), logs)
+    assert list(cache.failed) == [1] and cache.failed[1][0] == str(broken)
+    assert any("1 unreadable video(s) skipped" in line and "broken.avi" in line for line in logs)
+    with pytest.raises(VideoDecodeError, match="broken.avi"):
+        cache.targets(1, 0)
+    assert set(cache.targets(2, 1)) == {"mid/3d", "final/3d"}
