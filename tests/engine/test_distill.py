@@ -173,3 +173,28 @@ def test_two_processes_under_torchrun_distil_the_same_weights(tiny_synth: Path, 
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].split(",")[0] == "1"
     assert json.dumps(ckpt["metrics"])  # finite figures, written once by rank 0
+
+
+@pytest.mark.slow
+def test_distill_with_the_teacher_cache_reuses_it_and_refuses_a_stale_one(tiny_synth: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    cache = tmp_path / "cache"
+    common = ["--dataset", "ucf101", "--data-root", str(tiny_synth), *student_args(), *CLIP, *QUIET, "--epochs", "1",
+              "--cache-teachers", str(cache), "--cache-views", "2", "--teacher2d", "resnet18",
+              "--teacher2d-arg", "widen_factor=0.25", "--teacher3d", "r3d_18", "--teacher3d-arg", "widen_factor=0.25"]
+    assert main(["distill", *common, "--output", str(tmp_path / "a")]) == 0
+    first = capsys.readouterr().out
+    assert "0 shards done" in first and (tmp_path / "a" / "maps.png").is_file()
+    shards = sorted(cache.glob("shard-*.pt"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    assert main(["distill", *common, "--output", str(tmp_path / "b")]) == 0
+    assert [p.stat().st_mtime_ns for p in shards] == stamps  # read back, not recomputed
+    ckpt = read_checkpoint(tmp_path / "b" / "last.pt")
+    assert ckpt["distillation"]["cache"] == str(cache) and ckpt["step"] == 16 // 4
+
+    stale = [a if a != "widen_factor=0.25" else "widen_factor=0.5" for a in common[:-1]] + [common[-1]]
+    stale[stale.index("--teacher3d-arg") + 1] = "widen_factor=0.25"
+    code = main(["distill", *stale, "--model-arg=adapter_channels=[128,256]", "--teachers", "2d",
+                 "--output", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and "built for something else" in err and "Traceback" not in err

@@ -459,6 +459,12 @@ class TeacherCache:
     def __len__(self) -> int:
         return self.num_videos
 
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers get a copy: they map the shards themselves rather than receive their bytes
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()
+        return state
+
     def __repr__(self) -> str:
         return (f"TeacherCache({self.root}, {self.num_videos} videos x {self.spec.views} views, "
                 f"{_human(self.size_bytes)})")

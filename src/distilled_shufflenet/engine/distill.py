@@ -28,9 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from distilled_shufflenet.data import VideoClips, build_dataset, eval_transform, train_transform
+from distilled_shufflenet.data import VideoClips, build_dataset, collate_clips, eval_transform, train_transform
 from distilled_shufflenet.data.datasets import find_videos
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig, _need_path, _opt
@@ -198,6 +198,51 @@ def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tupl
     return train_set, val_set
 
 
+class CachedViews(Dataset):
+    """The training clips of a teacher cache: sample ``i`` of epoch ``e`` is one of the K cached views
+    of video ``i`` (drawn from ``(seed, e, i)``), decoded again, with its targets read from the cache:
+    ``{"clip": (3, T, crop, crop), "index", "targets": {"mid/2d": (C, slots, H, W), ...}}`` and no label.
+    A video that could not be read when the cache was built is replaced by another, and reported."""
+
+    def __init__(self, cache: Any, seed: int) -> None:
+        self.cache = cache
+        self.seed = seed
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.readable = [i for i in range(len(cache)) if i not in cache.failed]
+        if not self.readable:
+            raise ValueError(f"teacher cache {cache.root}: no video of it could be read")
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng((self.seed, int(self._epoch.item()), int(index)))
+        failures = []
+        used = int(index)
+        if used in self.cache.failed:
+            path, reason = self.cache.failed[used]
+            failures.append({"index": used, "path": path, "reason": reason})
+            used = self.readable[int(rng.integers(len(self.readable)))]
+        k = int(rng.integers(self.cache.spec.views))
+        sample = {"clip": self.cache.clip(used, k), "index": used,
+                  "targets": self.cache.targets(used, k, dtype=torch.float16)}
+        if failures:
+            sample["failures"] = failures
+        return sample
+
+
+def collate_distill(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`collate_clips` plus the cached target parts, stacked per part."""
+    batch = collate_clips([{k: v for k, v in s.items() if k != "targets"} for s in samples])
+    ok = [s for s in samples if "clip" in s]
+    if ok and "targets" in ok[0]:
+        batch["targets"] = {key: torch.stack([s["targets"][key] for s in ok]) for key in ok[0]["targets"]}
+    return batch
+
+
 # --------------------------------------------------------------------------- the objective
 def _column(key: str) -> str:
     return key.replace("/", "_")
@@ -211,6 +256,7 @@ class Distillation(Objective):
 
     monitor = "val_loss"
     higher_is_better = False
+    collate = staticmethod(collate_distill)
 
     def __init__(self, targets: nn.Module, loss: nn.Module, layout: Any, adapters: nn.Module | None = None,
                  *, description: dict[str, Any] | None = None) -> None:
@@ -369,8 +415,57 @@ def distill(config: DistillConfig) -> FitResult:
             "loss": config.loss,
             "tap_weights": list(config.tap_weights),
         }
+        if config.cache_teachers:
+            train_set = cached_training_set(config, train_set, targets, preprocess, rt)
+            description["cache"] = str(config.cache_teachers)
         objective = Distillation(targets, loss, layout, adapters, description=description)
+        fixed = _fixed_clip(val_set if val_set is not None else train_set)
+        on_epoch_end = None
+        if config.maps_png and fixed is not None:
+            on_epoch_end = _maps_png(Path(config.output) / MAPS_PNG, targets, adapters, fixed, rt.device)
         return fit(student, train_set, val_set, config, objective, classes=[], preprocess=preprocess, runtime=rt,
-                   resume=resume, trainable=lambda n: not n.startswith("fc."))
+                   resume=resume, trainable=lambda n: not n.startswith("fc."), on_epoch_end=on_epoch_end)
     finally:
         teardown_runtime(rt)
+
+
+MAPS_PNG = "maps.png"
+
+
+def cached_training_set(config: DistillConfig, train_set: VideoClips, targets: nn.Module, preprocess: Preprocess,
+                        rt: Runtime) -> CachedViews:
+    """Build (or reuse, or finish) the teacher cache of the training videos and read the training clips
+    from it.  A cache built for other teachers, views, preprocessing or videos is refused."""
+    from distilled_shufflenet.distill.cache import TeacherCache
+    from distilled_shufflenet.distill.views import ViewSpec
+
+    spec = ViewSpec.from_preprocess(preprocess, views=config.cache_views, seed=config.seed,
+                                    frame_stride=config.frame_stride)
+    cache = TeacherCache.build(config.cache_teachers, train_set.paths, targets, spec, batch_size=config.batch_size,
+                               device=rt.device, progress=config.progress and rt.is_main,
+                               log=(lambda msg: print(msg, flush=True)) if rt.is_main else (lambda msg: None))
+    return CachedViews(cache, config.seed)
+
+
+def _fixed_clip(dataset: Any) -> Tensor | None:
+    """The clip every epoch's maps.png shows: the first readable one of the (validation) set."""
+    for i in range(min(len(dataset), 8)):
+        try:
+            sample = dataset[i]
+        except Exception:  # a picture is not worth stopping for
+            continue
+        if "clip" in sample:
+            return sample["clip"].unsqueeze(0)  # (1, 3, T, H, W)
+    return None
+
+
+def _maps_png(path: Path, targets: nn.Module, adapters: nn.Module | None, clip: Tensor, device: torch.device):
+    from distilled_shufflenet.distill.plots import plot_distillation
+
+    def draw(student: nn.Module, row: dict[str, Any]) -> None:
+        x = clip.to(device)
+        plot_distillation(student, targets, x, path, frame_index=x.shape[2] // 2, adapters=adapters,
+                          title=f"epoch {row['epoch']}: channel means of the teachers' targets (top) and the "
+                                f"student's adapted maps (bottom), one held-out clip")
+
+    return draw
