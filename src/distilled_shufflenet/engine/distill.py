@@ -21,6 +21,7 @@ import dataclasses
 import math
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -266,8 +267,10 @@ class Distillation(Objective):
         self.adapters = adapters if adapters is not None and len(adapters) else None
         self.description = dict(description or {})
         names = list(layout.taps) + list(layout.keys)
-        self.train_columns = tuple(_column(k) for k in names)
-        self.val_columns = ("val_loss", *(f"val_{c}" for c in self.train_columns))
+        parts = tuple(_column(k) for k in names)
+        # teacher_s: seconds per clip spent computing (or reading) the targets, to see where time goes
+        self.train_columns = (*parts, "teacher_s")
+        self.val_columns = ("val_loss", *(f"val_{c}" for c in parts))
         self._parts = tuple(names)
 
     def network(self, model: nn.Module) -> nn.Module:
@@ -295,17 +298,19 @@ class Distillation(Objective):
 
     def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
         clips = rt.to_device(batch["clip"])  # (N, 3, T, H, W)
+        start = time.perf_counter()
         target = self._targets(batch, clips, rt, frame="random")
+        teacher_s = time.perf_counter() - start
         with rt.autocast():
             maps = net(clips, self.layout)
         total, parts = self.loss(maps, target)
         n = clips.shape[0]
-        return StepResult(total, n, self._figures(parts, n))
+        return StepResult(total, n, {**self._figures(parts, n), "teacher_s": teacher_s})
 
     @torch.no_grad()
     def validate(self, model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, float]:
         model.eval()
-        sums = dict.fromkeys(self.train_columns, 0.0)
+        sums = {_column(k): 0.0 for k in self._parts}
         total = count = 0.0
         for batch in loader:
             if "clip" not in batch:

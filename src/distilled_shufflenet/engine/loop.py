@@ -614,4 +614,6 @@ def summary(row: dict[str, Any], epochs: int) -> str:
     text += f"  lr {row['lr']:.3g}"
     if row.get("clips_per_s") is not None:
         text += f"  {row['clips_per_s']:.1f} clips/s  data wait {row['data_wait_share']:.0%}"
+        if row.get("train_teacher_s") is not None:
+            text += f"  teachers {row['train_teacher_s'] * row['clips_per_s']:.0%}"
     return text
