@@ -18,7 +18,7 @@ import torch
 from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.data import LabelledVideoClips, VideoClips
-from distilled_shufflenet.engine.distill import DistillConfig, distillation_datasets, group_of, holdout
+from distilled_shufflenet.engine.distill import DistillConfig, distillation_datasets
 from distilled_shufflenet.models import create_model
 
 STUDENT = dict(widths=[8, 16, 32], units=[1, 1, 1], adapter_channels=[64, 128], clip_len=16)
@@ -31,20 +31,6 @@ QUIET = ["--num-workers", "0", "--no-progress", "--device", "cpu", "--no-tensorb
 
 def student_args() -> list[str]:
     return [f"--model-arg={k}={v}" for k, v in STUDENT.items()]
-
-
-def test_group_names_and_a_holdout_of_whole_groups() -> None:
-    assert group_of("UCF-101/Punch/v_Punch_g08_c02.avi") == "g08" and group_of("clip.mp4") is None
-    paths = [Path(f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi") for c in ("A", "B") for g in range(1, 11) for k in (1, 2)]
-    train, val = holdout(paths, 0.05, seed=0)
-    held = {group_of(p) for p in val}
-    assert len(val) >= 2 and len(train) + len(val) == len(paths)
-    assert held.isdisjoint(group_of(p) for p in train)  # no actor on both sides
-    assert holdout(paths, 0.05, seed=0) == (train, val)  # deterministic
-    loose = [Path(f"clip{i}.mp4") for i in range(40)]
-    t2, v2 = holdout(loose, 0.05, seed=1)
-    assert len(v2) == 2 and set(t2).isdisjoint(v2)
-    assert holdout(loose, 0.0, seed=1) == (loose, [])
 
 
 def test_the_distillation_data_path_has_no_labels(tiny_synth: Path, monkeypatch: pytest.MonkeyPatch) -> None:

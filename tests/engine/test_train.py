@@ -245,3 +245,19 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synth: Path,
     assert b["step"] == total
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_val_fraction_validates_on_held_out_training_groups_not_the_test_split(tiny_synth: Path) -> None:
+    from distilled_shufflenet.data.groups import group_of
+    from distilled_shufflenet.engine.train import build_datasets
+    from distilled_shufflenet.models import Preprocess
+
+    cfg = TrainConfig(data_root=str(tiny_synth), val_fraction=0.2)
+    train, val = build_datasets(cfg, Preprocess(8, 32, 36, (0.45,) * 3, (0.225,) * 3))
+    assert len(train) == 16 and len(val) == 8  # the 24 training videos; the 8 test videos (g01) unused
+    assert {group_of(p) for p in val.paths}.isdisjoint(group_of(p) for p in train.paths)
+    assert "g01" not in {group_of(p) for p in val.paths}
+    assert val.options.sampling == "center" and train.options.sampling == "random"
+    assert val[0]["label"] in range(4) and val.classes == train.classes
+    with pytest.raises(ValueError, match="val_fraction"):
+        TrainConfig(data_root=str(tiny_synth), val_fraction=0.6).validate()

@@ -63,7 +63,10 @@ class TrainConfig:
     split: int = _opt(1, "official split number (1, 2 or 3)")
     train_list: str | None = _opt(None, "with --dataset list: the training list file")
     val_list: str | None = _opt(None, "with --dataset list: the validation list file")
-    validation: bool = _opt(True, "validate after every epoch (ucf101/hmdb51: on the official test split)")
+    validation: bool = _opt(True, "validate after every epoch (ucf101/hmdb51: on the official test split, "
+                            "unless --val-fraction carves a validation split from the training videos)")
+    val_fraction: float = _opt(0.0, "validate on this share of the TRAINING videos, held out by whole actor "
+                               "groups (gXX) and not trained on, instead of the test split (0: off)")
     clip_len: int | None = _opt(None, "frames per clip (default: the model's)")
     crop_size: int | None = _opt(None, "square crop size in pixels (default: the model's)")
     resize: int | None = _opt(None, "short side resized to this before cropping (default: the model's)")
@@ -138,6 +141,10 @@ class TrainConfig:
             raise ValueError(f"betas: expected two values in [0, 1), got {list(self.betas)}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma: expected a factor in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction: expected a share in [0, 0.5), got {self.val_fraction}")
+        if self.val_fraction and self.val_list is not None:
+            raise ValueError("val_fraction: not with --val-list (the validation videos are given)")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing: expected a value in [0, 1), got {self.label_smoothing}")
         if self.split not in (1, 2, 3):

@@ -18,8 +18,6 @@ of paths alone, whose samples have no ``"label"`` key.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from distilled_shufflenet.data import VideoClips, build_dataset, collate_clips, eval_transform, train_transform
 from distilled_shufflenet.data.datasets import find_videos
+from distilled_shufflenet.data.groups import holdout
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig, _need_path, _opt
 from distilled_shufflenet.engine.loop import FitResult, Objective, StepResult, fit
@@ -43,7 +42,6 @@ from distilled_shufflenet.models import Preprocess, create_model, load_pretraine
 DISTILL_DATASETS = ("folder", "ucf101", "hmdb51", "list")
 LOSS_KINDS = ("mse", "mse_normalized", "smooth_l1")
 TEACHER_MODES = ("both", "2d", "3d")
-_GROUP = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
 
 
 @dataclass
@@ -101,8 +99,6 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"teacher_split: expected the 2D teacher's share in (0, 1), got {self.teacher_split}")
         if any(w < 0 for w in self.tap_weights) or not any(self.tap_weights):
             raise ValueError(f"tap_weights: expected two weights >= 0, not both 0, got {list(self.tap_weights)}")
-        if not 0.0 <= self.val_fraction < 0.5:
-            raise ValueError(f"val_fraction: expected a share in [0, 0.5), got {self.val_fraction}")
         if self.cache_views < 1:
             raise ValueError(f"cache_views: expected a positive integer, got {self.cache_views}")
         if self.include_test and self.dataset not in ("ucf101", "hmdb51"):
@@ -123,34 +119,6 @@ class DistillConfig(TrainConfig):
 
 
 # --------------------------------------------------------------------------- unlabelled videos
-def group_of(path: str | Path) -> str | None:
-    """The actor group of a UCF101-style name (``v_Punch_g08_c02.avi`` -> ``"g08"``), else ``None``."""
-    m = _GROUP.search(Path(path).stem)
-    return f"g{int(m.group(1)):02d}" if m else None
-
-
-def holdout(paths: Sequence[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
-    """Split ``paths`` into (distillation, validation): at least ``fraction`` of the videos held out, by
-    whole actor groups when every name has one (so no actor is on both sides), else video by video.
-    The choice depends only on the names and ``seed``."""
-    if fraction <= 0 or len(paths) < 2:
-        return list(paths), []
-    rng = np.random.default_rng(seed)
-    want = max(1, math.ceil(fraction * len(paths)))
-    groups = [group_of(p) for p in paths]
-    if all(g is not None for g in groups) and len(set(groups)) > 1:
-        names = sorted(set(groups))  # type: ignore[arg-type]
-        held: set[str] = set()
-        for g in rng.permutation(names):
-            if sum(x in held for x in groups) >= want or len(held) == len(names) - 1:
-                break
-            held.add(str(g))
-        val = [p for p, g in zip(paths, groups) if g in held]
-        return [p for p, g in zip(paths, groups) if g not in held], val
-    chosen = set(rng.choice(len(paths), size=min(want, len(paths) - 1), replace=False).tolist())
-    return [p for i, p in enumerate(paths) if i not in chosen], [p for i, p in enumerate(paths) if i in chosen]
-
-
 def unlabelled_videos(config: DistillConfig) -> list[Path]:
     """Every video distillation may use, in a fixed order, each once: the source of ``config.dataset``
     (paths only: a labelled dataset goes through its unlabelled view), the extra folders, and the test

@@ -23,7 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from distilled_shufflenet._text import first_line
-from distilled_shufflenet.data import build_dataset, eval_transform, train_transform
+from distilled_shufflenet.data import LabelledVideoClips, build_dataset, eval_transform, train_transform
+from distilled_shufflenet.data.groups import holdout
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
 from distilled_shufflenet.engine.loop import (
@@ -104,6 +105,9 @@ def build_datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset
                               **common)
     if len(train_set) == 0:
         raise ValueError(f"data_root: the training set of {config.dataset} in {config.data_root} is empty")
+    if config.val_fraction and config.validation:
+        return carve_validation(train_set, config.val_fraction, config.seed, eval_transform(p.crop_size, p.resize,
+                                                                                            p.mean, p.std))
     if not config.validation or (config.dataset == "list" and config.val_list is None):
         return train_set, None
     if config.dataset == "list":
@@ -117,6 +121,23 @@ def build_datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset
             f"set's {len(train_set.classes)}"
         )
     return train_set, val_set
+
+
+def carve_validation(train_set: LabelledVideoClips, fraction: float, seed: int,
+                     transform: Any) -> tuple[LabelledVideoClips, LabelledVideoClips]:
+    """Hold out ``fraction`` of a labelled training set, by whole actor groups (:func:`holdout`), as a
+    validation set of centre clips: what chooses ``best.pt`` and drives the plateau schedule is then
+    never the test split."""
+    kept, held = holdout(train_set.paths, fraction, seed)
+    by_path = {r.path: r for r in train_set.records}
+    options = train_set.options.as_kwargs()
+    source = train_set.source
+    train = LabelledVideoClips([by_path[p] for p in kept], train_set.classes, source=f"{source} (training part)",
+                               **options)
+    options.update(sampling="center", transform=transform)
+    val = LabelledVideoClips([by_path[p] for p in held], train_set.classes, source=f"{source} (held-out groups)",
+                             **options)
+    return train, val
 
 
 # --------------------------------------------------------------------------- model
