@@ -49,6 +49,7 @@ __all__ = [
     "FailureLog",
     "HMDB51",
     "LabelledVideoClips",
+    "MissingVideosError",
     "UCF101",
     "VideoClips",
     "VideoFolder",
@@ -364,17 +365,38 @@ class ClipOptions:
         return eval_transform(crops=self.crops)
 
 
+class MissingVideosError(FileNotFoundError):
+    """Videos a split or list names are not on disk.
+
+    ``str(error)`` advises the library's option (``skip_missing=True``), :meth:`cli_message` the flag of
+    the ``dsn`` commands (``--skip-missing``); ``effect`` says what the option does where it is caught.
+    """
+
+    def __init__(self, missing: Sequence[Path], listed: int, source: str, effect: str = "to leave them out") -> None:
+        self.missing, self.listed, self.source, self.effect = list(missing), listed, source, effect
+        super().__init__(self._text("skip_missing=True"))
+
+    def _text(self, option: str) -> str:
+        shown = ", ".join(str(p) for p in self.missing[:_SHOWN_MISSING])
+        more = f" and {len(self.missing) - _SHOWN_MISSING} more" if len(self.missing) > _SHOWN_MISSING else ""
+        return (f"{len(self.missing)} of {self.listed} videos listed in {self.source} are missing: {shown}{more} "
+                f"(pass {option} {self.effect})")
+
+    def with_effect(self, effect: str) -> "MissingVideosError":
+        """The same error, saying ``effect`` of the option instead."""
+        return MissingVideosError(self.missing, self.listed, self.source, effect)
+
+    def cli_message(self) -> str:
+        """The message for the command line: the advice names the flag."""
+        return self._text("--skip-missing")
+
+
 def _existing(paths: Sequence[Path], skip_missing: bool, source: str) -> tuple[list[bool], list[Path]]:
-    """Which paths exist; raises unless ``skip_missing`` when some do not."""
+    """Which paths exist; raises :class:`MissingVideosError` unless ``skip_missing`` when some do not."""
     present = [p.is_file() for p in paths]
     missing = [p for p, ok in zip(paths, present) if not ok]
     if missing and not skip_missing:
-        shown = ", ".join(str(p) for p in missing[:_SHOWN_MISSING])
-        more = f" and {len(missing) - _SHOWN_MISSING} more" if len(missing) > _SHOWN_MISSING else ""
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} videos listed in {source} are missing: {shown}{more} "
-            "(pass skip_missing=True to leave them out)"
-        )
+        raise MissingVideosError(missing, len(paths), source)
     return present, missing
 
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS
+from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS, default_workers
 from distilled_shufflenet.io import atomic_write_text
 
 OPTIMIZERS = ("sgd", "adam")
@@ -62,7 +62,8 @@ class TrainConfig:
     crop_size: int | None = _opt(None, "square crop size in pixels (default: the model's)")
     resize: int | None = _opt(None, "short side resized to this before cropping (default: the model's)")
     frame_stride: int = _opt(1, "take every n-th frame")
-    num_workers: int = _opt(4, "DataLoader worker processes per training process")
+    num_workers: int = _opt(default_workers(), "DataLoader worker processes per training process "
+                            "(default: this machine's CPUs, at most 4)")
     on_error: str = _opt("resample", "an unreadable video: replace it by another, or drop it and report", choices=ON_ERROR)
     skip_missing: bool = _opt(False, "leave out listed videos that are not on disk instead of failing")
     # optimisation
@@ -291,6 +292,8 @@ def build_config(cls: type[C], values: Mapping[str, Any], *, base: C | None = No
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML config file (empty file = no overrides)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config: {path} is a folder; expected a YAML file of config values")
     if not path.is_file():
         raise FileNotFoundError(f"config: {path}: no such file")
     try:
