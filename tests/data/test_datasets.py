@@ -277,3 +277,18 @@ def test_copy_of_dataset_root_with_a_space(tiny_synth, tmp_path):
     shutil.copytree(tiny_synth, root)
     ds = UCF101(root, subset="test", **SMALL)
     assert len(ds) == 8 and ds[7]["clip"].shape == (3, 4, 32, 32)
+
+
+def test_a_frame_stride_that_pads_most_clips_is_warned_about(tiny_synth: Path, capsys) -> None:
+    from distilled_shufflenet.data import build_dataset
+
+    # 24-frame videos: a clip of 8 frames every 4th spans 29 frames, every clip repeats its last frame
+    padded = build_dataset("ucf101", tiny_synth, subset="test", clip_len=8, frame_stride=4)
+    assert padded.short_videos() == (8, 8)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "8 of 8 videos" in err and "fewer than 29 frames" in err
+    build_dataset("ucf101", tiny_synth, subset="test", clip_len=8, frame_stride=4)
+    assert capsys.readouterr().err == ""  # once per dataset and clip span
+    fitting = build_dataset("ucf101", tiny_synth, subset="test", clip_len=8, frame_stride=3)  # spans 22
+    assert fitting.short_videos() == (0, 8) and fitting.padding_warning() is None
+    assert capsys.readouterr().err == ""

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from distilled_shufflenet.data.sampling import center_window, random_window, uniform_windows
+from distilled_shufflenet.data.sampling import center_window, random_window, uniform_windows, window_span
 from distilled_shufflenet.data.transforms import eval_transform, train_transform
 from distilled_shufflenet.data.video import VIDEO_EXTENSIONS, VideoDecodeError, VideoReader
 
@@ -476,6 +476,36 @@ class VideoClips(Dataset):
 
     def _extra(self, index: int) -> dict[str, Any]:
         return {}
+
+    def short_videos(self, probe: int = 8) -> tuple[int, int]:
+        """``(short, probed)``: of up to ``probe`` videos spread over the dataset, how many have fewer
+        frames than a clip spans (``(clip_len - 1) * frame_stride + 1``), so that their clips repeat the
+        last frame.  Only the headers are read; unreadable videos are not counted."""
+        if len(self) == 0:
+            return 0, 0
+        span = window_span(self.options.clip_len, self.options.frame_stride)
+        short = probed = 0
+        for i in sorted({int(i) for i in np.linspace(0, len(self) - 1, min(probe, len(self)))}):
+            try:
+                with VideoReader(self.paths[i]) as reader:
+                    n = reader.num_frames
+            except (VideoDecodeError, OSError):
+                continue
+            probed += 1
+            short += n < span
+        return short, probed
+
+    def padding_warning(self, probe: int = 8) -> str | None:
+        """A one-line warning when most videos looked at (:meth:`short_videos`) are shorter than one clip,
+        else None: their clips would be mostly copies of the last frame."""
+        short, probed = self.short_videos(probe)
+        if not probed or 2 * short <= probed:
+            return None
+        o = self.options
+        return (f"warning: {short} of {probed} videos looked at in {self.source} have fewer than "
+                f"{window_span(o.clip_len, o.frame_stride)} frames, the span of a {o.clip_len}-frame clip taking "
+                f"every {o.frame_stride}. frame; their clips repeat the last frame (a smaller frame stride or "
+                "clip length avoids it)")
 
     def _redraw(self, rng: np.random.Generator, failed: set[int]) -> int:
         """Another video for a sample whose video failed: uniform over those not yet failed."""
