@@ -9,7 +9,7 @@ import pytest
 
 from distilled_shufflenet.cli import build_parser, main
 
-COMMANDS = ("bench", "data", "train", "finetune", "evaluate")
+COMMANDS = ("models", "bench", "data", "train", "finetune", "evaluate")
 
 
 def test_help_lists_every_subcommand(capsys) -> None:
