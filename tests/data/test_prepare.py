@@ -153,3 +153,24 @@ def test_rerun_removes_what_a_killed_run_left(small_src: Path, tmp_path: Path, d
     assert report.removed == 2 and "deleted 2 temporary file(s)" in str(report)
     assert not any(p.exists() for p in leftovers)
     assert not [p for p in dst.rglob(".*")]  # nothing hidden is left behind
+
+
+def test_prepared_frames_match_a_reference_resize_frame_by_frame(tmp_path: Path, decode_all,
+                                                                 make_textured_video) -> None:
+    src = tmp_path / "src"
+    make_textured_video("src/Stripes/v_Stripes_g01_c01.avi", 20)  # 64x48, detail everywhere
+    before = decode_all(src / "Stripes" / "v_Stripes_g01_c01.avi").astype(np.float64)
+    # 64x48 -> 32x24 is an exact halving: the reference is the mean of each 2x2 block of every source frame
+    prepare_videos(src, tmp_path / "dst", PrepareConfig(short_side=24), workers=1, progress=False)
+    after = decode_all(tmp_path / "dst" / "Stripes" / "v_Stripes_g01_c01.avi").astype(np.float64)
+    reference = before.reshape(len(before), 24, 2, 32, 2, 3).mean(axis=(2, 4))  # (T, 24, 32, 3)
+    assert after.shape == reference.shape == (20, 24, 32, 3)
+
+    def error(frames: np.ndarray) -> np.ndarray:  # (T,) mean absolute difference of each frame
+        return np.abs(frames - reference).mean(axis=(1, 2, 3))
+
+    worst = error(after).max()
+    assert worst < 6.0, error(after)  # coding noise only, in every frame (about 3.6 levels of 255)
+    # what a mean colour cannot see, this comparison does: a mirrored, shifted or reordered output
+    for wrong in (after[:, :, ::-1], after[:, ::-1], np.roll(after, 1, axis=2), np.roll(after, 1, axis=0)):
+        assert error(wrong).min() > 3 * worst
