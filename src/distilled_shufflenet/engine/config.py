@@ -5,7 +5,7 @@ flags.  With ``--resume`` the run's own saved config replaces the defaults, so a
 ``dsn train --resume RUN`` continues the run as it was started.  Every value is checked by
 :meth:`TrainConfig.validate` before anything is built, and the error names the field.
 
-The supervised recipe is METHOD.md section 4 (SGD with Nesterov momentum 0.9, lr 1e-3, batch 16,
+The supervised recipe is docs/method.md section 4 (SGD with Nesterov momentum 0.9, lr 1e-3, batch 16,
 x0.1 when the validation loss has not improved for 10 epochs, early stopping); ``dsn train`` uses it
 too, being the only supervised recipe the method gives.
 """
@@ -171,7 +171,7 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    """Settings of ``dsn finetune``: METHOD.md section 4, a distilled student fine-tuned with labels.
+    """Settings of ``dsn finetune``: docs/method.md section 4, a distilled student fine-tuned with labels.
 
     The model is the one the ``checkpoint`` describes (backbone + adapters, with or without ``fc``);
     a classifier head for the dataset's classes is attached.
