@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,3 +58,11 @@ def _decode_all(path: Path) -> np.ndarray:
 def decode_all() -> Callable[[Path], np.ndarray]:
     """A function decoding every frame of a video with PyAV: ``path -> (T, H, W, 3)`` uint8 RGB."""
     return _decode_all
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The id of a process that has exited: the owner of temporary files a killed run left behind."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

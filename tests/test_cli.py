@@ -9,7 +9,7 @@ import pytest
 
 from distilled_shufflenet.cli import build_parser, main
 
-COMMANDS = ("bench", "data", "train", "finetune", "evaluate")
+COMMANDS = ("models", "bench", "data", "train", "finetune", "evaluate")
 
 
 def test_help_lists_every_subcommand(capsys) -> None:
@@ -33,3 +33,21 @@ def test_python_dash_m_runs_the_command() -> None:
     result = subprocess.run([sys.executable, "-m", "distilled_shufflenet", "--version"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("dsn ")
+
+
+def test_a_folder_given_as_config_file_is_named_as_such(tmp_path, capsys) -> None:
+    assert main(["train", "--config", str(tmp_path), "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsn train: error: config: {tmp_path} is a folder; expected a YAML file")
+    assert "no such file" not in err
+
+
+def test_an_os_error_is_reported_without_its_errno(tmp_path, capsys, monkeypatch) -> None:
+    from distilled_shufflenet.cli import data
+
+    def fail(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.pt"))
+
+    monkeypatch.setattr(data, "_run_check", fail)
+    assert main(["data", "check", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"dsn data check: error: {tmp_path / 'x.pt'}: permission denied\n"

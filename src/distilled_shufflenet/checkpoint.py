@@ -32,7 +32,8 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path}: the file is empty (0 bytes)")
     with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+        head = f.read(16)
+    is_zip = head[:4] == b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -44,7 +45,11 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     except Exception as e:  # torch.load raises many types for damaged files; all mean the same here
         if is_zip:
             raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({first_line(e)})") from None
-        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({first_line(e)})") from None
+        # the legacy reader's own errors (a KeyError of the first byte's code, ...) mean nothing to a user
+        raise CheckpointError(
+            f"checkpoint {path}: not a PyTorch checkpoint (neither torch.save's zip format nor its legacy "
+            f"format; the file starts with {head[:8]!r}); pass a file written by torch.save or by a dsn command"
+        ) from None
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -12,10 +14,11 @@ from typing import IO, Iterator
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success it is synced and renamed over
-    ``path``. A crash mid-write leaves the previous file intact and no temporary behind."""
+    ``path``. An error mid-write leaves the previous file intact and no temporary behind; a process that
+    is killed outright leaves ``.NAME.PID.XXXX.tmp``, which :func:`remove_stale_temporaries` recognises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -42,15 +45,59 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporaries that :func:`atomic_write` leaves in ``folder`` when its process is killed
-    (SIGKILL gives no chance to clean up).  Call it only on a folder this process owns (a locked run
-    folder). Returns what was removed."""
+# `.NAME.PID.part`, `.NAME.PID.TOKEN.part` (video writers, copies) and `.NAME.PID.TOKEN.tmp` (atomic_write);
+# the shortest NAME that fits, so that an all-digit TOKEN is not taken for the PID
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>\d+)(?:\.[A-Za-z0-9_]+)?\.(?:part|tmp)$")
+
+
+def _process_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OverflowError:  # not a possible process id
+        return False
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that a killed process of this project left in ``folder`` (and below it
+    with ``recursive``): the hidden ``.NAME.PID[.TOKEN].part`` / ``.tmp`` files of the atomic writers
+    whose process PID no longer runs on this machine. Those of running processes are kept, so commands
+    writing into one folder at the same time never delete each other's work. Returns the deleted paths;
+    a folder that does not exist has none."""
     folder = Path(folder)
+    if not folder.is_dir():
+        return []
     removed = []
-    if folder.is_dir():
-        for tmp in folder.glob(".*.tmp"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
+    for path in folder.rglob(".*") if recursive else folder.glob(".*"):
+        m = _TEMPORARY.match(path.name)
+        if m is None or not path.is_file() or _process_running(int(m["pid"])):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        removed.append(path)
     return removed
+
+
+def check_writable_folder(folder: str | os.PathLike, field: str) -> Path:
+    """Create ``folder`` if needed and check that files can be written in it, before any long work
+    whose results would go there. Raises ``ValueError`` naming ``field`` and the folder otherwise."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{field}: {folder} is a file; expected a folder to write into")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".write-test.{os.getpid()}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or errno.errorcode.get(e.errno or 0, str(e))
+        raise ValueError(f"{field}: cannot write into {folder} ({reason}); choose a folder you can write to") from None
+    return folder

@@ -162,6 +162,46 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture
+def make_long_video(tmp_path: Path) -> Callable[..., Path]:
+    """``make_long_video(relative_name, num_frames, gop)``: an MPEG-4 AVI of 64x48 px frames, longer than
+    the counter videos allow, with a keyframe every ``gop`` frames, under ``tmp_path``."""
+
+    def make(name: str, num_frames: int, gop: int) -> Path:
+        frames = np.empty((num_frames, 48, 64, 3), np.uint8)
+        for i in range(num_frames):
+            frames[i] = 20 + (7 * i) % 200
+            frames[i, : 4 + i % 40, :12] = 255
+        return write_test_video(tmp_path / name, frames, gop=gop)
+
+    return make
+
+
+def textured_frames(n: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """``(n, height, width, 3)`` uint8 frames with detail everywhere: grey stripes moving by 3 px per frame
+    over a red gradient along x and a green one along y, so a mirrored, shifted or reordered copy differs
+    from the original in every frame (the stripes are in brightness, which 4:2:0 video keeps sharp)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    frames = np.empty((n, height, width, 3), np.uint8)
+    for i in range(n):
+        stripes = 60 * np.sin(2 * np.pi * (x + 0.5 * y + 3 * i) / 16)
+        frames[i, ..., 0] = 70 + 100 * x / (width - 1) + stripes
+        frames[i, ..., 1] = 70 + 100 * y / (height - 1) + stripes
+        frames[i, ..., 2] = 120 + stripes
+    return frames
+
+
+@pytest.fixture
+def make_textured_video(tmp_path: Path) -> Callable[..., Path]:
+    """``make_textured_video(relative_name, num_frames=20)``: :func:`textured_frames` (64x48 px) written
+    near-losslessly as MPEG-4 under ``tmp_path``."""
+
+    def make(name: str, num_frames: int = 20) -> Path:
+        return write_test_video(tmp_path / name, textured_frames(num_frames))
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def real_videos(shared_data: Path) -> dict[str, Path]:
     """The real videos of ``shared/data/videos`` by file name (skips where absent)."""

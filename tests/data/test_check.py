@@ -103,3 +103,25 @@ def test_bench_runs_and_prints_a_table(capsys):
     assert main(["data", "bench", "--workers", "0", "--batches", "1", "--batch-size", "2", "--clip-len", "4",
                  "--crop-size", "32", "--videos", "1", "--frames", "8"]) == 0
     assert "clips/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ["nothing", "text files"])
+def test_cli_check_refuses_a_folder_without_videos(content, tmp_path, capsys):
+    root = tmp_path / "videos"
+    root.mkdir()
+    if content == "text files":
+        (root / "a.txt").write_text("not a video")
+        (root / "b.txt").write_text("nor this")
+    assert main(["data", "check", str(root), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "readable" not in captured.out
+    assert captured.err.startswith(f"dsn data check: error: {root}: no video file found (extensions: .avi")
+    with pytest.raises(ValueError, match="no video file found"):
+        check_dataset("folder", root, progress=False)
+
+
+def test_cli_check_accepts_a_single_file(mixed_folder, capsys):
+    assert main(["data", "check", str(mixed_folder / "good" / "clip 1.avi"), "--no-progress"]) == 0
+    assert "all 1 videos are readable" in capsys.readouterr().out
+    assert main(["data", "check", str(mixed_folder / "bad" / "text.avi"), "--no-progress"]) == 1
+    assert "unreadable" in capsys.readouterr().out

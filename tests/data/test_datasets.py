@@ -277,3 +277,40 @@ def test_copy_of_dataset_root_with_a_space(tiny_synth, tmp_path):
     shutil.copytree(tiny_synth, root)
     ds = UCF101(root, subset="test", **SMALL)
     assert len(ds) == 8 and ds[7]["clip"].shape == (3, 4, 32, 32)
+
+
+def test_a_frame_stride_that_pads_most_clips_is_warned_about(tiny_synth: Path, capsys) -> None:
+    from distilled_shufflenet.data import build_dataset
+
+    # 24-frame videos: a clip of 8 frames every 4th spans 29 frames, every clip repeats its last frame
+    padded = build_dataset("ucf101", tiny_synth, subset="test", clip_len=8, frame_stride=4)
+    assert padded.short_videos() == (8, 8)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "8 of 8 videos" in err and "fewer than 29 frames" in err
+    build_dataset("ucf101", tiny_synth, subset="test", clip_len=8, frame_stride=4)
+    assert capsys.readouterr().err == ""  # once per dataset and clip span
+    fitting = build_dataset("ucf101", tiny_synth, subset="test", clip_len=8, frame_stride=3)  # spans 22
+    assert fitting.short_videos() == (0, 8) and fitting.padding_warning() is None
+    assert capsys.readouterr().err == ""
+
+
+def test_ucf101_handstand_pushups_naming_quirk_on_generated_split_files(tmp_path, make_video):
+    """The official ``HandstandPushups/`` folder holds ``v_HandStandPushups_*`` files: the class comes from
+    the folder the lists name (a twin of the check on the real split files, for a clone without them)."""
+    (tmp_path / "classInd.txt").write_bytes(b"1 ApplyEyeMakeup\r\n2 HandstandPushups\r\n3 YoYo\r\n")
+    train = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1", "HandstandPushups/v_HandStandPushups_g08_c01.avi 2",
+             "YoYo/v_YoYo_g08_c01.avi 3"]
+    test = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "HandstandPushups/v_HandStandPushups_g01_c01.avi",
+            "HandstandPushups/v_HandStandPushups_g01_c02.avi", "YoYo/v_YoYo_g01_c01.avi"]
+    (tmp_path / "trainlist01.txt").write_bytes("".join(f"{line}\r\n" for line in train).encode())
+    (tmp_path / "testlist01.txt").write_bytes("".join(f"{line}\r\n" for line in test).encode())
+    records = read_ucf101_split(tmp_path, 1, "test", root=tmp_path)
+    assert [r.label for r in records] == [0, 1, 1, 2]
+    hs = [r for r in records if r.path.parent.name == "HandstandPushups"]
+    assert len(hs) == 2 and all(r.path.name.startswith("v_HandStandPushups_") for r in hs)
+    assert [r.label for r in read_ucf101_split(tmp_path, 1, "train", root=tmp_path)] == [0, 1, 2]
+    for line in train + test:
+        make_video(line.split()[0], 8)
+    ds = UCF101(tmp_path, tmp_path, split=1, subset="test", **SMALL)
+    assert ds.classes[1] == "HandstandPushups" and len(ds) == 4 and not ds.missing
+    assert ds[1]["label"] == 1 and ds[1]["clip"].shape == (3, 4, 32, 32)

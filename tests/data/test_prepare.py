@@ -95,8 +95,82 @@ def test_cli(small_src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     add_prepare_parser(parser.add_subparsers(dest="what"))
     args = parser.parse_args(["prepare", str(small_src), str(tmp_path / "out"), "--short-side", "24",
                               "--workers", "1", "--codec", "mpeg4", "--quality", "6"])
-    assert args.func(args) == 0
+    assert args.func(args) == 1  # the broken video
     out = capsys.readouterr().out
     assert "2 converted" in out and "1 unreadable" in out and "v_Broken_g01_c01.avi" in out
     with av.open(str(tmp_path / "out" / CLIPS[1])) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (32, 24)
+
+
+def test_cli_prepare_finishes_the_others_then_fails_listing_the_unreadable(
+        small_src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from distilled_shufflenet.cli import main
+
+    dst = tmp_path / "out"
+    assert main(["data", "prepare", str(small_src), str(dst), "--short-side", "24", "--workers", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "Broken/v_Broken_g01_c01.avi" in captured.out and "2 converted" in captured.out
+    assert "dsn data prepare: error: 1 of 3 videos could not be read" in captured.err
+    assert all((dst / name).is_file() for name in CLIPS)
+    (small_src / "Broken" / "v_Broken_g01_c01.avi").unlink()
+    assert main(["data", "prepare", str(small_src), str(dst), "--workers", "1"]) == 0
+
+
+@pytest.mark.parametrize("src", ["empty", "text files"])
+def test_cli_prepare_refuses_a_source_without_videos(src: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from distilled_shufflenet.cli import main
+
+    root = tmp_path / "src"
+    root.mkdir()
+    if src == "text files":
+        (root / "classInd.txt").write_text("1 A\n")
+    assert main(["data", "prepare", str(root), str(tmp_path / "dst")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsn data prepare: error: {root}: no video file found") and "check the path" in err
+    assert not (tmp_path / "dst").exists()  # nothing written for a wrong path
+
+
+def test_cli_prepare_names_a_file_given_as_source(small_src: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from distilled_shufflenet.cli import main
+
+    video = small_src / CLIPS[0]
+    assert main(["data", "prepare", str(video), str(tmp_path / "dst")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsn data prepare: error: {video}: is a file; expected the dataset folder")
+    assert "not found" not in err
+
+
+def test_rerun_removes_what_a_killed_run_left(small_src: Path, tmp_path: Path, dead_pid: int) -> None:
+    dst = tmp_path / "dst"
+    (dst / "StandUp").mkdir(parents=True)
+    pid = dead_pid
+    leftovers = [dst / "StandUp" / f".v_StandUp_g02_c02.avi.{pid}.9a8b7c6d.part", dst / f".classInd.txt.{pid}.part"]
+    for path in leftovers:
+        path.write_bytes(b"half a video")
+    report = prepare_videos(small_src, dst, PrepareConfig(short_side=32), workers=1, progress=False)
+    assert report.removed == 2 and "deleted 2 temporary file(s)" in str(report)
+    assert not any(p.exists() for p in leftovers)
+    assert not [p for p in dst.rglob(".*")]  # nothing hidden is left behind
+
+
+def test_prepared_frames_match_a_reference_resize_frame_by_frame(tmp_path: Path, decode_all,
+                                                                 make_textured_video) -> None:
+    src = tmp_path / "src"
+    make_textured_video("src/Stripes/v_Stripes_g01_c01.avi", 20)  # 64x48, detail everywhere
+    before = decode_all(src / "Stripes" / "v_Stripes_g01_c01.avi").astype(np.float64)
+    # 64x48 -> 32x24 is an exact halving: the reference is the mean of each 2x2 block of every source frame
+    prepare_videos(src, tmp_path / "dst", PrepareConfig(short_side=24), workers=1, progress=False)
+    after = decode_all(tmp_path / "dst" / "Stripes" / "v_Stripes_g01_c01.avi").astype(np.float64)
+    reference = before.reshape(len(before), 24, 2, 32, 2, 3).mean(axis=(2, 4))  # (T, 24, 32, 3)
+    assert after.shape == reference.shape == (20, 24, 32, 3)
+
+    def error(frames: np.ndarray) -> np.ndarray:  # (T,) mean absolute difference of each frame
+        return np.abs(frames - reference).mean(axis=(1, 2, 3))
+
+    worst = error(after).max()
+    assert worst < 6.0, error(after)  # coding noise only, in every frame (about 3.6 levels of 255)
+    # what a mean colour cannot see, this comparison does: a mirrored, shifted or reordered output
+    for wrong in (after[:, :, ::-1], after[:, ::-1], np.roll(after, 1, axis=2), np.roll(after, 1, axis=0)):
+        assert error(wrong).min() > 3 * worst

@@ -116,6 +116,19 @@ def test_resume_and_config_guard(tmp_path: Path) -> None:
         generate_synth_actions(tmp_path / "other", SMALL, workers=1, progress=False)
 
 
+def test_resume_removes_what_a_killed_run_left(tmp_path: Path, dead_pid: int) -> None:
+    root = tmp_path / "ds"
+    generate_synth_actions(root, SMALL, workers=1, progress=False)
+    victim = root / "Punch" / "v_Punch_g02_c01.avi"
+    victim.unlink()
+    leftovers = [victim.with_name(f".{victim.name}.{dead_pid}.5e6f7a8b.part"), root / f".classInd.txt.{dead_pid}.x1_y2.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half written")
+    report = generate_synth_actions(root, SMALL, workers=1, progress=False)
+    assert report.written == 1 and victim.is_file()
+    assert not any(p.exists() for p in leftovers)
+
+
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="classes"):
         SynthConfig(classes=("Wave", "Dance"))

@@ -234,3 +234,24 @@ def test_decode_error_pickles_across_processes(tmp_path):
     err = VideoDecodeError(tmp_path / "a.avi", "no video stream")
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, VideoDecodeError) and back.path == err.path and back.reason == err.reason
+
+
+# twins of the two decode-efficiency tests above on generated videos, for a clone without ../shared/data
+def test_seeks_to_the_keyframe_before_the_window_on_a_generated_video(make_long_video, decode_all, monkeypatch):
+    path = make_long_video("gop12.avi", 130, gop=12)
+    full = decode_all(path)
+    video_mod._INDEX_CACHE.clear()
+    counter = FrameCounter(monkeypatch)
+    frames = read_frames(path, range(100, 116))
+    assert np.array_equal(frames, full[100:116])
+    # the keyframe before 100 is 96: about 20 frames decoded, not 116; 16 converted
+    assert counter.decoded <= 24
+    assert counter.converted == 16
+
+
+def test_decodes_only_up_to_the_last_frame_wanted_on_a_generated_video(make_long_video, monkeypatch):
+    path = make_long_video("one_keyframe.avi", 165, gop=1000)  # a single keyframe: no seek can help
+    counter = FrameCounter(monkeypatch)
+    read_frames(path, [3, 1, 1])
+    assert counter.decoded <= 8  # of 165 (a few frames of decoder delay at most)
+    assert counter.converted == 2  # unique frames

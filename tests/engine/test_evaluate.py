@@ -250,3 +250,81 @@ def test_eval_config_names_the_bad_field() -> None:
         EvalConfig(data_root="x", crops=2)
     with pytest.raises(ValueError, match="data_root"):
         EvalConfig()
+
+
+# --------------------------------------------------------------------------- the command line, as for dsn train
+def test_cli_evaluates_a_list_dataset_from_a_config_file(tiny_checkpoint: Path, tiny_synth: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # a test list holding two of the four classes: the labels are named by the checkpoint's classes
+    tests = [line.strip() for line in (tiny_synth / "testlist01.txt").read_text().splitlines() if line.strip()]
+    listed = [t for t in tests if t.split("/")[0] in ("SquatDown", "WaveFast")]
+    list_file = tmp_path / "test.csv"
+    list_file.write_text("".join(f"{tiny_synth / t},{t.split('/')[0]}\n" for t in listed))
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"dataset: list\nlist_file: {list_file}\nclips: 1\ncrops: 1\nworkers: 0\ndevice: cpu\n"
+                      "batch_size: 2\n")
+    out = tmp_path / "eval"
+    rc = main(["evaluate", str(tiny_checkpoint), "--config", str(config), "--batch-size", "4", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((out / "report.json").read_text())
+    assert data["dataset"]["kind"] == "list" and data["dataset"]["list_file"] == str(list_file.resolve())
+    assert data["video_level"]["videos"] == len(listed) == 4 and data["video_level"]["scored"] == 4
+    assert data["config"]["batch_size"] == 4  # the flag overrides the file
+    assert data["classes"] == [line.split()[1] for line in (tiny_synth / "classInd.txt").read_text().splitlines()]
+
+
+def test_cli_evaluate_help_shows_the_dataset_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--dataset {ucf101,hmdb51,list}" in text and "--list-file" in text and "--config FILE.yaml" in text
+
+
+@pytest.mark.parametrize("case", ["empty_folder", "unwritable_out", "text_file", "list_without_file", "bad_yaml_key"])
+def test_cli_evaluate_errors_name_the_file_and_what_to_do(case: str, tiny_checkpoint: Path, tiny_synth: Path,
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["evaluate", str(tiny_checkpoint), "--data-root", str(tiny_synth), "--device", "cpu", "--workers", "0",
+            "--clips", "1", "--crops", "1", "--no-progress"]
+    if case == "empty_folder":
+        (tmp_path / "run").mkdir()
+        args[1] = str(tmp_path / "run")
+        expected = ["a folder without last.pt", "pass a checkpoint file"]
+    elif case == "unwritable_out":
+        args += ["--out", "/proc/nope"]
+        expected = ["out: cannot write into /proc/nope", "choose a folder you can write to"]
+    elif case == "text_file":
+        args[1] = str(tmp_path / "notes.pt")
+        (tmp_path / "notes.pt").write_text("hello, this is not a checkpoint\n")
+        expected = ["notes.pt: not a PyTorch checkpoint", "starts with b'hello, t'"]
+    elif case == "list_without_file":
+        args += ["--dataset", "list"]
+        expected = ["list_file: required with dataset 'list'", "--list-file FILE"]
+    else:
+        (tmp_path / "c.yaml").write_text("clipz: 2\n")
+        args += ["--config", str(tmp_path / "c.yaml")]
+        expected = ["c.yaml: unknown key(s) clipz"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dsn evaluate: error: ") and "Traceback" not in err and "Errno" not in err
+    for text in expected:
+        assert text in err, err
+    assert "resume" not in err and "(101)" not in err
+
+
+def test_missing_videos_advise_the_option_in_the_words_of_the_caller(tiny_checkpoint: Path, tiny_synth: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth, root)
+    gone = root / (root / "testlist01.txt").read_text().split()[0]
+    gone.unlink()
+    options = dict(dataset="ucf101", data_root=str(root), clips=1, crops=1, workers=0, device="cpu", progress=False)
+    with pytest.raises(FileNotFoundError) as info:
+        evaluate_checkpoint(tiny_checkpoint, **options)
+    assert str(info.value).endswith("(pass skip_missing=True to count them as unscored videos)")
+    assert "--skip-missing" not in str(info.value)
+    rc = main(["evaluate", str(tiny_checkpoint), "--data-root", str(root), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and gone.name in err
+    assert err.rstrip().endswith("(pass --skip-missing to count them as unscored videos)") and "skip_missing" not in err

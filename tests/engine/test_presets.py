@@ -10,12 +10,33 @@ from distilled_shufflenet.cli import main
 from distilled_shufflenet.engine import TrainConfig, load_checkpoint, resolve_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-SYNTH_PRESETS = sorted((CONFIGS / "synthactions").glob("*.yaml"))
+# distill_*.yaml and finetune_*.yaml are recipes of those commands; the others are dsn train presets
+SYNTH_PRESETS = sorted(p for p in (CONFIGS / "synthactions").glob("*.yaml")
+                       if not p.name.startswith(("distill_", "finetune_")))
 
 
 def test_the_synthactions_presets_cover_the_student_and_both_teachers() -> None:
     models = {resolve_config(TrainConfig, yaml_path=p).model for p in SYNTH_PRESETS}
     assert models == {"shufflenet2plus1d", "resnet18", "r3d_18"}
+    assert (CONFIGS / "synthactions" / "distill_small.yaml").is_file()
+
+
+def test_the_distillation_recipe_pairs_the_narrow_teachers_with_the_small_students_adapters() -> None:
+    from distilled_shufflenet.distill import TargetBuilder
+    from distilled_shufflenet.engine import FinetuneConfig
+    from distilled_shufflenet.engine.distill import DistillConfig, build_teachers
+    from distilled_shufflenet.models import create_model
+
+    cfg = resolve_config(DistillConfig, yaml_path=CONFIGS / "synthactions" / "distill_small.yaml")
+    student = create_model(cfg.model, **cfg.model_kwargs)
+    teacher2d, teacher3d = build_teachers(cfg, "cpu")
+    layout = TargetBuilder(student, teacher2d, teacher3d).plan((cfg.clip_len, cfg.crop_size, cfg.crop_size))
+    assert {p.key: p.shape for p in layout.parts} == {
+        "mid/2d": (64, 2, 4, 4), "mid/3d": (64, 2, 4, 4), "final/2d": (128, 1, 2, 2), "final/3d": (128, 1, 2, 2)}
+    teacher = resolve_config(TrainConfig, yaml_path=CONFIGS / "synthactions" / "r3d_18_16f.yaml")
+    assert (teacher.clip_len, teacher.frame_stride) == (cfg.clip_len, cfg.frame_stride)  # the clips it is distilled on
+    tune = resolve_config(FinetuneConfig, yaml_path=CONFIGS / "synthactions" / "finetune_small.yaml")
+    assert tune.model is None and tune.clip_len is None  # both come from the distilled checkpoint
 
 
 @pytest.mark.parametrize("preset", SYNTH_PRESETS, ids=lambda p: p.stem)

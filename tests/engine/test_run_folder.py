@@ -47,7 +47,7 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_and_released(tmp_path: Path, ca
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _write_lock(tmp_path / "run", dead.pid)
-    (tmp_path / "run" / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # left by a kill mid-write
+    (tmp_path / "run" / f".last.pt.{dead.pid}.abc123.tmp").write_bytes(b"half a checkpoint")  # left by a kill mid-write
     result = fit(tiny_student(), RandomClips(8), None, tiny_config(tmp_path / "run", epochs=1), classes="abc")
     assert result.epochs == 1 and "no longer running" in capsys.readouterr().err
     assert not (tmp_path / "run" / LOCK).exists()  # released at the end

@@ -219,6 +219,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synth: Path,
             "--no-validation", "--no-plots", "--no-tensorboard", "--deterministic", "--seed", "3",
             "--checkpoint-every", "2", "--model", "shufflenet2plus1d"]
     args += [f"--model-arg={k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    # dropout draws from the global generator: a random state not restored on resume changes the weights
+    args += ["--model-arg=dropout=0.5"]
     dsn = [sys.executable, "-m", "distilled_shufflenet", "train"]
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -261,3 +263,30 @@ def test_val_fraction_validates_on_held_out_training_groups_not_the_test_split(t
     assert val[0]["label"] in range(4) and val.classes == train.classes
     with pytest.raises(ValueError, match="val_fraction"):
         TrainConfig(data_root=str(tiny_synth), val_fraction=0.6).validate()
+
+
+@pytest.mark.slow
+def test_validation_names_an_unreadable_test_video_and_counts_it_as_wrong(tiny_synth: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from distilled_shufflenet.engine import train
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_synth, root)
+    broken = root / (root / "testlist01.txt").read_text().split()[2]
+    broken.write_text("this is not a video\n" * 20)
+    cfg = tiny_config(tmp_path / "run", cls=TrainConfig, epochs=1, data_root=str(root), clip_len=8, crop_size=32,
+                      resize=36, model="shufflenet2plus1d", model_kwargs=dict(TINY))
+    result = train(cfg)
+    printed = capsys.readouterr().out
+    assert f"validation: 1 of 8 videos could not be read and count as wrong:\n  {broken}: " in printed
+    metrics = read_checkpoint(result.last_checkpoint)["metrics"]
+    assert metrics["val_unscored"] == 1
+    # top-1 over all 8 test videos, as dsn evaluate counts it: a multiple of 12.5 %, at most 7 of 8
+    assert (metrics["val_top1"] / 12.5).is_integer() and metrics["val_top1"] <= 87.5
+    from distilled_shufflenet.engine.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(result.last_checkpoint, dataset="ucf101", data_root=str(root), clips=1, crops=1,
+                                 workers=0, device="cpu", progress=False)
+    assert report.video.unscored == 1 and 100 * report.video.accuracy(1) == pytest.approx(metrics["val_top1"])

@@ -68,6 +68,95 @@ def test_paper_preset_layers(paper: ShuffleNet2Plus1D) -> None:
     assert len(convs) == sum(isinstance(m, nn.BatchNorm3d) for m in paper.modules())
 
 
+def _executed_layers(model: nn.Module, x: torch.Tensor) -> list[tuple]:
+    """The leaf layers a forward pass runs, in order: convolutions with their channels, kernel and stride,
+    BatchNorm with its channels, then ``relu``, ``pool``, ``dropout``, ``fc``."""
+    trace: list[tuple] = []
+
+    def record(module: nn.Module, *_) -> None:
+        if isinstance(module, nn.Conv3d):
+            trace.append(("conv", module.in_channels, module.out_channels, module.kernel_size, module.stride))
+        elif isinstance(module, nn.BatchNorm3d):
+            trace.append(("bn", module.num_features))
+        else:
+            names = {nn.ReLU: "relu", SpatialMaxPool: "pool", nn.Dropout: "dropout", nn.Linear: "fc"}
+            trace.append((names.get(type(module), type(module).__name__),))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return trace
+
+
+def _method_layers(stem: int, widths: tuple[int, ...], units: tuple[int, ...], adapters: tuple[int, int]) -> list[tuple]:
+    """The layer sequence the method describes: every convolution bias-free and followed by BN and ReLU."""
+
+    def cbr(cin: int, cout: int, kernel: tuple, stride: tuple = (1, 1, 1)) -> list[tuple]:
+        return [("conv", cin, cout, kernel, stride), ("bn", cout), ("relu",)]
+
+    s, t = (1, 3, 3), (3, 1, 1)
+    layers = cbr(3, stem, (3, 7, 7), (1, 2, 2)) + [("pool",)]
+    cin = stem
+    for w, n in zip(widths, units):
+        # down-unit: the (2+1)D branch (strided spatial, strided temporal, spatial, temporal), then the shortcut
+        layers += cbr(cin, w, s, (1, 2, 2)) + cbr(w, w, t, (2, 1, 1)) + cbr(w, w, s) + cbr(w, w, t)
+        layers += cbr(cin, w, (3, 3, 3), (2, 2, 2))
+        for _ in range(n):  # units: the branch on half of the 2w channels
+            layers += cbr(w, w, s) + cbr(w, w, t) + cbr(w, w, s) + cbr(w, w, t)
+        cin = 2 * w
+    layers += cbr(2 * widths[1], adapters[0], (1, 1, 1)) + cbr(2 * widths[2], adapters[1], (1, 1, 1))
+    return layers + [("dropout",), ("fc",)]
+
+
+def test_every_convolution_is_followed_by_batchnorm_and_relu() -> None:
+    # the tiny student runs exactly the method's sequence, adapters and down-unit shortcuts included
+    model = tiny(dropout=0.2)
+    assert _executed_layers(model, torch.randn(1, 3, 16, 32, 32)) == _method_layers(8, (8, 16, 32), (1, 1, 1), (16, 32))
+    # the adapters' and the shortcuts' outputs are rectified: never negative, some exactly zero
+    outputs = {}
+    watched = {"adapt_mid": model.adapt_mid, "adapt_final": model.adapt_final, "shortcut": model.stage3[0].shortcut}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: outputs.__setitem__(k, out)) for k, m in watched.items()]
+    model.train()(torch.randn(2, 3, 16, 32, 32))  # batch statistics: BN outputs are centred, ReLU must cut them
+    for h in hooks:
+        h.remove()
+    for name, out in outputs.items():
+        assert out.min() >= 0 and (out == 0).float().mean() > 0.2, name
+
+
+def test_paper_preset_layer_sequence(paper: ShuffleNet2Plus1D) -> None:
+    trace = _executed_layers(paper, torch.zeros(1, 3, 16, 32, 32))  # the smallest input of its taps
+    assert trace == _method_layers(64, (64, 128, 256), (4, 12, 4), (1024, 2048))
+
+
+def test_paper_preset_multiply_accumulates() -> None:
+    from distilled_shufflenet.bench import count_flops
+
+    # from the method's table at 16 x 224 x 224: every convolution, the adapters and the classifier
+    def half(n: int) -> int:
+        return -(-n // 2)
+
+    t, h, w = 16, 112, 112
+    macs = 64 * 3 * 3 * 7 * 7 * t * h * w  # stem convolution
+    h, w, cin = 56, 56, 64  # after the max-pool
+    volumes = []
+    for width, n in ((64, 4), (128, 12), (256, 4)):
+        macs += width * cin * 9 * t * half(h) * half(w)  # the first (spatially strided) branch conv
+        t, h, w = half(t), half(h), half(w)
+        v = t * h * w
+        macs += width * width * (3 + 9 + 3) * v + width * cin * 27 * v + n * width * width * 24 * v
+        cin = 2 * width
+        volumes.append(v)
+    macs += 256 * 1024 * volumes[1] + 512 * 2048 * volumes[2] + 5120 * 101
+    assert macs == 15_453_119_488  # 15.45 G multiply-accumulates (the paper's "12.07 GFLOPs" counts otherwise)
+    with torch.device("meta"):  # shapes only
+        paper = create_model("shufflenet2plus1d").eval()
+        assert count_flops(paper, torch.empty(1, 3, 16, 224, 224)) == 2 * macs
+
+
 def test_paper_preset_metadata(paper: ShuffleNet2Plus1D) -> None:
     assert paper.model_name == "shufflenet2plus1d" and paper.tap_names == ("mid", "final")
     assert [(i.channels, i.stride, i.module) for i in paper.feature_info] == [

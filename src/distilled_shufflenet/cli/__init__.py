@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `dsn --help` lists them
-_COMMAND_MODULES = ("bench", "data", "train", "distill", "evaluate")
+_COMMAND_MODULES = ("models", "bench", "data", "train", "distill", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,10 +39,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as e:
-        # bad input: a clear message, not a traceback
-        print(f"dsn {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        # bad input or an unusable path: a clear message in the words of the command typed, not a traceback
+        print(f"{command_name(args)}: error: {_message(e)}", file=sys.stderr)
         return 2
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """The command as typed, e.g. ``dsn data check``."""
+    return " ".join(["dsn", args.command] + ([args.data_command] if getattr(args, "data_command", None) else []))
+
+
+def _message(error: BaseException) -> str:
+    """An error's text for the command line: the flag form of its advice where it has one, and for an
+    operating-system error the file and the reason instead of a raw errno."""
+    if hasattr(error, "cli_message"):
+        return error.cli_message()
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror.lower()}"
+    if isinstance(error, FileNotFoundError) and error.strerror and error.filename:
+        return f"{error.filename}: no such file or folder"
+    return str(error)
 
 
 if __name__ == "__main__":

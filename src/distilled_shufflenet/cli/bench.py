@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from distilled_shufflenet.bench import (
     DEFAULT_MODELS,
@@ -29,8 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         default=",".join(DEFAULT_MODELS),
         help=(
-            "comma-separated registered models, each optionally with builder arguments, e.g. "
-            "'shufflenet2plus1d:num_classes=10,r2plus1d_18' (lists: 8|16|32) (default: %(default)s)"
+            "comma-separated registered models (see 'dsn models'), each optionally followed by builder "
+            "arguments: NAME:KEY=VALUE,KEY=VALUE,NEXT_NAME,... A piece with '=' and no ':' is one more argument "
+            "of the model before it. Values are YAML scalars (10, 0.5, true, mean); lists are written 8|16|32 "
+            "or [8,16,32]. E.g. 'shufflenet2plus1d:num_classes=10,widths=8|16|32,r2plus1d_18' is two models; "
+            "'shufflenet2plus1d:clip_len=8' (or head_pool=mean) times the student with --frames 8 "
+            "(default: %(default)s)"
         ),
     )
     p.add_argument(
@@ -79,8 +84,20 @@ def run(args: argparse.Namespace) -> int:
         reference=args.reference,
         progress=not args.no_progress,
     )
-    report = run_benchmark(config)
+    try:
+        report = run_benchmark(config)
+    except ValueError as e:
+        raise ValueError(_with_clip_len_hint(str(e), args.frames)) from None
     print(format_report(report))
     if args.json:
         print(f"wrote {write_json(report, args.json)}")
     return 0
+
+
+def _with_clip_len_hint(message: str, frames: int) -> str:
+    """A model built for another clip length names ``clip_len``: say how to pass it through ``--models``."""
+    m = re.match(r"model (\S+)", message)
+    if m is None or "clip_len=" not in message:
+        return message
+    return (f"{message}; in --models, add clip_len={frames} to its builder arguments for --frames {frames}, "
+            f"e.g. '{m[1]}:clip_len={frames}'")

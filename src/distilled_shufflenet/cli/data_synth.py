@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from distilled_shufflenet.data.prepare import PrepareConfig, prepare_videos
 from distilled_shufflenet.data.synth import DEFAULT_CLASSES, SYNTH_CLASSES, SynthConfig, generate_synth_actions
@@ -89,8 +90,9 @@ def add_prepare_parser(data_subparsers: argparse._SubParsersAction) -> argparse.
         description=(
             "Re-encode every video under SRC into DST (same relative paths) with its short side scaled to "
             "--short-side (aspect kept, even sides, never enlarged); copy the other files (split lists) "
-            "unchanged. Unreadable videos are skipped and listed at the end; files already in DST are "
-            "kept, so an interrupted run resumes."
+            "unchanged. Unreadable videos are skipped, the others converted, and the command then lists them "
+            "and exits with code 1. Files already in DST are kept, so an interrupted run resumes (and first "
+            "deletes the temporary files it left). A SRC without any video is an error."
         ),
     )
     p.add_argument("src", metavar="SRC", help="dataset folder to read")
@@ -110,4 +112,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
     config = PrepareConfig(short_side=args.short_side, codec=args.codec, quality=args.quality)
     report = prepare_videos(args.src, args.dst, config, workers=args.workers)
     print(report)
+    if not report.ok:
+        print(f"dsn data prepare: error: {len(report.failed)} of {report.videos} videos could not be read "
+              "(listed above); the others were converted", file=sys.stderr)
+        return 1
     return 0

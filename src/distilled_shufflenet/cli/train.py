@@ -26,7 +26,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     for cls, epilog, text in (
         (TrainConfig, _TRAIN_EPILOG, "supervised training of any registered model on a labelled dataset"),
-        (FinetuneConfig, _FINETUNE_EPILOG, "fine-tune a distilled student with labels (docs/method.md, fine-tuning)"),
+        (FinetuneConfig, _FINETUNE_EPILOG, "fine-tune a distilled student with labels (docs/method.md section 4)"),
     ):
         parser = subparsers.add_parser(cls.command, help=text, description=text[0].upper() + text[1:] + ".",
                                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)

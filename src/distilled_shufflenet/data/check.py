@@ -28,7 +28,7 @@ from distilled_shufflenet.data.datasets import (
     read_video_list,
     ucf101_splits_dir,
 )
-from distilled_shufflenet.data.video import VideoDecodeError, VideoReader
+from distilled_shufflenet.data.video import VIDEO_EXTENSIONS, VideoDecodeError, VideoReader
 
 __all__ = [
     "PROBLEM_KINDS",
@@ -152,7 +152,7 @@ def dataset_paths(
     list_file: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Every video path a dataset lists (present on disk or not), ``subset`` ``"train"``, ``"test"`` or
-    ``"all"`` (both) for the official splits."""
+    ``"all"`` (both) for the official splits; kind ``"folder"`` with a file as ``root`` is that one video."""
     from distilled_shufflenet.data.factory import DATASET_KINDS
 
     if kind not in DATASET_KINDS:
@@ -167,7 +167,7 @@ def dataset_paths(
         raise ValueError(f"dataset kind {kind!r} needs a root folder")
     root = Path(root)
     if kind == "folder":
-        return find_videos(root)
+        return [root] if root.is_file() else find_videos(root)
     subsets = ("train", "test") if subset == "all" else (subset,)
     if kind == "ucf101":
         splits = Path(splits_dir) if splits_dir is not None else ucf101_splits_dir(root)
@@ -190,8 +190,16 @@ def check_dataset(
     full: bool = False,
     progress: bool = True,
 ) -> CheckReport:
-    """Check every video a dataset lists; missing files are reported as ``missing``."""
+    """Check every video a dataset lists; missing files are reported as ``missing``.
+
+    Raises ``ValueError`` when there is no video to check (an empty folder, or one without video files),
+    since "all 0 videos are readable" would hide a wrong path.
+    """
     paths = dataset_paths(kind, root, splits_dir=splits_dir, split=split, subset=subset, list_file=list_file)
+    if not paths:
+        where = f"{root}: no video file found (extensions: {' '.join(VIDEO_EXTENSIONS)})" if kind == "folder" \
+            else f"{kind} split {split} ({subset}) under {root}: the split lists no video"
+        raise ValueError(f"{where}; check the path")
     if kind == "folder":
         source = str(root)
     elif kind == "list":

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from distilled_shufflenet.data.sampling import center_window, random_window, uniform_windows
+from distilled_shufflenet.data.sampling import center_window, random_window, uniform_windows, window_span
 from distilled_shufflenet.data.transforms import eval_transform, train_transform
 from distilled_shufflenet.data.video import VIDEO_EXTENSIONS, VideoDecodeError, VideoReader
 
@@ -49,6 +49,7 @@ __all__ = [
     "FailureLog",
     "HMDB51",
     "LabelledVideoClips",
+    "MissingVideosError",
     "UCF101",
     "VideoClips",
     "VideoFolder",
@@ -364,17 +365,38 @@ class ClipOptions:
         return eval_transform(crops=self.crops)
 
 
+class MissingVideosError(FileNotFoundError):
+    """Videos a split or list names are not on disk.
+
+    ``str(error)`` advises the library's option (``skip_missing=True``), :meth:`cli_message` the flag of
+    the ``dsn`` commands (``--skip-missing``); ``effect`` says what the option does where it is caught.
+    """
+
+    def __init__(self, missing: Sequence[Path], listed: int, source: str, effect: str = "to leave them out") -> None:
+        self.missing, self.listed, self.source, self.effect = list(missing), listed, source, effect
+        super().__init__(self._text("skip_missing=True"))
+
+    def _text(self, option: str) -> str:
+        shown = ", ".join(str(p) for p in self.missing[:_SHOWN_MISSING])
+        more = f" and {len(self.missing) - _SHOWN_MISSING} more" if len(self.missing) > _SHOWN_MISSING else ""
+        return (f"{len(self.missing)} of {self.listed} videos listed in {self.source} are missing: {shown}{more} "
+                f"(pass {option} {self.effect})")
+
+    def with_effect(self, effect: str) -> "MissingVideosError":
+        """The same error, saying ``effect`` of the option instead."""
+        return MissingVideosError(self.missing, self.listed, self.source, effect)
+
+    def cli_message(self) -> str:
+        """The message for the command line: the advice names the flag."""
+        return self._text("--skip-missing")
+
+
 def _existing(paths: Sequence[Path], skip_missing: bool, source: str) -> tuple[list[bool], list[Path]]:
-    """Which paths exist; raises unless ``skip_missing`` when some do not."""
+    """Which paths exist; raises :class:`MissingVideosError` unless ``skip_missing`` when some do not."""
     present = [p.is_file() for p in paths]
     missing = [p for p, ok in zip(paths, present) if not ok]
     if missing and not skip_missing:
-        shown = ", ".join(str(p) for p in missing[:_SHOWN_MISSING])
-        more = f" and {len(missing) - _SHOWN_MISSING} more" if len(missing) > _SHOWN_MISSING else ""
-        raise FileNotFoundError(
-            f"{len(missing)} of {len(paths)} videos listed in {source} are missing: {shown}{more} "
-            "(pass skip_missing=True to leave them out)"
-        )
+        raise MissingVideosError(missing, len(paths), source)
     return present, missing
 
 
@@ -454,6 +476,36 @@ class VideoClips(Dataset):
 
     def _extra(self, index: int) -> dict[str, Any]:
         return {}
+
+    def short_videos(self, probe: int = 8) -> tuple[int, int]:
+        """``(short, probed)``: of up to ``probe`` videos spread over the dataset, how many have fewer
+        frames than a clip spans (``(clip_len - 1) * frame_stride + 1``), so that their clips repeat the
+        last frame.  Only the headers are read; unreadable videos are not counted."""
+        if len(self) == 0:
+            return 0, 0
+        span = window_span(self.options.clip_len, self.options.frame_stride)
+        short = probed = 0
+        for i in sorted({int(i) for i in np.linspace(0, len(self) - 1, min(probe, len(self)))}):
+            try:
+                with VideoReader(self.paths[i]) as reader:
+                    n = reader.num_frames
+            except (VideoDecodeError, OSError):
+                continue
+            probed += 1
+            short += n < span
+        return short, probed
+
+    def padding_warning(self, probe: int = 8) -> str | None:
+        """A one-line warning when most videos looked at (:meth:`short_videos`) are shorter than one clip,
+        else None: their clips would be mostly copies of the last frame."""
+        short, probed = self.short_videos(probe)
+        if not probed or 2 * short <= probed:
+            return None
+        o = self.options
+        return (f"warning: {short} of {probed} videos looked at in {self.source} have fewer than "
+                f"{window_span(o.clip_len, o.frame_stride)} frames, the span of a {o.clip_len}-frame clip taking "
+                f"every {o.frame_stride}. frame; their clips repeat the last frame (a smaller frame stride or "
+                "clip length avoids it)")
 
     def _redraw(self, rng: np.random.Generator, failed: set[int]) -> int:
         """Another video for a sample whose video failed: uniform over those not yet failed."""

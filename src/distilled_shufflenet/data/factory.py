@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from distilled_shufflenet.data.datasets import HMDB51, UCF101, VideoClips, VideoFolder, VideoList, unlabelled
@@ -34,6 +35,10 @@ def build_dataset(
 
     ``labels=False`` returns the unlabelled view (:func:`unlabelled`): samples without ``"label"``, as
     distillation reads them.  ``clip_options`` are those of :class:`ClipOptions`.
+
+    When most of a few videos looked at are shorter than one clip (a frame stride too large for the
+    videos), a warning says so on stderr, once per dataset and clip span (from the first process only
+    under ``torchrun``).
     """
     if kind not in DATASET_KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
@@ -47,11 +52,27 @@ def build_dataset(
             raise ValueError(
                 "dataset kind 'folder' has no labels; use labels=False, or a 'list' of 'path,label' lines"
             )
-        return VideoFolder(root, **clip_options)
+        folder = VideoFolder(root, **clip_options)
+        _warn_if_padded(folder)
+        return folder
     if kind == "ucf101":
         dataset: VideoClips = UCF101(root, splits_dir, split, subset, **clip_options)
     elif kind == "hmdb51":
         dataset = HMDB51(root, splits_dir, split, subset, **clip_options)
     else:
         dataset = VideoList(list_file, root, classes, **clip_options)
+    _warn_if_padded(dataset)
     return dataset if labels else unlabelled(dataset)
+
+
+_WARNED: set[tuple[str, int, int]] = set()
+
+
+def _warn_if_padded(dataset: VideoClips) -> None:
+    key = (dataset.source, dataset.options.clip_len, dataset.options.frame_stride)
+    if key in _WARNED or os.environ.get("RANK", "0") != "0":
+        return
+    _WARNED.add(key)
+    message = dataset.padding_warning()
+    if message:
+        print(message, file=sys.stderr)

@@ -12,7 +12,8 @@ cheaper. :func:`prepare_videos` walks ``src``:
 * every other file (split lists, ``classInd.txt``, READMEs) is copied unchanged; hidden files are left out;
 * a video that cannot be decoded is skipped and reported, never stopping the run;
 * outputs are written atomically, so files already in ``dst`` are complete and are skipped: an
-  interrupted run resumes where it stopped.
+  interrupted run resumes where it stopped, and first deletes the temporary files a killed run left;
+* a source with no video at all is an error (a wrong path, most likely).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import av
 from tqdm import tqdm
 
 from distilled_shufflenet.data.encode import CONTAINERS, VideoWriter, codec_available
+from distilled_shufflenet.io import remove_stale_temporaries
 
 __all__ = ["VIDEO_EXTENSIONS", "PrepareConfig", "PrepareReport", "prepare_videos", "reencode_video",
            "scaled_size"]
@@ -64,14 +66,23 @@ class PrepareReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
+    removed: int = 0  # temporary files of an interrupted earlier run, deleted
+
     @property
     def videos(self) -> int:
         return self.converted + self.existing + len(self.failed)
+
+    @property
+    def ok(self) -> bool:
+        """True when every video of the source has its output."""
+        return not self.failed
 
     def __str__(self) -> str:
         lines = [f"prepared {self.src} -> {self.dst}: {self.videos} videos ({self.converted} converted, "
                  f"{self.existing} already there, {len(self.failed)} unreadable), {self.copied} other files "
                  f"copied; {self.seconds:.1f} s"]
+        if self.removed:
+            lines.append(f"  deleted {self.removed} temporary file(s) an interrupted run had left in {self.dst}")
         lines += [f"  unreadable: {name}: {err}" for name, err in self.failed]
         return "\n".join(lines)
 
@@ -130,7 +141,7 @@ def _copy(src: Path, dst: Path) -> bool:
     if dst.is_file() and dst.stat().st_size == src.stat().st_size:
         return False
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")  # see io.remove_stale_temporaries
     shutil.copy2(src, tmp)
     os.replace(tmp, dst)
     return True
@@ -155,24 +166,37 @@ def prepare_videos(
 
     Returns:
         A :class:`PrepareReport`; unreadable videos are in ``failed`` and have no output.
+
+    Raises:
+        FileNotFoundError: ``src`` does not exist.
+        ValueError: ``src`` is a file, or holds no video file; ``dst`` is a file, ``src`` or inside it.
     """
     start = time.perf_counter()
     cfg = config or PrepareConfig()
     src_root, dst_root = Path(src).resolve(), Path(dst).resolve()
+    if not src_root.exists():
+        raise FileNotFoundError(f"{src}: no such folder; expected the dataset folder to re-encode")
     if not src_root.is_dir():
-        raise FileNotFoundError(f"{src}: source folder not found")
+        raise ValueError(f"{src}: is a file; expected the dataset folder to re-encode (its videos keep their "
+                         "paths under the output folder)")
     if dst_root == src_root or src_root in dst_root.parents:
         raise ValueError(f"{dst}: the output folder must not be the source folder or inside it ({src})")
+    if dst_root.exists() and not dst_root.is_dir():
+        raise ValueError(f"{dst}: is a file; expected the folder to write the re-encoded dataset into")
     report = PrepareReport(src=src_root, dst=dst_root)
+    files = [p.relative_to(src_root) for p in sorted(src_root.rglob("*")) if p.is_file()]
+    files = [rel for rel in files if not any(part.startswith(".") for part in rel.parts)]
+    videos = [rel for rel in files if rel.suffix.lower() in VIDEO_EXTENSIONS]
+    if not videos:  # nothing is written for a wrong path
+        raise ValueError(f"{src}: no video file found (extensions: {' '.join(sorted(VIDEO_EXTENSIONS))}); "
+                         "check the path")
+    report.removed = len(remove_stale_temporaries(dst_root))
+    for rel in files:
+        if rel.suffix.lower() not in VIDEO_EXTENSIONS:
+            report.copied += _copy(src_root / rel, dst_root / rel)
     todo: list[Path] = []
-    for path in sorted(src_root.rglob("*")):
-        rel = path.relative_to(src_root)
-        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
-            continue
-        out = dst_root / rel
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            report.copied += _copy(path, out)
-        elif out.is_file():  # written atomically, so complete
+    for rel in videos:
+        if (dst_root / rel).is_file():  # written atomically, so complete
             report.existing += 1
         else:
             todo.append(rel)

@@ -5,7 +5,7 @@ flags.  With ``--resume`` the run's own saved config replaces the defaults, so a
 ``dsn train --resume RUN`` continues the run as it was started.  Every value is checked by
 :meth:`TrainConfig.validate` before anything is built, and the error names the field.
 
-The supervised recipe is METHOD.md section 4 (SGD with Nesterov momentum 0.9, lr 1e-3, batch 16,
+The supervised recipe is docs/method.md section 4 (SGD with Nesterov momentum 0.9, lr 1e-3, batch 16,
 x0.1 when the validation loss has not improved for 10 epochs, early stopping); ``dsn train`` uses it
 too, being the only supervised recipe the method gives.
 """
@@ -22,7 +22,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
-from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS
+from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS, default_workers
 from distilled_shufflenet.io import atomic_write_text
 
 OPTIMIZERS = ("sgd", "adam")
@@ -71,7 +71,8 @@ class TrainConfig:
     crop_size: int | None = _opt(None, "square crop size in pixels (default: the model's)")
     resize: int | None = _opt(None, "short side resized to this before cropping (default: the model's)")
     frame_stride: int = _opt(1, "take every n-th frame")
-    num_workers: int = _opt(4, "DataLoader worker processes per training process")
+    num_workers: int = _opt(default_workers(), "DataLoader worker processes per training process "
+                            "(default: this machine's CPUs, at most 4)")
     on_error: str = _opt("resample", "an unreadable video: replace it by another, or drop it and report", choices=ON_ERROR)
     skip_missing: bool = _opt(False, "leave out listed videos that are not on disk instead of failing")
     # optimisation
@@ -191,7 +192,7 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    """Settings of ``dsn finetune``: METHOD.md section 4, a distilled student fine-tuned with labels.
+    """Settings of ``dsn finetune``: docs/method.md section 4, a distilled student fine-tuned with labels.
 
     The model is the one the ``checkpoint`` describes (backbone + adapters, with or without ``fc``);
     a classifier head for the dataset's classes is attached.
@@ -207,14 +208,14 @@ class FinetuneConfig(TrainConfig):
     command = "finetune"
 
     def validate(self) -> None:
-        if self.model is None:
-            raise ValueError("model: unknown; the checkpoint does not name its model, pass --model NAME")
         if self.resume is None:  # a resumed run takes its weights from the run's checkpoint
             if self.checkpoint is None:
                 raise ValueError("checkpoint: required (the distilled student to fine-tune); pass --checkpoint FILE")
             _need_path("checkpoint", self.checkpoint)
         if self.init is not None:
             raise ValueError("init: not used by finetune; the weights come from --checkpoint")
+        if self.model is None:
+            raise ValueError("model: unknown; the checkpoint does not name its model, pass --model NAME")
         super().validate()
 
 
@@ -329,6 +330,8 @@ def build_config(cls: type[C], values: Mapping[str, Any], *, base: C | None = No
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML config file (empty file = no overrides)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config: {path} is a folder; expected a YAML file of config values")
     if not path.is_file():
         raise FileNotFoundError(f"config: {path}: no such file")
     try:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from distilled_shufflenet.data import VideoClips, build_dataset, collate_clips, eval_transform, train_transform
+from distilled_shufflenet.data import FailureLog, VideoClips, build_dataset, collate_clips, eval_transform, train_transform
 from distilled_shufflenet.data.datasets import find_videos
 from distilled_shufflenet.data.groups import holdout
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
@@ -163,7 +163,8 @@ def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tupl
     val_set = None
     if val_paths:
         val_set = VideoClips(val_paths, source=f"{len(val_paths)} held-out videos", sampling="center",
-                             transform=eval_transform(p.crop_size, p.resize, p.mean, p.std), **common)
+                             transform=eval_transform(p.crop_size, p.resize, p.mean, p.std),
+                             **{**common, "on_error": "report"})  # reported by name, never replaced
     return train_set, val_set
 
 
@@ -280,7 +281,9 @@ class Distillation(Objective):
         model.eval()
         sums = {_column(k): 0.0 for k in self._parts}
         total = count = 0.0
+        failures = FailureLog()
         for batch in loader:
+            failures.add(batch)
             if "clip" not in batch:
                 continue
             clips = rt.to_device(batch["clip"])
@@ -293,6 +296,8 @@ class Distillation(Objective):
             count += n
             for k, v in self._figures(parts, n).items():
                 sums[k] += v
+        if len(failures):
+            print(f"validation: {failures.summary()}", file=sys.stderr)
         reduced = all_reduce_sums([total, count, *sums.values()], rt)
         if reduced[1] == 0:
             raise ValueError("validation: no held-out clip could be read")

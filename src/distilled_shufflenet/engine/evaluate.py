@@ -33,8 +33,11 @@ from tqdm import tqdm
 
 from distilled_shufflenet.engine.metrics import VideoScoreMeter, confusion_matrix, per_class_accuracy, topk_correct
 from distilled_shufflenet.engine.plots import plot_confusion
-from distilled_shufflenet.io import atomic_write_bytes
-from distilled_shufflenet.engine.runtime import PRECISIONS, Runtime, setup_runtime, teardown_runtime
+from distilled_shufflenet.io import atomic_write_bytes, check_writable_folder, remove_stale_temporaries
+from distilled_shufflenet.engine.runtime import PRECISIONS, Runtime, default_workers, setup_runtime, teardown_runtime
+
+# labelled dataset kinds (those of dsn train)
+EVAL_DATASETS = ("ucf101", "hmdb51", "list")
 
 # what is averaged over the views of a video
 AVERAGES = {"prob": "softmax probabilities", "logit": "logits (pre-softmax scores)"}
@@ -381,10 +384,13 @@ class EvalConfig:
 
     The video level defaults to 10 uniformly spaced clips x 3 crops per video (30 views).  A listed video
     missing from disk is an error, unless ``skip_missing``: then it is one more unscored video.
+    ``dataset`` is ``ucf101`` / ``hmdb51`` (official split files) or ``list`` (the ``path,label`` lines of
+    ``list_file``, paths relative to ``data_root``, by default the list's folder), as for ``dsn train``.
     """
 
     dataset: str = "ucf101"
     data_root: str = ""
+    list_file: str | None = None
     splits_dir: str | None = None
     split: int = 1
     subset: str = "test"
@@ -392,7 +398,7 @@ class EvalConfig:
     crops: int = 3
     frame_stride: int | None = None  # None: the stride the checkpoint was trained with
     batch_size: int = 8
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)
     device: str = "auto"
     precision: str = "fp32"
     average: str = "prob"
@@ -408,6 +414,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            ("dataset", self.dataset in EVAL_DATASETS, f"one of {', '.join(EVAL_DATASETS)}"),
             ("clips", self.clips >= 1, "a positive integer"),
             ("crops", self.crops in (1, 3), "1 or 3"),
             ("split", self.split in (1, 2, 3), "1, 2 or 3"),
@@ -425,8 +432,14 @@ class EvalConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
-        if not self.data_root:
-            raise ValueError("data_root: expected the folder holding the dataset's videos")
+        if self.dataset == "list":
+            if not self.list_file:
+                raise ValueError("list_file: required with dataset 'list' (a CSV or text file of 'path,label' "
+                                 "lines); pass --list-file FILE")
+        elif self.list_file is not None:
+            raise ValueError(f"list_file: only used with dataset 'list', got dataset {self.dataset!r}")
+        elif not self.data_root:
+            raise ValueError("data_root: expected the folder holding the dataset's videos (--data-root DIR)")
 
 
 def _preprocess(checkpoint: dict[str, Any], model: nn.Module, cfg: EvalConfig) -> dict[str, Any]:
@@ -446,15 +459,19 @@ def _preprocess(checkpoint: dict[str, Any], model: nn.Module, cfg: EvalConfig) -
     }
 
 
-def _build_datasets(cfg: EvalConfig, pre: dict[str, Any]) -> tuple[Dataset, Dataset | None]:
+def _build_datasets(cfg: EvalConfig, pre: dict[str, Any],
+                    classes: Sequence[str] | None = None) -> tuple[Dataset, Dataset | None]:
     """The video-level dataset (``clips`` x ``crops`` views) and, when that has several views, the
-    clip-level one (one centre clip, centre crop)."""
-    from distilled_shufflenet.data import build_dataset, eval_transform
+    clip-level one (one centre clip, centre crop).  ``classes`` (the checkpoint's) name the labels of a
+    list, which need not hold a video of every class."""
+    from distilled_shufflenet.data import MissingVideosError, build_dataset, eval_transform
 
     def build(num_clips: int, crops: int) -> Dataset:
         return build_dataset(
             cfg.dataset,
-            cfg.data_root,
+            cfg.data_root or None,
+            list_file=cfg.list_file,
+            classes=list(classes) if cfg.dataset == "list" and classes else None,
             splits_dir=cfg.splits_dir,
             split=cfg.split,
             subset=cfg.subset,
@@ -470,17 +487,19 @@ def _build_datasets(cfg: EvalConfig, pre: dict[str, Any]) -> tuple[Dataset, Data
 
     try:
         video = build(cfg.clips, cfg.crops)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}; skip_missing (--skip-missing) counts them as unscored videos") from None
+    except MissingVideosError as e:
+        raise e.with_effect("to count them as unscored videos") from None
     clip = None if cfg.clips == 1 and cfg.crops == 1 else build(1, 1)
     return video, clip
 
 
 def default_out_dir(checkpoint: str | os.PathLike, cfg: EvalConfig) -> Path:
-    """``<checkpoint's folder>/eval-<dataset>-split<k>-<subset>``: where ``dsn evaluate`` writes by default
-    (a run folder given as the checkpoint holds it itself)."""
+    """``<checkpoint's folder>/eval-<dataset>-split<k>-<subset>`` (``eval-list-<list file name>`` for a
+    list): where ``dsn evaluate`` writes by default (a run folder given as the checkpoint holds it itself)."""
     checkpoint = Path(checkpoint).resolve()
     folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    if cfg.dataset == "list":
+        return folder / f"eval-list-{Path(cfg.list_file or 'list').stem}"
     return folder / f"eval-{cfg.dataset}-split{cfg.split}-{cfg.subset}"
 
 
@@ -522,8 +541,12 @@ def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = Non
     except TypeError as e:
         known = ", ".join(f.name for f in fields(EvalConfig))
         raise ValueError(f"evaluate_checkpoint: {e}; known options: {known}") from None
-    from distilled_shufflenet.engine.checkpointing import load_checkpoint, resolve_checkpoint_path
+    from distilled_shufflenet.checkpoint import CheckpointError
+    from distilled_shufflenet.engine.checkpointing import LAST, load_checkpoint, resolve_checkpoint_path
 
+    if Path(path).is_dir() and not (Path(path) / LAST).is_file():
+        raise CheckpointError(f"checkpoint {path}: a folder without {LAST}; pass a checkpoint file, or the run "
+                              "folder of a finished or stopped training run")
     path = resolve_checkpoint_path(path)  # a run folder means its last.pt
     model, checkpoint = load_checkpoint(path)
     pre = _preprocess(checkpoint, model, cfg)
@@ -531,6 +554,9 @@ def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = Non
     # before any video is read
     rt = setup_runtime(cfg.device, cfg.precision)
     try:
+        if cfg.out is not None and rt.is_main:  # before the evaluation, not after it
+            check_writable_folder(cfg.out, "out")
+            remove_stale_temporaries(cfg.out, recursive=False)
         report = _evaluate_loaded(path, model, checkpoint, pre, cfg)
         if cfg.out is not None and rt.is_main:
             write_report(report, cfg.out)
@@ -542,9 +568,9 @@ def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = Non
 def _evaluate_loaded(
     path: Path, model: nn.Module, checkpoint: dict[str, Any], pre: dict[str, Any], cfg: EvalConfig
 ) -> EvalReport:
-    dataset, clip_dataset = _build_datasets(cfg, pre)
-    classes = list(getattr(dataset, "classes", []))
     trained_on = checkpoint.get("classes")
+    dataset, clip_dataset = _build_datasets(cfg, pre, trained_on)
+    classes = list(getattr(dataset, "classes", []))
     if trained_on and list(trained_on) != classes:
         pairs = enumerate(zip(trained_on, classes))
         diff = next((i for i, (a, b) in pairs if a != b), min(len(trained_on), len(classes)))
@@ -570,7 +596,8 @@ def _evaluate_loaded(
         "checkpoint_epoch": checkpoint.get("epoch"),
         "dataset": {
             "kind": cfg.dataset,
-            "root": str(Path(cfg.data_root).resolve()),
+            "root": str(Path(cfg.data_root).resolve()) if cfg.data_root else None,
+            "list_file": None if cfg.list_file is None else str(Path(cfg.list_file).resolve()),
             "splits_dir": None if cfg.splits_dir is None else str(Path(cfg.splits_dir).resolve()),
             "split": cfg.split,
             "subset": cfg.subset,

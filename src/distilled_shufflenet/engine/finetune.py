@@ -1,4 +1,4 @@
-"""Fine-tuning a distilled student with labels (``dsn finetune``, METHOD.md section 4).
+"""Fine-tuning a distilled student with labels (``dsn finetune``, docs/method.md section 4).
 
 ::
 

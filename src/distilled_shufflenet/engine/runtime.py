@@ -86,6 +86,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else the CPU count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(cap: int = 4) -> int:
+    """DataLoader worker processes by default: the CPUs this process may use, at most ``cap``, so a small
+    machine is not asked for more workers than it has (PyTorch warns then, and they only compete)."""
+    return max(1, min(cap, available_cpus()))
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), as oneDNN reports it."""
     try:

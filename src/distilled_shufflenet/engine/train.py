@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from distilled_shufflenet._text import first_line
-from distilled_shufflenet.data import LabelledVideoClips, build_dataset, eval_transform, train_transform
+from distilled_shufflenet.data import FailureLog, LabelledVideoClips, build_dataset, eval_transform, train_transform
 from distilled_shufflenet.data.groups import holdout
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
@@ -37,7 +38,15 @@ from distilled_shufflenet.engine.loop import (
 )
 from distilled_shufflenet.engine.loop import fit as fit_objective
 from distilled_shufflenet.engine.metrics import topk_correct
-from distilled_shufflenet.engine.runtime import Runtime, all_reduce_sums, seed_everything, setup_runtime, teardown_runtime, unwrap
+from distilled_shufflenet.engine.runtime import (
+    Runtime,
+    all_gather_objects,
+    all_reduce_sums,
+    seed_everything,
+    setup_runtime,
+    teardown_runtime,
+    unwrap,
+)
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
 
 __all__ = ["Classification", "ModelSpec", "NonFiniteLossError", "RunInterrupted", "TrainResult", "build_datasets",
@@ -70,7 +79,7 @@ class Classification(Objective):
     BatchNorm keeps its statistics and dropout stays off)."""
 
     train_columns = ("top1",)
-    val_columns = ("val_loss", "val_top1", "val_top5")
+    val_columns = ("val_loss", "val_top1", "val_top5", "val_unscored")
     monitor = "val_top1"
     higher_is_better = True
 
@@ -112,9 +121,10 @@ def build_datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset
         return train_set, None
     if config.dataset == "list":
         common["classes"] = list(train_set.classes)
+    # validation never replaces an unreadable video by another: it is reported and counted as wrong
     val_set = build_dataset(config.dataset, config.data_root, subset="test", list_file=config.val_list,
                             sampling="center", transform=eval_transform(p.crop_size, p.resize, p.mean, p.std),
-                            **common)
+                            **{**common, "on_error": "report"})
     if list(val_set.classes) != list(train_set.classes):
         raise ValueError(
             f"val_list: the validation set has {len(val_set.classes)} classes that differ from the training "
@@ -134,7 +144,7 @@ def carve_validation(train_set: LabelledVideoClips, fraction: float, seed: int,
     source = train_set.source
     train = LabelledVideoClips([by_path[p] for p in kept], train_set.classes, source=f"{source} (training part)",
                                **options)
-    options.update(sampling="center", transform=transform)
+    options.update(sampling="center", transform=transform, on_error="report")  # never replaced: reported
     val = LabelledVideoClips([by_path[p] for p in held], train_set.classes, source=f"{source} (held-out groups)",
                              **options)
     return train, val
@@ -261,10 +271,18 @@ def fit(
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, float]:
-    """Clip-level validation loss (plain cross-entropy), top-1 and top-5 in %, summed over all ranks."""
+    """Clip-level validation, counted as ``dsn evaluate`` counts it, summed over all ranks.
+
+    ``val_loss`` (plain cross-entropy) is over the videos read; ``val_top1`` / ``val_top5`` (in %) are over
+    every validation video, an unreadable one counting as wrong; ``val_unscored`` counts those.  The
+    loader's dataset must report unreadable videos (``on_error="report"``), never replace them; each one
+    is printed with its path and reason.
+    """
     model.eval()
+    failures = FailureLog()
     loss_sum = top1 = top5 = count = 0.0
     for batch in loader:
+        failures.add(batch)
         if "clip" not in batch:
             continue
         clips, labels = rt.to_device(batch["clip"]), batch["label"].to(rt.device)
@@ -273,7 +291,18 @@ def validate(model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, flo
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         hits = topk_correct(logits, labels, ks=(1, 5))
         top1, top5, count = top1 + hits[1], top5 + hits[5], count + labels.numel()
-    loss_sum, top1, top5, count = all_reduce_sums([loss_sum, top1, top5, count], rt)
+    failed = {f["index"]: f for f in failures.entries}  # this rank's unreadable videos
+    loss_sum, top1, top5, count, unscored = all_reduce_sums([loss_sum, top1, top5, count, float(len(failed))], rt)
+    if rt.distributed:
+        failed = {i: f for part in all_gather_objects(failed, rt) for i, f in part.items()}
+    if rt.is_main and failed:
+        lines = [f"  {f['path']}: {f['reason']}" for f in list(failed.values())[:20]]
+        more = [f"  ... and {len(failed) - 20} more"] if len(failed) > 20 else []
+        tqdm.write("\n".join([f"validation: {len(failed)} of {int(count + unscored)} videos could not be read "
+                               "and count as wrong:", *lines, *more]))
     if count == 0:
-        raise ValueError("validation: no clip of the validation set could be read")
-    return {"val_loss": loss_sum / count, "val_top1": 100.0 * top1 / count, "val_top5": 100.0 * top5 / count}
+        raise ValueError("validation: no video of the validation set could be read")
+    videos = count + unscored
+    return {"val_loss": loss_sum / count, "val_top1": 100.0 * top1 / videos, "val_top5": 100.0 * top5 / videos,
+            "val_unscored": unscored}
+

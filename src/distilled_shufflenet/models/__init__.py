@@ -16,7 +16,7 @@ from distilled_shufflenet.models._base import (
     TapModel,
     freeze,
 )
-from distilled_shufflenet.models._registry import create_model, list_models, register_model
+from distilled_shufflenet.models._registry import ModelCard, create_model, list_models, model_card, register_model
 from distilled_shufflenet.models.fuse import fuse_for_inference
 from distilled_shufflenet.models.resnet2d import select_frames
 
@@ -31,6 +31,7 @@ __all__ = [
     "IMAGENET_STD",
     "KINETICS_MEAN",
     "KINETICS_STD",
+    "ModelCard",
     "Preprocess",
     "TapInfo",
     "TapModel",
@@ -39,6 +40,7 @@ __all__ = [
     "fuse_for_inference",
     "list_models",
     "load_pretrained",
+    "model_card",
     "register_model",
     "select_frames",
 ]

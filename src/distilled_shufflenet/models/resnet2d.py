@@ -265,7 +265,11 @@ def _resnet(block: Block, layers: List[int], **kwargs) -> ResNet2D:
 @register_model
 def resnet18(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
              widen_factor: float = 1.0) -> ResNet2D:
-    """ResNet-18 (torchvision layout, 11,689,512 parameters with 1000 classes); taps 256 / 512 channels."""
+    """ResNet-18 (torchvision layout, 11,689,512 parameters with 1000 classes); taps 256 / 512 channels.
+
+    Checkpoints: torchvision's ImageNet weights for resnet18 load as they are (same module and parameter names);
+    a ``dsn train`` checkpoint of it.
+    """
     return _resnet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes,
                    zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)
 
@@ -273,7 +277,11 @@ def resnet18(*, num_classes: int = 1000, zero_init_residual: bool = False, in_ch
 @register_model
 def resnet34(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
              widen_factor: float = 1.0) -> ResNet2D:
-    """ResNet-34 (torchvision layout, 21,797,672 parameters with 1000 classes); taps 256 / 512 channels."""
+    """ResNet-34 (torchvision layout, 21,797,672 parameters with 1000 classes); taps 256 / 512 channels.
+
+    Checkpoints: torchvision's ImageNet weights for resnet34 load as they are (same module and parameter names);
+    a ``dsn train`` checkpoint of it.
+    """
     return _resnet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes,
                    zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)
 
@@ -282,7 +290,11 @@ def resnet34(*, num_classes: int = 1000, zero_init_residual: bool = False, in_ch
 def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
              widen_factor: float = 1.0) -> ResNet2D:
     """ResNet-50 v1.5 (torchvision layout, 25,557,032 parameters with 1000 classes); taps 1024 / 2048
-    channels."""
+    channels.
+
+    Checkpoints: torchvision's ImageNet weights for resnet50 load as they are (same module and parameter names);
+    a ``dsn train`` checkpoint of it.
+    """
     return _resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes,
                    zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)
 
@@ -291,6 +303,10 @@ def resnet50(*, num_classes: int = 1000, zero_init_residual: bool = False, in_ch
 def resnet101(*, num_classes: int = 1000, zero_init_residual: bool = False, in_channels: int = 3,
               widen_factor: float = 1.0) -> ResNet2D:
     """ResNet-101 v1.5 (torchvision layout, 44,549,160 parameters with 1000 classes), the paper's 2D
-    teacher; taps 1024 / 2048 channels."""
+    teacher; taps 1024 / 2048 channels.
+
+    Checkpoints: torchvision's ImageNet weights for resnet101 load as they are (same module and parameter names);
+    a ``dsn train`` checkpoint of it.
+    """
     return _resnet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes,
                    zero_init_residual=zero_init_residual, in_channels=in_channels, widen_factor=widen_factor)

@@ -230,19 +230,31 @@ def _video_resnet(stem: type[nn.Module], conv_makers: Sequence[ConvMaker], num_c
 
 @register_model
 def r3d_18(*, num_classes: int = 400, widen_factor: float = 1.0) -> VideoResNet:
-    """R3D-18: full 3x3x3 convolutions everywhere (33.4 M parameters with 400 classes)."""
+    """R3D-18: full 3x3x3 convolutions everywhere (33.4 M parameters with 400 classes).
+
+    Checkpoints: torchvision's Kinetics-400 weights for r3d_18 load as they are (``widen_factor=1``); a
+    ``dsn train`` checkpoint of it.
+    """
     return _video_resnet(BasicStem, [Conv3DSimple] * 4, num_classes, widen_factor)
 
 
 @register_model
 def mc3_18(*, num_classes: int = 400, widen_factor: float = 1.0) -> VideoResNet:
-    """MC3-18: 3x3x3 convolutions in layer1, 1x3x3 (no time) in layers 2-4 (11.7 M parameters)."""
+    """MC3-18: 3x3x3 convolutions in layer1, 1x3x3 (no time) in layers 2-4 (11.7 M parameters).
+
+    Checkpoints: torchvision's Kinetics-400 weights for mc3_18 load as they are (``widen_factor=1``); a
+    ``dsn train`` checkpoint of it.
+    """
     return _video_resnet(BasicStem, [Conv3DSimple] + [Conv3DNoTemporal] * 3, num_classes, widen_factor)
 
 
 @register_model
 def r2plus1d_18(*, num_classes: int = 400, widen_factor: float = 1.0) -> VideoResNet:
-    """R(2+1)D-18: every 3D convolution factorised into spatial + temporal (31.5 M parameters)."""
+    """R(2+1)D-18: every 3D convolution factorised into spatial + temporal (31.5 M parameters).
+
+    Checkpoints: torchvision's Kinetics-400 weights for r2plus1d_18 load as they are (``widen_factor=1``); a
+    ``dsn train`` checkpoint of it.
+    """
     return _video_resnet(R2Plus1dStem, [Conv2Plus1D] * 4, num_classes, widen_factor)
 
 
@@ -363,7 +375,11 @@ class ResNet3D(TapModel):
 @register_model
 def r3d_50(*, num_classes: int = 700, conv1_t_size: int = 7, conv1_t_stride: int = 1, no_max_pool: bool = False,
            widen_factor: float = 1.0) -> ResNet3D:
-    """3D ResNet-50 of 3D-ResNets-PyTorch; the defaults fit its Kinetics-700 checkpoint ``r3d50_K_200ep.pth``."""
+    """3D ResNet-50 of 3D-ResNets-PyTorch; the defaults fit its Kinetics-700 checkpoint ``r3d50_K_200ep.pth``.
+
+    Checkpoints: 3D-ResNets-PyTorch's ResNet-50 checkpoints (``r3d50_K_200ep.pth``, Kinetics-700; others
+    with the matching ``num_classes``); a ``dsn train`` checkpoint of it.
+    """
     return ResNet3D((3, 4, 6, 3), num_classes=num_classes, conv1_t_size=conv1_t_size,
                     conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool, widen_factor=widen_factor)
 

@@ -314,6 +314,9 @@ def shufflenet2plus1d(*, num_classes: int = 101, stem_channels: int = 64, widths
     ``adapt_mid`` / ``adapt_final``. ``stem_pool=False`` drops the stem's max-pool (spatial strides halve).
     ``head_pool`` is ``"flatten"`` (paper: the final features keep their ``ceil(clip_len / 8)`` time steps,
     so clips must have ``clip_len`` frames) or ``"mean"`` (global average pooling; any clip length).
+
+    Checkpoints: this project's own, written by ``dsn train`` / ``dsn finetune`` (no published weights
+    exist for it).
     """
     return _shufflenet2plus1d(num_classes=num_classes, stem_channels=stem_channels, widths=widths, units=units,
                               adapter_channels=adapter_channels, stem_pool=stem_pool, head_pool=head_pool,
