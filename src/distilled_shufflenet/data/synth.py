@@ -624,7 +624,8 @@ def generate_synth_actions(
     """Write a SynthActions dataset to ``out`` in the UCF101 layout (see the module docstring).
 
     Videos already in ``out`` are kept, so an interrupted run resumes where it stopped (the temporary
-    files a killed run left are deleted first); the split files are written last. ``out`` must be empty or hold a dataset made with the same config.
+    files a killed run left are deleted first); the split files are written last. ``out`` must be empty
+    or hold a dataset made with the same config, and be writable.
 
     Args:
         out: dataset root.
