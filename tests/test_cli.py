@@ -51,3 +51,16 @@ def test_an_os_error_is_reported_without_its_errno(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(data, "_run_check", fail)
     assert main(["data", "check", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"dsn data check: error: {tmp_path / 'x.pt'}: permission denied\n"
+
+
+def test_missing_hmdb51_videos_are_reported_with_the_flag_to_pass(tmp_path, capsys) -> None:
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    for cls in ("brush_hair", "cartwheel"):
+        (splits / f"{cls}_test_split1.txt").write_text(f"{cls}_a.avi 1 \n{cls}_b.avi 2 \n{cls}_c.avi 0 \n")
+    args = ["train", "--dataset", "hmdb51", "--data-root", str(tmp_path), "--splits-dir", str(splits),
+            "--device", "cpu", "--output", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dsn train: error: 2 of 2 videos listed in ") and "brush_hair_a.avi" in err
+    assert err.rstrip().endswith("(pass --skip-missing to leave them out)") and "skip_missing" not in err

@@ -174,3 +174,18 @@ def test_prepared_frames_match_a_reference_resize_frame_by_frame(tmp_path: Path,
     # what a mean colour cannot see, this comparison does: a mirrored, shifted or reordered output
     for wrong in (after[:, :, ::-1], after[:, ::-1], np.roll(after, 1, axis=2), np.roll(after, 1, axis=0)):
         assert error(wrong).min() > 3 * worst
+
+
+@pytest.mark.parametrize("command", ["prepare", "synth"])
+def test_an_output_folder_that_cannot_be_written_is_named(command: str, small_src: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from distilled_shufflenet.cli import main
+
+    src = [str(small_src)] if command == "prepare" else []
+    field = "dst" if command == "prepare" else "out"
+    assert main(["data", command, *src, "/proc/nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dsn data {command}: error: {field}: cannot write into /proc/nope (") and "Errno" not in err
+    (tmp_path / "a_file").write_text("x")
+    assert main(["data", command, *src, str(tmp_path / "a_file")]) == 2
+    assert f"{field}: {tmp_path / 'a_file'} is a file; expected a folder" in capsys.readouterr().err

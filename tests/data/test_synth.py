@@ -121,7 +121,8 @@ def test_resume_removes_what_a_killed_run_left(tmp_path: Path, dead_pid: int) ->
     generate_synth_actions(root, SMALL, workers=1, progress=False)
     victim = root / "Punch" / "v_Punch_g02_c01.avi"
     victim.unlink()
-    leftovers = [victim.with_name(f".{victim.name}.{dead_pid}.5e6f7a8b.part"), root / f".classInd.txt.{dead_pid}.x1_y2.tmp"]
+    leftovers = [victim.with_name(f".{victim.name}.{dead_pid}.5e6f7a8b.part"),
+                 root / f".classInd.txt.{dead_pid}.x1_y2.tmp"]
     for path in leftovers:
         path.write_bytes(b"half written")
     report = generate_synth_actions(root, SMALL, workers=1, progress=False)

@@ -92,7 +92,8 @@ def _executed_layers(model: nn.Module, x: torch.Tensor) -> list[tuple]:
     return trace
 
 
-def _method_layers(stem: int, widths: tuple[int, ...], units: tuple[int, ...], adapters: tuple[int, int]) -> list[tuple]:
+def _method_layers(stem: int, widths: tuple[int, ...], units: tuple[int, ...],
+                   adapters: tuple[int, int]) -> list[tuple]:
     """The layer sequence the method describes: every convolution bias-free and followed by BN and ReLU."""
 
     def cbr(cin: int, cout: int, kernel: tuple, stride: tuple = (1, 1, 1)) -> list[tuple]:

@@ -30,7 +30,7 @@ import av
 from tqdm import tqdm
 
 from distilled_shufflenet.data.encode import CONTAINERS, VideoWriter, codec_available
-from distilled_shufflenet.io import remove_stale_temporaries
+from distilled_shufflenet.io import check_writable_folder, remove_stale_temporaries
 
 __all__ = ["VIDEO_EXTENSIONS", "PrepareConfig", "PrepareReport", "prepare_videos", "reencode_video",
            "scaled_size"]
@@ -169,7 +169,8 @@ def prepare_videos(
 
     Raises:
         FileNotFoundError: ``src`` does not exist.
-        ValueError: ``src`` is a file, or holds no video file; ``dst`` is a file, ``src`` or inside it.
+        ValueError: ``src`` is a file, or holds no video file; ``dst`` is ``src`` or inside it, or cannot
+            be written.
     """
     start = time.perf_counter()
     cfg = config or PrepareConfig()
@@ -181,8 +182,6 @@ def prepare_videos(
                          "paths under the output folder)")
     if dst_root == src_root or src_root in dst_root.parents:
         raise ValueError(f"{dst}: the output folder must not be the source folder or inside it ({src})")
-    if dst_root.exists() and not dst_root.is_dir():
-        raise ValueError(f"{dst}: is a file; expected the folder to write the re-encoded dataset into")
     report = PrepareReport(src=src_root, dst=dst_root)
     files = [p.relative_to(src_root) for p in sorted(src_root.rglob("*")) if p.is_file()]
     files = [rel for rel in files if not any(part.startswith(".") for part in rel.parts)]
@@ -190,6 +189,7 @@ def prepare_videos(
     if not videos:  # nothing is written for a wrong path
         raise ValueError(f"{src}: no video file found (extensions: {' '.join(sorted(VIDEO_EXTENSIONS))}); "
                          "check the path")
+    check_writable_folder(dst_root, "dst")
     report.removed = len(remove_stale_temporaries(dst_root))
     for rel in files:
         if rel.suffix.lower() not in VIDEO_EXTENSIONS:

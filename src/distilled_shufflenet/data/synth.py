@@ -50,7 +50,12 @@ import yaml
 from tqdm import tqdm
 
 from distilled_shufflenet.data.encode import codec_available, write_video
-from distilled_shufflenet.io import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from distilled_shufflenet.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_folder,
+    remove_stale_temporaries,
+)
 
 __all__ = [
     "DEFAULT_CLASSES",
@@ -619,7 +624,8 @@ def generate_synth_actions(
     """Write a SynthActions dataset to ``out`` in the UCF101 layout (see the module docstring).
 
     Videos already in ``out`` are kept, so an interrupted run resumes where it stopped (the temporary
-    files a killed run left are deleted first); the split files are written last. ``out`` must be empty or hold a dataset made with the same config.
+    files a killed run left are deleted first); the split files are written last. ``out`` must be empty
+    or hold a dataset made with the same config, and be writable.
 
     Args:
         out: dataset root.
@@ -635,7 +641,7 @@ def generate_synth_actions(
     cfg = config or SynthConfig()
     if cfg.format == "mp4" and not codec_available("libx264"):
         raise ValueError("format: 'mp4' needs H.264 (libx264), which this PyAV build does not have; use 'avi'")
-    root = Path(out)
+    root = check_writable_folder(out, "out")
     remove_stale_temporaries(root)  # what a killed earlier run was writing
     _check_config(root, cfg)
     workers = workers or min(2, os.cpu_count() or 1)

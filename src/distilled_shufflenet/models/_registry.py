@@ -81,7 +81,10 @@ def model_card(name: str) -> ModelCard:
     checkpoints = " ".join(found[1].split()) if found else "not stated by its builder"
     arguments = {p.name: p.default for p in inspect.signature(builder).parameters.values()
                  if p.default is not inspect.Parameter.empty}
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated, even for a large model
+            model = create_model(name)
+    except (NotImplementedError, RuntimeError):  # a builder that needs real tensors while it builds
         model = create_model(name)
     parameters = sum(p.numel() for p in model.parameters())
     return ModelCard(name, summary, parameters, tuple(getattr(model, "feature_info", ())), checkpoints, arguments)
