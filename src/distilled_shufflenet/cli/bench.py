@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=",".join(DEFAULT_MODELS),
         help=(
             "comma-separated registered models, each optionally with builder arguments, e.g. "
-            "'shufflenet2plus1d:num_classes=10,r2plus1d_18' (lists: 8|16|32) (default: %(default)s)"
+            "'shufflenet2plus1d:num_classes=10,r2plus1d_18' (lists: 8|16|32); 'input=8x112' times a model "
+            "at its own input size, 'input=own' at the clip it expects (default: %(default)s)"
         ),
     )
     p.add_argument(
@@ -58,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_REFERENCE,
         help="model the first one is compared with, path by path (default: %(default)s)",
     )
+    p.add_argument(
+        "--own-input",
+        action="store_true",
+        help="also time every model at the clip it expects (its clip length and crop, e.g. 13x160x160 for "
+        "x3d_s) where that differs from its input",
+    )
     p.add_argument("--json", metavar="PATH", default=None, help="also write the figures to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         threads=args.threads,
         reference=args.reference,
+        own_input=args.own_input,
         progress=not args.no_progress,
     )
     report = run_benchmark(config)
