@@ -149,7 +149,7 @@ class ModelSpec:
     def __str__(self) -> str:
         items = [f"{k}={_format_value(v)}" for k, v in self.kwargs.items()]
         if self.input is not None:
-            items.append("input=" + (self.input if isinstance(self.input, str) else "x".join(map(str, self.input))))
+            items.append("input=" + _input_text(self.input))
         return self.name + (":" + ",".join(items) if items else "")
 
 
@@ -299,8 +299,10 @@ class BenchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["models"] = [{"name": m.name, "kwargs": dict(m.kwargs)} | ({"input": _input_text(m.input)} if m.input else {})
-                       for m in self.models]
+        d["models"] = [
+            {"name": m.name, "kwargs": dict(m.kwargs), **({"input": _input_text(m.input)} if m.input else {})}
+            for m in self.models
+        ]
         return d
 
 
@@ -371,7 +373,7 @@ class BenchReport:
             "machine": self.machine,
             "ceilings_gflops": self.ceilings_gflops,
             "skipped_paths": self.skipped_paths,
-            "rows": [asdict(r) for r in self.rows],
+            "rows": [{**asdict(r), "gmacs_per_fps": r.gmacs_per_fps} for r in self.rows],
             "speedups_vs_reference": self.speedups(),
             "best_speedups_vs_reference": self.speedups(best=True),
         }

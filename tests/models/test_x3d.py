@@ -175,9 +175,9 @@ def test_folding_batchnorm_folds_every_bottleneck() -> None:
 
 def test_run_checkpoint_keeps_the_frame_stride(tmp_path: Path) -> None:
     net = built("x3d_s")
-    path = save_checkpoint(tmp_path / "last.pt", {"model_name": net.model_name, "model_kwargs": net.model_kwargs,
-                                                  "state_dict": net.state_dict(), "classes": [str(i) for i in range(400)],
-                                                  "preprocess": net.preprocess.to_dict()})
+    ckpt = {"model_name": net.model_name, "model_kwargs": net.model_kwargs, "state_dict": net.state_dict(),
+            "classes": [str(i) for i in range(400)], "preprocess": net.preprocess.to_dict()}
+    path = save_checkpoint(tmp_path / "last.pt", ckpt)
     model, _ = load_checkpoint(path)
     assert model.preprocess == net.preprocess and model.preprocess.frame_stride == 6
 
