@@ -187,3 +187,11 @@ def test_bad_arguments_name_the_field() -> None:
         create_model("x3d_s", num_classes=0)
     with pytest.raises(ValueError, match="dropout"):
         create_model("x3d_m", dropout=1.5)
+
+
+@pytest.mark.slow
+def test_exports_with_the_same_outputs() -> None:
+    model = fuse_for_inference(built("x3d_s"))
+    x = torch.randn(1, 3, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), model(x))

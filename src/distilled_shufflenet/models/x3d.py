@@ -272,12 +272,11 @@ class X3D(TapModel):
         """``x`` (N, 3, T, H, W) -> ``{"mid": (N, 96, T, H/16, W/16), "final": (N, 192, T, H/32, W/32)}``."""
         if not torch.jit.is_scripting():
             self.check_input(x)
-        stem, res2, res3, res4, res5 = self.blocks[0], self.blocks[1], self.blocks[2], self.blocks[3], self.blocks[4]
-        x = stem(x)  # (N, 24, 16, 112, 112) at 16x224x224
-        x = res2(x)  # (N, 24, 16, 56, 56)
-        x = res3(x)  # (N, 48, 16, 28, 28)
-        mid = res4(x)  # (N, 96, 16, 14, 14)
-        final = res5(mid)  # (N, 192, 16, 7, 7)
+        x = self.blocks[0](x)  # stem (N, 24, 16, 112, 112) at 16x224x224
+        x = self.blocks[1](x)  # res2 (N, 24, 16, 56, 56)
+        x = self.blocks[2](x)  # res3 (N, 48, 16, 28, 28)
+        mid = self.blocks[3](x)  # res4 (N, 96, 16, 14, 14)
+        final = self.blocks[4](mid)  # res5 (N, 192, 16, 7, 7)
         return {"mid": mid, "final": final}
 
     def forward_head(self, features: Dict[str, Tensor]) -> Tensor:
