@@ -49,7 +49,7 @@ from distilled_shufflenet._text import first_line
 from distilled_shufflenet.io import atomic_write_text
 from distilled_shufflenet.models import create_model, fuse_for_inference, list_models
 
-DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50")
+DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50", "x3d_s", "x3d_m")
 DEFAULT_REFERENCE = "r2plus1d_18"
 # the project's targets: the student at least this many times faster than the reference in the same path
 TARGET_SPEEDUP = 5.0

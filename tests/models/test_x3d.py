@@ -182,6 +182,19 @@ def test_run_checkpoint_keeps_the_frame_stride(tmp_path: Path) -> None:
     assert model.preprocess == net.preprocess and model.preprocess.frame_stride == 6
 
 
+def test_smaller_expansion_factors_give_a_smaller_x3d() -> None:
+    small = X3D(num_classes=5, width_factor=1.0, depth_factor=1.0, preprocess=built("x3d_s").preprocess)
+    assert [len(small.blocks[s].res_blocks) for s in range(1, 5)] == [1, 2, 5, 3]
+    assert [(i.name, i.channels) for i in small.feature_info] == [("mid", 48), ("final", 96)]
+    x = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        taps = small.forward_taps(x)
+        assert small(x).shape == (2, 5)
+    assert taps["mid"].shape == (2, 48, 4, 4, 4) and taps["final"].shape == (2, 96, 4, 2, 2)
+    with pytest.raises(ValueError, match="depth_factor"):
+        X3D(depth_factor=0, preprocess=small.preprocess)
+
+
 def test_bad_arguments_name_the_field() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         create_model("x3d_s", num_classes=0)

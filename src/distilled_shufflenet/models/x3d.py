@@ -234,6 +234,8 @@ class X3D(TapModel):
 
     The stages' inner (depthwise) widths are 2.25 x their output widths: 54, 108, 216, 432. X3D-S and
     X3D-M differ only in their input (clip length and crop), so they share the same weights' shapes.
+    ``width_factor`` and ``depth_factor`` are the paper's expansion factors (2.0 and 2.2 for X3D-S/M):
+    smaller ones give a narrower, shallower X3D, a 3D teacher that trains in CPU minutes.
     """
 
     classifier_name = "blocks.5.proj"
@@ -246,6 +248,9 @@ class X3D(TapModel):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        for field, value in (("width_factor", width_factor), ("depth_factor", depth_factor)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{field} must be a positive number, got {value!r}")
         stem_width = round_width(STEM_WIDTH, width_factor)
         base = [STEM_WIDTH]
         for _ in STAGE_DEPTHS[1:]:
