@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=",".join(DEFAULT_MODELS),
         help=(
             "comma-separated registered models, each optionally with builder arguments, e.g. "
-            "'shufflenet2plus1d:num_classes=10,r2plus1d_18' (lists: 8|16|32); 'input=8x112' times a model "
-            "at its own input size, 'input=own' at the clip it expects (default: %(default)s)"
+            "'shufflenet2plus1d:num_classes=10,r2plus1d_18' (lists: 8|16|32); 'input=8x112' times that model "
+            "at 8x112x112 instead of --frames/--size, 'input=own' at the clip it expects (default: %(default)s)"
         ),
     )
     p.add_argument(
