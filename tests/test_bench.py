@@ -25,7 +25,7 @@ from distilled_shufflenet.bench import (
     write_json,
 )
 from distilled_shufflenet.cli import main
-from distilled_shufflenet.models import _registry, create_model, list_models
+from distilled_shufflenet.models import Preprocess, _registry, create_model, list_models
 
 TINY_STUDENT = "shufflenet2plus1d:widths=8|16|32,units=1|1|1,adapter_channels=16|32,stem_channels=8,head_pool=mean"
 TINY_STUDENT_KWARGS = dict(
@@ -43,6 +43,19 @@ def one_conv(monkeypatch: pytest.MonkeyPatch) -> str:
     """Register ``one_conv`` for the duration of a test only."""
     monkeypatch.setitem(_registry._MODELS, "one_conv", _one_conv)
     return "one_conv"
+
+
+def _clip_conv(*, out_channels: int = 4, clip: tuple[int, int] = (2, 6)) -> nn.Module:
+    """:func:`_one_conv` that says which clip it expects, as the registry's models do."""
+    model = _one_conv(out_channels=out_channels)
+    model.preprocess = Preprocess(clip[0], clip[1], clip[1], (0.5,) * 3, (0.25,) * 3)
+    return model
+
+
+@pytest.fixture
+def clip_conv(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(_registry._MODELS, "clip_conv", _clip_conv)
+    return "clip_conv"
 
 
 def _tiny_config(models: str, **kw) -> BenchConfig:
@@ -66,6 +79,15 @@ def test_parse_models_names_and_kwargs() -> None:
     assert parse_models("a:flag=true,rate=0.5")[0].kwargs == {"flag": True, "rate": 0.5}
     assert str(specs[0]) == "shufflenet2plus1d:num_classes=10,widths=8|16|32,head_pool=mean"
     assert parse_models(str(specs[0])) == specs[:1]
+
+
+def test_parse_models_reads_the_input_apart_from_the_builder_arguments() -> None:
+    specs = parse_models("a:input=8x112,b:k=2,input=13x160x150,c:input=own,d")
+    assert [(s.name, s.kwargs, s.input) for s in specs] == [
+        ("a", {}, (8, 112, 112)), ("b", {"k": 2}, (13, 160, 150)), ("c", {}, "own"), ("d", {}, None)]
+    assert parse_models(",".join(str(s) for s in specs)) == specs
+    with pytest.raises(ValueError, match="input='8x'"):
+        parse_models("a:input=8x")
 
 
 @pytest.mark.parametrize("text", ["", "a,,b", "x=1,a", ":x=1", "a:x", "a:1x=2"])
@@ -227,6 +249,41 @@ def test_report_has_one_row_per_model_and_path(one_conv: str) -> None:
     assert report.machine["threads"] == torch.get_num_threads()
 
 
+def test_each_model_at_the_common_input_and_at_its_own(clip_conv: str, one_conv: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    models = (f"{clip_conv},{clip_conv}:out_channels=2,clip=4|8,{clip_conv}:input=own,{clip_conv}:input=3x7,"
+              f"{one_conv}")
+    report = run_benchmark(_tiny_config(models, frames=4, size=8, own_input=True, reference="clip_conv#2"))
+    assert [(r.model, r.input) for r in report.rows] == [
+        ("clip_conv", (4, 8, 8)), ("clip_conv", (2, 6, 6)),  # common, then its own clip
+        ("clip_conv#2", (4, 8, 8)),  # its own clip is the common input: timed once
+        ("clip_conv#3", (2, 6, 6)),  # input=own: its own clip only
+        ("clip_conv#4", (3, 7, 7)),  # a named input only
+        ("one_conv", (4, 8, 8)),  # no preprocess: nothing more to time
+    ]
+    for r in report.rows:
+        t, h, w = r.input
+        out_channels = 2 if r.model == "clip_conv#2" else 4
+        assert r.macs == out_channels * t * h * w * 3 * 27
+        assert r.fps == pytest.approx(t / (r.median_ms / 1e3))
+        assert r.gmacs_per_fps == pytest.approx(r.macs / 1e9 / r.fps)
+    # the speedup compares the first model with the reference at the first model's first input
+    first, ref = report.row("clip_conv", "fp32", (4, 8, 8)), report.row("clip_conv#2", "fp32")
+    assert report.speedups() == {"fp32": pytest.approx(first.fps / ref.fps)}
+    text = format_report(report)
+    lines = [line.split() for line in text.splitlines()]
+    header = next(line for line in lines if line[:1] == ["model"])
+    assert header[:3] == ["model", "input", "path"] and header[-1] == "GMACs/FPS"
+    assert ["clip_conv", "4x8x8", "fp32"] in [line[:3] for line in lines]
+    assert ["2x6x6", "fp32"] in [line[:2] for line in lines]
+    assert "clip_conv FPS / clip_conv#2 FPS in the same path at 4x8x8: fp32" in text
+
+
+def test_input_own_needs_a_model_that_says_its_clip(one_conv: str) -> None:
+    with pytest.raises(ValueError, match="one_conv has no preprocess"):
+        run_benchmark(_tiny_config(f"{one_conv}:input=own"))
+
+
 def test_peak_share_uses_the_ceiling_of_the_same_precision(one_conv: str, monkeypatch: pytest.MonkeyPatch) -> None:
     a = torch.randn(64, 64)
 
@@ -308,7 +365,7 @@ def test_cli_prints_table_and_writes_json(one_conv: str, tmp_path, capsys: pytes
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "GMACs" in out and "median ms" in out and "FPS" in out
-    assert "one_conv#2 built with out_channels=2" in out
+    assert "one_conv#2 built with out_channels=2" in out and "input" not in out.split("\n\n")[1].split()[:3]
     rows = [line.split() for line in out.splitlines() if line.startswith("one_conv") and " built " not in line]
     assert [r[:2] for r in rows] == [["one_conv", "fp32"], ["one_conv#2", "fp32"]]
     assert len(json.loads(out_json.read_text())["rows"]) == 4

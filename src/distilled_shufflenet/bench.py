@@ -15,6 +15,10 @@ Cost is counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``, w
 and matrix products only, as FLOPs = 2 x multiply-accumulates. FPS follows the paper: frames per second of
 video, ``batch * frames / seconds per call``.
 
+Every model runs at the common input (``frames`` x ``size`` x ``size``) unless its spec names another
+(``x3d_s:input=13x160``, ``input=own``); with ``own_input`` each model is also timed at the clip it
+expects (its ``preprocess``), so that efficient networks are seen both at equal input and at their own.
+
 >>> report = run_benchmark(BenchConfig(models=parse_models("shufflenet2plus1d,r2plus1d_18")))
 >>> print(format_report(report))
 """
@@ -45,10 +49,11 @@ from distilled_shufflenet._text import first_line
 from distilled_shufflenet.io import atomic_write_text
 from distilled_shufflenet.models import create_model, fuse_for_inference, list_models
 
-DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50")
+DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50", "x3d_s", "x3d_m")
 DEFAULT_REFERENCE = "r2plus1d_18"
-# the project's target: the student at least this many times faster than the reference in the same path
+# the project's targets: the student at least this many times faster than the reference in the same path
 TARGET_SPEEDUP = 5.0
+TARGET_SPEEDUPS = {"r2plus1d_18": TARGET_SPEEDUP, "x3d_m": 1.5}
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -133,15 +138,19 @@ def resolve_paths(
 # ---------------------------------------------------------------------------------------------- models
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model name and the keyword arguments of its builder."""
+    """A registered model name, the keyword arguments of its builder, and the input it is timed at:
+    ``(T, H, W)``, ``"own"`` (its own clip length and crop, from its ``preprocess``), or ``None`` (the
+    run's common input)."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    input: tuple[int, int, int] | str | None = None
 
     def __str__(self) -> str:
-        if not self.kwargs:
-            return self.name
-        return self.name + ":" + ",".join(f"{k}={_format_value(v)}" for k, v in self.kwargs.items())
+        items = [f"{k}={_format_value(v)}" for k, v in self.kwargs.items()]
+        if self.input is not None:
+            items.append("input=" + _input_text(self.input))
+        return self.name + (":" + ",".join(items) if items else "")
 
 
 def _format_value(v: Any) -> str:
@@ -165,6 +174,18 @@ def _split_top_level(text: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
+def parse_input(text: str) -> tuple[int, int, int] | str:
+    """``"16x224x224"`` or ``"16x224"`` (T x side) -> ``(16, 224, 224)``; ``"own"`` stays ``"own"``."""
+    if text == "own":
+        return text
+    parts = text.lower().split("x")
+    if len(parts) in (2, 3) and all(p.isdigit() and int(p) > 0 for p in parts):
+        t, h, w = (int(p) for p in (parts if len(parts) == 3 else parts + parts[1:]))
+        return (t, h, w)
+    raise ValueError(f"models: input={text!r} is not FRAMESxHEIGHTxWIDTH (16x224x224), FRAMESxSIZE (8x112) "
+                     "or 'own'")
+
+
 def _parse_value(text: str) -> Any:
     """A YAML scalar or flow list; ``8|16|32`` is the list ``(8, 16, 32)``. Lists become tuples."""
     if "|" in text and not text.lstrip().startswith(("[", "'", '"')):
@@ -180,7 +201,9 @@ def parse_models(text: str) -> tuple[ModelSpec, ...]:
 
     ``"shufflenet2plus1d:num_classes=10,widths=8|16|32,r2plus1d_18"`` is two models; a piece with ``=``
     and no ``:`` continues the keyword arguments of the model before it. Values are YAML scalars
-    (``10``, ``0.5``, ``true``, ``avg``), lists are written ``8|16|32`` or ``[8,16,32]``.
+    (``10``, ``0.5``, ``true``, ``avg``), lists are written ``8|16|32`` or ``[8,16,32]``. The key
+    ``input`` is not a builder argument: ``input=8x112`` times the model at 8 x 112 x 112 instead of
+    the run's common input, ``input=own`` at its own clip (see :func:`parse_input`).
     """
     specs: list[tuple[str, dict[str, Any]]] = []
     for piece in _split_top_level(text):
@@ -202,8 +225,9 @@ def parse_models(text: str) -> tuple[ModelSpec, ...]:
                 raise ValueError(
                     f"models: expected key=value after the model name, got {assignment!r} in {text!r}"
                 )
-            specs[-1][1][key.strip()] = _parse_value(value.strip())
-    return tuple(ModelSpec(name, kwargs) for name, kwargs in specs)
+            key, value = key.strip(), value.strip()
+            specs[-1][1][key] = parse_input(value) if key == "input" else _parse_value(value)
+    return tuple(ModelSpec(name, kwargs, kwargs.pop("input", None)) for name, kwargs in specs)
 
 
 def count_params(model: nn.Module) -> int:
@@ -249,6 +273,9 @@ class BenchConfig:
     threads: int | None = None
     # the student (first model) is compared with this one in every path
     reference: str = DEFAULT_REFERENCE
+    # also time every model at its own input (clip length and crop of its preprocess) where that differs,
+    # except those whose spec names an input
+    own_input: bool = False
     progress: bool = True
     seed: int = 0
 
@@ -272,7 +299,10 @@ class BenchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["models"] = [{"name": m.name, "kwargs": dict(m.kwargs)} for m in self.models]
+        d["models"] = [
+            {"name": m.name, "kwargs": dict(m.kwargs), **({"input": _input_text(m.input)} if m.input else {})}
+            for m in self.models
+        ]
         return d
 
 
@@ -295,6 +325,13 @@ class BenchRow:
     best_fps: float
     # achieved GFLOP/s over the matmul ceiling of the same precision (None when no ceiling was measured)
     peak_share: float | None
+    # (T, H, W) of the input this row was timed at
+    input: tuple[int, int, int] | None = None
+
+    @property
+    def gmacs_per_fps(self) -> float:
+        """Multiply-accumulates per call (G) over frames per second: cost and slowness in one figure."""
+        return self.macs / 1e9 / self.fps
 
 
 @dataclass
@@ -308,22 +345,27 @@ class BenchReport:
     skipped_paths: dict[str, str]
     rows: list[BenchRow]
 
-    def row(self, model: str, path: str) -> BenchRow:
+    def row(self, model: str, path: str, input: tuple[int, int, int] | None = None) -> BenchRow:
+        """The row of ``model`` in ``path``, at ``input`` (T, H, W) or else the first one timed."""
         for r in self.rows:
-            if r.model == model and r.path == path:
+            if r.model == model and r.path == path and (input is None or r.input == input):
                 return r
-        raise KeyError(f"no row for model {model!r} in path {path!r}")
+        raise KeyError(f"no row for model {model!r} in path {path!r}" + (f" at input {input}" if input else ""))
 
     def speedups(self, *, best: bool = False) -> dict[str, float]:
-        """Per path: FPS of the first model over FPS of ``config.reference``, where both were run
-        (median FPS, or with ``best`` the FPS of the fastest calls)."""
-        first = self.rows[0].model if self.rows else None
+        """Per path: FPS of the first model over FPS of ``config.reference`` at the same input, where
+        both were run (median FPS, or with ``best`` the FPS of the fastest calls)."""
+        first = self.rows[0] if self.rows else None
         ref = self.config.reference
-        labels = {r.model for r in self.rows}
-        if first is None or ref not in labels or first == ref:
+        if first is None or first.model == ref:
             return {}
         fps = (lambda r: r.best_fps) if best else (lambda r: r.fps)
-        return {r.path: fps(r) / fps(self.row(ref, r.path)) for r in self.rows if r.model == first}
+        out = {}
+        for r in self.rows:
+            if r.model == first.model and r.input == first.input:
+                with contextlib.suppress(KeyError):
+                    out[r.path] = fps(r) / fps(self.row(ref, r.path, r.input))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -331,7 +373,7 @@ class BenchReport:
             "machine": self.machine,
             "ceilings_gflops": self.ceilings_gflops,
             "skipped_paths": self.skipped_paths,
-            "rows": [asdict(r) for r in self.rows],
+            "rows": [{**asdict(r), "gmacs_per_fps": r.gmacs_per_fps} for r in self.rows],
             "speedups_vs_reference": self.speedups(),
             "best_speedups_vs_reference": self.speedups(best=True),
         }
@@ -405,26 +447,56 @@ def _labels(specs: Sequence[ModelSpec]) -> list[str]:
     return labels
 
 
-def _build(spec: ModelSpec, label: str, x: Tensor) -> tuple[nn.Module, int, int]:
-    """The model in eval mode, its parameter count and FLOPs at ``x``; a ValueError naming the model
-    when it cannot take ``x``."""
+def _create(spec: ModelSpec) -> nn.Module:
+    """The model in eval mode without gradients; a ValueError naming a bad builder argument."""
     try:
         model = create_model(spec.name, **spec.kwargs)
     except (TypeError, ValueError) as e:
         if spec.name not in list_models():
             raise  # the registry's error lists the known models
         raise ValueError(f"models: cannot build {spec}: {e}") from None  # a bad builder argument
-    model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False)
+
+
+def _cost(model: nn.Module, spec: ModelSpec, label: str, x: Tensor) -> int:
+    """FLOPs of ``model(x)``, or a ValueError naming the model when it cannot take ``x``."""
     check = getattr(model, "check_input", None)
     try:
         if check is not None:
             check(x)
-        flops = count_flops(model, x)
+        return count_flops(model, x)
     except (ValueError, RuntimeError) as e:
         first = first_line(e).removeprefix(f"{spec.name}: ")
         shown = label if not spec.kwargs else f"{label} ({spec})"
         raise ValueError(f"model {shown} cannot take input {tuple(x.shape)}: {first}") from None
-    return model, count_params(model), flops
+
+
+def _own_input(model: nn.Module) -> tuple[int, int, int] | None:
+    """``(T, H, W)`` of the clip a model expects (its ``preprocess``), or None when it does not say."""
+    p = getattr(model, "preprocess", None)
+    return None if p is None else (p.clip_len, p.crop_size, p.crop_size)
+
+
+def _jobs(config: BenchConfig, labels: list[str], x: Tensor, generator: torch.Generator) -> list[tuple]:
+    """``(label, model, params, flops, clip, (T, H, W))`` for every model at every input it is timed at:
+    the common one ``x``, then with ``config.own_input`` its own clip where that differs; or only the
+    ``input`` its spec names. Models are built once; clips of the same size are shared."""
+    clips = {tuple(x.shape[2:]): x}
+    jobs = []
+    for spec, label in zip(config.models, labels):
+        model = _create(spec)
+        own = _own_input(model)
+        if spec.input == "own" and own is None:
+            raise ValueError(f"models: {label} has no preprocess, so input=own does not say what to feed it")
+        first = own if spec.input == "own" else (spec.input or tuple(x.shape[2:]))
+        # a spec that names its input is timed there only
+        extra = config.own_input and spec.input is None and own is not None and own != first
+        inputs = [first] + ([own] if extra else [])
+        for thw in inputs:
+            if thw not in clips:
+                clips[thw] = torch.randn((config.batch, 3, *thw), generator=generator)  # (N, 3, T, H, W)
+            jobs.append((label, model, count_params(model), _cost(model, spec, label, clips[thw]), clips[thw], thw))
+    return jobs
 
 
 def _make_call(model: nn.Module, path: ExecPath, x: Tensor, variants: dict) -> Callable[[], Tensor]:
@@ -474,19 +546,18 @@ def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) ->
     x = torch.randn(config.input_shape, generator=generator)  # (N, 3, T, H, W)
     torch.manual_seed(config.seed)
 
-    labels = _labels(config.models)
-    built = [_build(spec, label, x) for spec, label in zip(config.models, labels)]
+    jobs = _jobs(config, _labels(config.models), x, generator)
     pairs: list[tuple[int, ExecPath, Callable[[], Tensor]]] = []
-    for i, (model, _, _) in enumerate(built):
-        variants: dict = {}
-        pairs += [(i, p, _make_call(model, p, x, variants)) for p in paths]
+    variants: dict[int, dict] = {}  # per model, shared by its inputs
+    for i, (_, model, _, _, clip, _) in enumerate(jobs):
+        pairs += [(i, p, _make_call(model, p, clip, variants.setdefault(id(model), {}))) for p in paths]
 
     # the matmul ceilings take part in the round-robin too, so that they see the same machine
     problems = {"fp32": matmul_problem(torch.float32)}
     if any(p.bf16 for p in paths):
         problems["bf16"] = matmul_problem(torch.bfloat16)
     calls = [call for _, _, call in pairs] + [call for call, _, _ in problems.values()]
-    times = _measure(config, calls, [f"{labels[i]} {p.name}" for i, p, _ in pairs] + list(problems),
+    times = _measure(config, calls, [f"{jobs[i][0]} {p.name}" for i, p, _ in pairs] + list(problems),
                      compiling=any(p.compiled for p in paths))
     ceilings = {
         precision: flops / (min(t) / 1e3) / 1e9
@@ -494,15 +565,15 @@ def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) ->
     }
     machine["ceiling_matmul_n"] = {precision: n for precision, (_, _, n) in problems.items()}
 
-    frames_per_call = config.batch * config.frames
     rows = []
     for (i, path, _), t in zip(pairs, times):  # the ceilings' times, after the pairs', are left out
-        _, params, flops = built[i]
+        label, _, params, flops, _, thw = jobs[i]
+        frames_per_call = config.batch * thw[0]
         median = statistics.median(t)
         ceiling = ceilings.get(path.precision)
         rows.append(
             BenchRow(
-                model=labels[i],
+                model=label,
                 path=path.name,
                 params=params,
                 macs=flops // 2,
@@ -514,6 +585,7 @@ def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) ->
                 fps=frames_per_call / (median / 1e3),
                 best_fps=frames_per_call / (min(t) / 1e3),
                 peak_share=(flops / (median / 1e3) / 1e9 / ceiling) if ceiling else None,
+                input=thw,
             )
         )
     machine["threads"] = torch.get_num_threads()
@@ -568,20 +640,28 @@ def format_report(report: BenchReport) -> str:
         "",
     ]
     width = max([5] + [len(r.model) for r in report.rows])
+    common = tuple(cfg.input_shape[2:])
+    # an input column only when some model was timed at another input than the common one
+    shapes = {r.input or common for r in report.rows}
+    in_width = max(len(_input_text(t)) for t in shapes) if shapes != {common} else 0
+    in_head = f"{'input':<{in_width}}  " if in_width else ""
     header = (
-        f"{'model':<{width}}  {'path':<12} {'params M':>8} {'GMACs':>7} {'GFLOPs':>7} "
-        f"{'median ms':>9} {'min ms':>8} {'max ms':>8} {'FPS':>7} {'best FPS':>8} {'%peak':>5}"
+        f"{'model':<{width}}  {in_head}{'path':<12} {'params M':>8} {'GMACs':>7} {'GFLOPs':>7} "
+        f"{'median ms':>9} {'min ms':>8} {'max ms':>8} {'FPS':>7} {'best FPS':>8} {'%peak':>5} {'GMACs/FPS':>9}"
     )
     lines += [header, "-" * len(header)]
     previous = None
     for r in report.rows:
-        first = r.model != previous
-        previous = r.model
+        first = (r.model, r.input) != previous
+        new_model = previous is None or r.model != previous[0]
+        previous = (r.model, r.input)
         size = f"{_num(r.params / 1e6, 8)} {_num(r.macs / 1e9, 7)} {_num(r.flops / 1e9, 7)}" if first else " " * 24
         share = f"{100 * r.peak_share:>5.1f}" if r.peak_share is not None else f"{'-':>5}"
+        shown_input = f"{_input_text(r.input or common) if first else '':<{in_width}}  " if in_width else ""
         lines.append(
-            f"{r.model if first else '':<{width}}  {r.path:<12} {size} {r.median_ms:>9.2f} {r.min_ms:>8.2f} "
-            f"{r.max_ms:>8.2f} {r.fps:>7.1f} {r.best_fps:>8.1f} {share}"
+            f"{r.model if first and new_model else '':<{width}}  {shown_input}{r.path:<12} {size} "
+            f"{r.median_ms:>9.2f} {r.min_ms:>8.2f} {r.max_ms:>8.2f} {r.fps:>7.1f} {r.best_fps:>8.1f} {share} "
+            f"{_num(r.gmacs_per_fps, 9)}"
         )
     lines.append("")
     for spec, label in zip(cfg.models, _labels(cfg.models)):
@@ -593,8 +673,9 @@ def format_report(report: BenchReport) -> str:
         "products); GFLOPs = 2 x GMACs."
     )
     lines.append(
-        f"FPS = batch x frames / median seconds per call (batch {cfg.batch}, {cfg.frames} frames); best FPS: "
-        "the same from the fastest call."
+        f"FPS = batch x frames / median seconds per call (batch {cfg.batch}, {cfg.frames} frames"
+        + (", or the row's input" if in_width else "") + "); best FPS: the same from the fastest call. "
+        "GMACs/FPS: GMACs per call over FPS, lower is better (fewer MACs and faster both lower it)."
     )
     sizes = m.get("ceiling_matmul_n", {})
     ceilings = ", ".join(
@@ -611,13 +692,15 @@ def format_report(report: BenchReport) -> str:
         lines.append(f"skipped {name}: {why} (force with --force-bf16)")
     speedups = report.speedups()
     if speedups:
-        first = report.rows[0].model
+        first = report.rows[0]
         best = report.speedups(best=True)
         ratios = ", ".join(f"{p} {s:.2f}x" for p, s in speedups.items())
-        verdict = "met" if min(speedups.values()) >= TARGET_SPEEDUP else "NOT met in every path"
+        target = TARGET_SPEEDUPS.get(cfg.reference)
+        verdict = "" if target is None else (
+            f"(target >= {target:g}x: {'met' if min(speedups.values()) >= target else 'NOT met in every path'}); ")
+        at = f" at {_input_text(first.input)}" if in_width and first.input else ""
         lines.append(
-            f"{first} FPS / {cfg.reference} FPS in the same path: {ratios} "
-            f"(target >= {TARGET_SPEEDUP:g}x: {verdict}); from best FPS: "
+            f"{first.model} FPS / {cfg.reference} FPS in the same path{at}: {ratios} {verdict}from best FPS: "
             + ", ".join(f"{p} {s:.2f}x" for p, s in best.items())
         )
     return "\n".join(lines)
@@ -641,6 +724,11 @@ def _busy_warning(machine: dict[str, Any]) -> str | None:
         f"CPUs, {threads} threads used here): latencies are inflated and noisy; compare paths and models "
         f"within this run only, and prefer {advice}."
     )
+
+
+def _input_text(thw: tuple[int, int, int] | str) -> str:
+    """``(16, 224, 224)`` -> ``"16x224x224"``."""
+    return thw if isinstance(thw, str) else "x".join(str(v) for v in thw)
 
 
 def _loads(values: list[float] | None) -> str:

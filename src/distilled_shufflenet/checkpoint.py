@@ -61,16 +61,18 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def extract_state_dict(obj: Any, path: str | os.PathLike = "<checkpoint>") -> dict[str, torch.Tensor]:
-    """The state dict inside a loaded checkpoint: bare, or nested under ``state_dict`` / ``model``;
-    a ``module.`` prefix (DataParallel / DistributedDataParallel) is removed."""
+    """The state dict inside a loaded checkpoint: bare, or nested under ``state_dict`` / ``model`` /
+    ``model_state`` (PySlowFast and PyTorchVideo); a ``module.`` prefix (DataParallel /
+    DistributedDataParallel) is removed."""
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
+        for key in ("state_dict", "model", "model_state"):
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(
-            f"checkpoint {path}: expected a state dict of tensors (bare, or under 'state_dict' or 'model'), "
+            f"checkpoint {path}: expected a state dict of tensors (bare, or under 'state_dict', 'model' or "
+            f"'model_state'), "
             f"found {type(obj).__name__}"
         )
     state = dict(obj)

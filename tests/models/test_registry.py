@@ -37,7 +37,7 @@ def smallest_clip(model: TapModel, batch: int = 2) -> torch.Tensor:
 
 def test_registry_holds_the_student_and_the_teachers() -> None:
     expected = {"shufflenet2plus1d", "resnet18", "resnet34", "resnet50", "resnet101",
-                "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50"}
+                "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50", "x3d_s", "x3d_m"}
     assert expected <= set(ALL_MODELS)
 
 
@@ -68,7 +68,7 @@ def test_forward_taps_stops_after_the_last_tap_asked_for(name: str) -> None:
     model = built(name)
     last = model.feature_info[-1].module
     calls = []
-    hook = getattr(model, last).register_forward_hook(lambda *a: calls.append(1))
+    hook = model.get_submodule(last).register_forward_hook(lambda *a: calls.append(1))
     try:
         with torch.no_grad():
             out = model.forward_taps(smallest_clip(model, batch=1), ("mid",))

@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "arguments: NAME:KEY=VALUE,KEY=VALUE,NEXT_NAME,... A piece with '=' and no ':' is one more argument "
             "of the model before it. Values are YAML scalars (10, 0.5, true, mean); lists are written 8|16|32 "
             "or [8,16,32]. E.g. 'shufflenet2plus1d:num_classes=10,widths=8|16|32,r2plus1d_18' is two models; "
-            "'shufflenet2plus1d:clip_len=8' (or head_pool=mean) times the student with --frames 8 "
-            "(default: %(default)s)"
+            "'shufflenet2plus1d:clip_len=8' (or head_pool=mean) times the student with --frames 8; "
+            "'input=8x112' times that model at 8x112x112 instead of --frames/--size, 'input=own' at the clip "
+            "it expects (default: %(default)s)"
         ),
     )
     p.add_argument(
@@ -63,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_REFERENCE,
         help="model the first one is compared with, path by path (default: %(default)s)",
     )
+    p.add_argument(
+        "--own-input",
+        action="store_true",
+        help="also time every model at the clip it expects (its clip length and crop, e.g. 13x160x160 for "
+        "x3d_s) where that differs from its input",
+    )
     p.add_argument("--json", metavar="PATH", default=None, help="also write the figures to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
@@ -82,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         threads=args.threads,
         reference=args.reference,
+        own_input=args.own_input,
         progress=not args.no_progress,
     )
     try:

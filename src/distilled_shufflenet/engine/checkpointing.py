@@ -128,7 +128,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         raise CheckpointError(f"checkpoint {where}: weights do not fit {name}: {' '.join(first[:4])}") from None
     if isinstance(ckpt.get("preprocess"), dict) and hasattr(model, "preprocess"):
         p = ckpt["preprocess"]
-        model.preprocess = Preprocess(p["clip_len"], p["crop_size"], p["resize"], tuple(p["mean"]), tuple(p["std"]))
+        model.preprocess = Preprocess(p["clip_len"], p["crop_size"], p["resize"], tuple(p["mean"]), tuple(p["std"]),
+                                      int(p.get("frame_stride", 1)))
     return model.to(device).eval(), ckpt
 
 

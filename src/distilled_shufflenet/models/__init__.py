@@ -1,4 +1,4 @@
-"""Models: the (2+1)D ShuffleNet student and the 2D / 3D ResNet teachers, behind one interface.
+"""Models: the (2+1)D ShuffleNet student, the 2D / 3D ResNet teachers and X3D, behind one interface.
 
 >>> from distilled_shufflenet.models import create_model, list_models
 >>> student = create_model("shufflenet2plus1d", num_classes=101)
@@ -24,6 +24,7 @@ from distilled_shufflenet.models.resnet2d import select_frames
 from distilled_shufflenet.models import student as _student  # noqa: E402,F401
 from distilled_shufflenet.models import resnet2d as _resnet2d  # noqa: E402,F401
 from distilled_shufflenet.models import resnet3d as _resnet3d  # noqa: E402,F401
+from distilled_shufflenet.models import x3d as _x3d  # noqa: E402,F401
 
 __all__ = [
     "CheckpointError",

@@ -33,7 +33,8 @@ class TapInfo:
     """One named feature map: its channel count and its stride (t, h, w) relative to the input.
 
     At an input of ``T x H x W`` the map is ``channels x ceil(T/t) x ceil(H/h) x ceil(W/w)``
-    (2D models have ``t = 1``).  ``module`` is the attribute that produces it.
+    (2D models have ``t = 1``).  ``module`` is the submodule that produces it (an attribute, or a dotted
+    path such as ``blocks.3``).
     """
 
     name: str
@@ -49,14 +50,17 @@ class TapInfo:
 
 @dataclass(frozen=True)
 class Preprocess:
-    """What a model expects as input: ``clip_len`` frames, ``crop_size`` square crops after resizing the
-    short side to ``resize``, RGB in [0, 1] normalised with ``mean`` / ``std``."""
+    """What a model expects as input: ``clip_len`` frames taken every ``frame_stride``-th frame,
+    ``crop_size`` square crops after resizing the short side to ``resize``, RGB in [0, 1] normalised
+    with ``mean`` / ``std``. ``frame_stride`` is the one a model's published weights were trained with
+    (1 where there are none to follow)."""
 
     clip_len: int
     crop_size: int
     resize: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    frame_stride: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +75,8 @@ class Preprocess:
             resize = self.resize if crop_size is None else round(crop * self.resize / self.crop_size)
         if crop > resize:
             raise ValueError(f"crop_size: {crop} is larger than the short side after resizing (resize={resize})")
-        return Preprocess(clip_len or self.clip_len, crop, resize, tuple(self.mean), tuple(self.std))
+        return Preprocess(clip_len or self.clip_len, crop, resize, tuple(self.mean), tuple(self.std),
+                          self.frame_stride)
 
 
 class TapModel(nn.Module):
@@ -79,8 +84,8 @@ class TapModel(nn.Module):
 
     Subclasses set ``feature_info``, ``preprocess``, ``input_rank`` (5 for clips; 2D models accept 4 or 5)
     and ``classifier_name``, implement ``forward_features`` and ``forward_head`` explicitly (so that
-    ``forward`` scripts and exports), and list the modules of their trunk in ``_trunk`` in execution
-    order so that :meth:`forward_taps` can stop early.
+    ``forward`` scripts and exports), and list the modules of their trunk (names or dotted paths) in
+    ``_trunk`` in execution order so that :meth:`forward_taps` can stop early.
     """
 
     # plain-Python metadata that TorchScript must not try to compile
@@ -123,7 +128,7 @@ class TapModel(nn.Module):
         x, fold = self._enter(x)
         out: Dict[str, Tensor] = {}
         for module_name in self._trunk:
-            x = getattr(self, module_name)(x)
+            x = self.get_submodule(module_name)(x)
             if module_name in by_module:
                 out[by_module[module_name]] = self._leave(x, fold)
                 if len(out) == len(by_module):

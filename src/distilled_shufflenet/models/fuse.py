@@ -26,19 +26,23 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
 def _fold_children(module: nn.Module) -> int:
     """Fold conv -> BN pairs among ``module``'s direct children; returns how many were folded.
 
-    Pairs are consecutive entries of an ``nn.Sequential``, or ResNet-style siblings ``convK`` / ``bnK``,
-    which are always applied one right after the other."""
+    Pairs are consecutive entries of an ``nn.Sequential``, ResNet-style siblings ``convK`` / ``bnK``,
+    which are always applied one right after the other, and the pairs a module lists in its
+    ``conv_bn_pairs`` attribute (``("conv_b", "norm_b.0")``: the BatchNorm may sit inside a child)."""
     folded = 0
     if isinstance(module, nn.Sequential):
         names = list(module._modules)
         pairs = list(zip(names, names[1:]))
     else:
         pairs = [(name, "bn" + name[4:]) for name in module._modules if name.startswith("conv") and name[4:].isdigit()]
-    for conv_name, bn_name in pairs:
-        conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
+        pairs += list(getattr(module, "conv_bn_pairs", ()))
+    for conv_name, bn_path in pairs:
+        owner_path, _, bn_name = bn_path.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+        conv, bn = module._modules.get(conv_name), owner._modules.get(bn_name)
         if conv is not None and bn is not None and _foldable(conv, bn):
             module._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
-            module._modules[bn_name] = nn.Identity()
+            owner._modules[bn_name] = nn.Identity()
             folded += 1
     return folded
 
