@@ -203,3 +203,22 @@ def test_student_maps_are_the_adapted_taps_sliced_to_the_slots(student, teacher2
         feats = student.forward_features(clip)
         torch.testing.assert_close(maps["mid"], student.adapt_mid(feats["mid"]))
         torch.testing.assert_close(maps["final"], student.adapt_final(feats["final"]))
+
+
+def test_stride3d_shows_the_3d_teacher_every_nth_frame(student, teacher2d, teacher3d) -> None:
+    clip = torch.randn(2, 3, 16, 64, 64)
+    builder = TargetBuilder(student, teacher2d, teacher3d, stride3d=2)
+    layout = builder.plan((16, 64, 64))
+    assert layout.part("mid/3d").teacher_shape[1] == teacher3d.tap("mid").out_shape(8, 64, 64)[1]
+    seen = []
+    original = teacher3d.forward_taps
+    teacher3d.forward_taps = lambda x, taps: seen.append(x.shape) or original(x, taps)
+    try:
+        parts = builder(clip, torch.zeros(2, dtype=torch.long))
+    finally:
+        del teacher3d.forward_taps
+    assert seen == [torch.Size([2, 3, 8, 64, 64])]
+    direct = teacher3d.forward_taps(builder.renorm3d(clip[:, :, ::2]), ("mid",))["mid"]
+    assert torch.allclose(parts["mid/3d"], resample(direct, layout.part("mid/3d").shape[1:]))
+    with pytest.raises(ValueError, match="stride3d"):
+        TargetBuilder(student, teacher2d, teacher3d, stride3d=0)

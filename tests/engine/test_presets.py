@@ -33,8 +33,10 @@ def test_the_distillation_recipe_pairs_the_narrow_teachers_with_the_small_studen
     layout = TargetBuilder(student, teacher2d, teacher3d).plan((cfg.clip_len, cfg.crop_size, cfg.crop_size))
     assert {p.key: p.shape for p in layout.parts} == {
         "mid/2d": (64, 2, 4, 4), "mid/3d": (64, 2, 4, 4), "final/2d": (128, 1, 2, 2), "final/3d": (128, 1, 2, 2)}
-    teacher = resolve_config(TrainConfig, yaml_path=CONFIGS / "synthactions" / "r3d_18_16f.yaml")
-    assert (teacher.clip_len, teacher.frame_stride) == (cfg.clip_len, cfg.frame_stride)  # the clips it is distilled on
+    # the 3D teacher sees the frames it was trained on: 8 frames, every 4th, over the same span
+    teacher = resolve_config(TrainConfig, yaml_path=CONFIGS / "synthactions" / "r3d_18.yaml")
+    assert teacher.frame_stride == cfg.frame_stride * cfg.teacher3d_frame_stride
+    assert teacher.clip_len == cfg.clip_len // cfg.teacher3d_frame_stride
     tune = resolve_config(FinetuneConfig, yaml_path=CONFIGS / "synthactions" / "finetune_small.yaml")
     assert tune.model is None and tune.clip_len is None  # both come from the distilled checkpoint
 

@@ -95,6 +95,7 @@ def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[s
     return {
         "teachers": teachers,
         "targets": {"mode": builder.mode, "split": split, "taps": list(builder.taps),
+                    "stride3d": int(getattr(builder, "stride3d", 1)),
                     "parts": _layout_record(layout)},
         "views": spec.to_dict(),
         "videos": {"count": len(paths), "digest": _videos_digest(paths)},

@@ -200,6 +200,9 @@ class TargetBuilder(nn.Module):
             adapters of its own (:class:`TeacherAdapters`) instead of refusing the pair.
         frame_sampler: ``(batch, frames, generator) -> (batch,)`` frame indices for the 2D teacher when
             none are given (default :func:`draw_frame_index`, uniform).
+        stride3d: the 3D teacher sees every ``stride3d``-th frame of the student's clip, e.g. 2 for a
+            teacher trained on 8 frames taking every 4th when the student takes 16, every 2nd: the
+            teacher then sees the frame rate it was trained at.
 
     ``forward(clip, frame_index)`` takes the student's normalised clip ``(N, 3, T, H, W)`` and returns the
     target parts ``{"mid/2d": (N, C, slots, H', W'), ...}`` (see :class:`SlotLayout`). :meth:`plan`
@@ -208,7 +211,8 @@ class TargetBuilder(nn.Module):
 
     def __init__(self, student: TapModel, teacher2d: TapModel | None = None, teacher3d: TapModel | None = None,
                  *, teachers: str = "both", split: Split = 0.5, taps: Sequence[str] = TAPS,
-                 per_teacher_adapters: bool = False, frame_sampler: FrameSampler | None = None) -> None:
+                 per_teacher_adapters: bool = False, frame_sampler: FrameSampler | None = None,
+                 stride3d: int = 1) -> None:
         super().__init__()
         if teachers not in TEACHER_MODES:
             raise ValueError(f"teachers must be one of {', '.join(TEACHER_MODES)}, got {teachers!r}")
@@ -239,6 +243,9 @@ class TargetBuilder(nn.Module):
         self.split = self._check_split(split)
         self.per_teacher_adapters = bool(per_teacher_adapters)
         self.frame_sampler = frame_sampler or draw_frame_index
+        if isinstance(stride3d, bool) or not isinstance(stride3d, int) or stride3d < 1:
+            raise ValueError(f"stride3d must be an integer >= 1, got {stride3d!r}")
+        self.stride3d = stride3d
         self._layouts: Dict[tuple, SlotLayout] = {}
 
     def teacher(self, kind: str) -> TapModel:
@@ -297,15 +304,17 @@ class TargetBuilder(nn.Module):
 
     def _plan(self, clip: tuple[int, int, int]) -> SlotLayout:
         t, h, w = clip
+        t3 = math.ceil(t / self.stride3d)  # the frames the 3D teacher sees
         for kind in self.kinds:
             model = self.teacher(kind)
             mt, mh, mw = model.min_input_size(self.taps)
             need_t = mt if kind == "3d" else 1
-            if t < need_t or h < mh or w < mw:
+            if (t3 if kind == "3d" else t) < need_t or h < mh or w < mw:
                 what = f"T>={mt}, H>={mh}, W>={mw}" if kind == "3d" else f"H>={mh}, W>={mw}"
+                seen = f" ({t3} frames with stride3d={self.stride3d})" if kind == "3d" and self.stride3d > 1 else ""
                 raise ValueError(f"the {kind.upper()} teacher {model.model_name} needs a clip of at least {what} "
-                                 f"for the taps {list(self.taps)}; the student's clip is {t}x{h}x{w} (T x H x W): "
-                                 "use longer clips or larger crops")
+                                 f"for the taps {list(self.taps)}; the student's clip is {t}x{h}x{w} (T x H x W)"
+                                 f"{seen}: use longer clips or larger crops")
         student_taps, parts = {}, []
         for tap in self.taps:
             c, slots, th, tw = self.student_taps[tap].out_shape(t, h, w)
@@ -317,7 +326,7 @@ class TargetBuilder(nn.Module):
                 if tap not in model.tap_names:
                     raise ValueError(f"the {kind.upper()} teacher {model.model_name} has no tap {tap!r} to fill "
                                      f"the student's slots (its taps: {list(model.tap_names)})")
-                tc, tt, tth, ttw = model.tap(tap).out_shape(t if kind == "3d" else 1, h, w)
+                tc, tt, tth, ttw = model.tap(tap).out_shape(t3 if kind == "3d" else 1, h, w)
                 start, stop = spans[kind]
                 parts.append(PartLayout(tap, kind, start, stop, tc, th, tw, (tc, tt, tth, ttw)))
         return SlotLayout(clip, student_taps, tuple(parts))
@@ -365,7 +374,8 @@ class TargetBuilder(nn.Module):
                     x = resample(taps[p.tap].unsqueeze(2), (1, p.height, p.width))  # (N, C, 1, H', W')
                     out[p.key] = x if compact else x.expand(-1, -1, p.slots, -1, -1)
         if self.teacher3d is not None:
-            taps = self.teacher3d.forward_taps(self.renorm3d(clip), self._taps_of("3d", layout))
+            seen = clip[:, :, :: self.stride3d] if self.stride3d > 1 else clip  # (N, 3, T / stride3d, H, W)
+            taps = self.teacher3d.forward_taps(self.renorm3d(seen), self._taps_of("3d", layout))
             for p in layout.parts:
                 if p.teacher == "3d":
                     out[p.key] = resample(taps[p.tap], (p.slots, p.height, p.width))  # (N, C, slots, H', W')

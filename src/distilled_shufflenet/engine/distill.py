@@ -55,6 +55,8 @@ class DistillConfig(TrainConfig):
     teacher2d_kwargs: dict = _opt({}, "2D teacher builder argument KEY=VALUE, repeatable (e.g. widen_factor=0.25)",
                                   flag="--teacher2d-arg")
     teacher3d_kwargs: dict = _opt({}, "3D teacher builder argument KEY=VALUE, repeatable", flag="--teacher3d-arg")
+    teacher3d_frame_stride: int = _opt(1, "the 3D teacher sees every n-th frame of the student's clip (e.g. 2 "
+                                          "for a teacher trained at twice the student's --frame-stride)")
     teachers: str = _opt("both", "distil from both teachers (the paper) or from one alone (ablation)",
                          choices=TEACHER_MODES)
     teacher_split: float = _opt(0.5, "the 2D teacher's share of each tap's time slots (the paper: the first half)")
@@ -99,6 +101,8 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"teacher_split: expected the 2D teacher's share in (0, 1), got {self.teacher_split}")
         if any(w < 0 for w in self.tap_weights) or not any(self.tap_weights):
             raise ValueError(f"tap_weights: expected two weights >= 0, not both 0, got {list(self.tap_weights)}")
+        if self.teacher3d_frame_stride < 1:
+            raise ValueError(f"teacher3d_frame_stride: expected a positive integer, got {self.teacher3d_frame_stride}")
         if self.cache_views < 1:
             raise ValueError(f"cache_views: expected a positive integer, got {self.cache_views}")
         if self.include_test and self.dataset not in ("ucf101", "hmdb51"):
@@ -371,7 +375,8 @@ def distill(config: DistillConfig) -> FitResult:
         student.preprocess = preprocess
         teacher2d, teacher3d = build_teachers(config, rt.device)
         targets = TargetBuilder(student, teacher2d, teacher3d, teachers=config.teachers, split=config.teacher_split,
-                                per_teacher_adapters=config.per_teacher_adapters)
+                                per_teacher_adapters=config.per_teacher_adapters,
+                                stride3d=config.teacher3d_frame_stride)
         layout = targets.plan((preprocess.clip_len, preprocess.crop_size, preprocess.crop_size))
         adapters = TeacherAdapters(student, layout) if config.per_teacher_adapters else None
         loss = DistillLoss({"mid": config.tap_weights[0], "final": config.tap_weights[1]}, kind=config.loss)
@@ -388,7 +393,8 @@ def distill(config: DistillConfig) -> FitResult:
         description = {
             "teachers": config.teachers,
             "teacher2d": {"spec": config.teacher2d, "kwargs": dict(config.teacher2d_kwargs)} if teacher2d else None,
-            "teacher3d": {"spec": config.teacher3d, "kwargs": dict(config.teacher3d_kwargs)} if teacher3d else None,
+            "teacher3d": {"spec": config.teacher3d, "kwargs": dict(config.teacher3d_kwargs),
+                          "frame_stride": config.teacher3d_frame_stride} if teacher3d else None,
             "layout": layout.describe(),
             "loss": config.loss,
             "tap_weights": list(config.tap_weights),
