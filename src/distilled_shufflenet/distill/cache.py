@@ -39,7 +39,7 @@ from torch import Tensor
 from distilled_shufflenet.checkpoint import atomic_save
 from distilled_shufflenet.data.video import VideoDecodeError, VideoReader
 from distilled_shufflenet.distill.targets import SlotLayout, TargetBuilder
-from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, spec_from_dict
+from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view, spec_from_dict
 from distilled_shufflenet.io import atomic_write_text
 
 __all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "cache_fingerprint", "state_dict_digest"]
@@ -438,8 +438,6 @@ class TeacherCache:
         """The student's clip of view ``k`` of video ``video_index``, decoded again: ``(3, T, crop, crop)``."""
         if self.videos is None:
             raise ValueError("this cache was opened without the video list (videos=...); cannot decode clips")
-        from distilled_shufflenet.distill.views import read_view
-
         return read_view(self.videos[int(video_index)], self.view(video_index, k), self.spec)
 
     @property
