@@ -88,6 +88,14 @@ def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, stude
                 maps = student_maps(student, clip, layout)
                 torch.testing.assert_close(loss_fn(maps, cached)[0], loss_fn(maps, fly)[0], rtol=1e-3, atol=1e-4)
     assert cache.failed == {}
+    # one of the K views per epoch, the same in every process
+    draws = {e: [cache.draw(i, e) for i in range(5)] for e in range(6)}
+    assert draws == {e: [cache.draw(i, e) for i in range(5)] for e in range(6)}
+    assert {k for d in draws.values() for k in d} == {0, 1}
+    sample = cache.sample(4, epoch=3)
+    assert set(sample) == {"clip", "index", "view", "frame2d", "targets"} and sample["view"] == draws[3][4]
+    torch.testing.assert_close(sample["clip"], cache.clip(4, sample["view"]))
+    assert sample["frame2d"] == cache.view(4, sample["view"]).frame2d
     again = TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True)
     torch.testing.assert_close(again.targets(3, 1)["final/3d"], cache.targets(3, 1)["final/3d"])
 

@@ -440,6 +440,20 @@ class TeacherCache:
             raise ValueError("this cache was opened without the video list (videos=...); cannot decode clips")
         return read_view(self.videos[int(video_index)], self.view(video_index, k), self.spec)
 
+    def draw(self, video_index: int, epoch: int) -> int:
+        """The view of video ``video_index`` used in ``epoch``: uniform over the K views, a pure function of
+        (the views' seed, epoch, video index), so every rank and DataLoader worker agrees."""
+        rng = np.random.default_rng((int(self.spec.seed), int(epoch), int(video_index)))
+        return int(rng.integers(self.spec.views))
+
+    def sample(self, video_index: int, epoch: int) -> dict[str, Any]:
+        """A training sample of ``epoch``: ``{"clip": (3, T, c, c), "index", "view": k, "frame2d",
+        "targets": {part: (C, slots, H, W)}}`` for the view :meth:`draw` picks (no label anywhere)."""
+        k = self.draw(video_index, epoch)
+        view = self.view(video_index, k)
+        return {"clip": self.clip(video_index, k), "index": int(video_index), "view": k, "frame2d": view.frame2d,
+                "targets": self.targets(video_index, k)}
+
     @property
     def failed(self) -> dict[int, tuple[str, str]]:
         """``{video index: (path, reason)}`` of the videos that could not be read when building."""
