@@ -197,3 +197,17 @@ def test_unreadable_videos_are_skipped_and_reported_by_name(tmp_path, videos, st
     with pytest.raises(VideoDecodeError, match="broken.avi"):
         cache.targets(1, 0)
     assert set(cache.targets(2, 1)) == {"mid/3d", "final/3d"}
+
+
+def test_maps_beyond_float16_range_are_stored_scaled(tmp_path, videos, student, teacher3d) -> None:
+    with torch.no_grad():
+        teacher3d.layer4[-1].conv2[1].weight.mul_(1e6)  # final maps of about 1e5-1e6: inf in float16
+    builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
+    spec = _spec(student, views=1)
+    cache = _build(tmp_path / "c", videos[:2], builder, spec)
+    clip = cache.clip(1, 0)[None]
+    fly = builder(clip)["final/3d"]
+    assert float(fly.abs().max()) > 65504
+    cached = cache.targets(1, 0)["final/3d"][None]
+    assert torch.isfinite(cached).all()
+    torch.testing.assert_close(cached, fly, rtol=2e-3, atol=1e-3 * float(fly.abs().max()))

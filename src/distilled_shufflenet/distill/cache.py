@@ -9,7 +9,9 @@ On disk::
     DIR/cache.json                    what the cache holds: its fingerprint (teachers' weights and
                                       settings, target layout, views, preprocessing, video list), shapes
     DIR/shard-00003.rank1.pt          videos [3S, 4S): views (n, K, 5 + T) int64, ok (n,) bool,
-                                      parts {"mid/2d": (n, K, C, 1, H, W) fp16, ...}, failures
+                                      parts {"mid/2d": (n, K, C, 1, H, W) fp16, ...}, scales
+                                      {"mid/2d": (n, K) float32} (a map is stored / its scale, 1 unless it
+                                      would overflow float16), failures
     DIR/shard-00003.rank1.json        its size and SHA-256, written after the shard
 
 Shards are written atomically, one per ``shard_size`` videos, by the rank of ``torchrun`` that owns them
@@ -46,6 +48,7 @@ __all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "cache_fingerpri
 
 CACHE_FORMAT = "distilled_shufflenet.teacher_cache/1"
 META = "cache.json"
+_FP16_PEAK = 32768.0  # largest magnitude stored unscaled (float16 reaches 65504)
 _SHARD = re.compile(r"^shard-(\d{5})\.rank(\d+)\.json$")
 
 
@@ -361,6 +364,7 @@ class TeacherCache:
         views = torch.zeros(n, k_views, 5 + spec.clip_len, dtype=torch.int64)
         ok = torch.zeros(n, dtype=torch.bool)
         parts = {p.key: torch.zeros(n, k_views, *p.stored_shape, dtype=torch.float16) for p in layout.parts}
+        scales = {p.key: torch.ones(n, k_views, dtype=torch.float32) for p in layout.parts}
         failures: list[dict[str, Any]] = []
         pending: list[tuple[int, int, Tensor, View]] = []
         run_on = next(iter(builder.buffers()), torch.empty(0)).device
@@ -373,7 +377,15 @@ class TeacherCache:
             out = builder(clips, index, compact=True)
             for b, (j, k, _, _) in enumerate(pending):
                 for key, value in out.items():
-                    parts[key][j, k] = value[b].to("cpu", torch.float16)
+                    x = value[b].to("cpu", torch.float32)
+                    if not torch.isfinite(x).all():
+                        raise TeacherCacheError(f"the {key} target of view {k} of {paths[start + j]} is not finite; "
+                                                "check the teacher's weights")
+                    # maps beyond float16's range (untrained deep teachers reach 1e5) are stored scaled down
+                    peak = float(x.abs().max()) if x.numel() else 0.0
+                    scale = peak / _FP16_PEAK if peak > _FP16_PEAK else 1.0
+                    scales[key][j, k] = scale
+                    parts[key][j, k] = (x / scale).to(torch.float16)
             pending.clear()
 
         for j, i in enumerate(range(start, stop)):
@@ -392,7 +404,7 @@ class TeacherCache:
         name = f"shard-{shard:05d}.rank{rank}"
         for old in root.glob(f"shard-{shard:05d}.rank*.json"):
             old.unlink(missing_ok=True)  # an invalid record of an earlier try, perhaps by another rank
-        atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts,
+        atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts, "scales": scales,
                      "failures": failures}, root / f"{name}.pt")
         record = {"size": (root / f"{name}.pt").stat().st_size, "sha256": _sha256_file(root / f"{name}.pt"),
                   "videos": [start, stop], "failed": len(failures)}
@@ -426,7 +438,8 @@ class TeacherCache:
         data, j = self._locate(video_index, k)
         out = {}
         for p in self.parts:
-            x = data["parts"][p["key"]][j, k].to(dtype)  # (C, t, H, W), a copy out of the mapped file
+            x = data["parts"][p["key"]][j, k].float() * data["scales"][p["key"]][j, k]  # (C, t, H, W), a copy
+            x = x.to(dtype)
             out[p["key"]] = x.expand(-1, p["stop"] - p["start"], -1, -1) if p["teacher"] == "2d" else x
         return out
 
