@@ -3,6 +3,7 @@ refusal of stale or foreign caches, recomputation of a shard cut short, room on 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,9 @@ def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, stude
     assert set(sample) == {"clip", "index", "view", "frame2d", "targets"} and sample["view"] == draws[3][4]
     torch.testing.assert_close(sample["clip"], cache.clip(4, sample["view"]))
     assert sample["frame2d"] == cache.view(4, sample["view"]).frame2d
-    again = TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True)
+    again = pickle.loads(pickle.dumps(  # as a DataLoader worker started with spawn gets it
+        TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True)))
+    assert not again._open
     torch.testing.assert_close(again.targets(3, 1)["final/3d"], cache.targets(3, 1)["final/3d"])
 
 

@@ -219,7 +219,7 @@ class TeacherCache:
     @staticmethod
     def _check_fingerprint(root: Path, meta: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> None:
         # through JSON, so tuples and lists compare equal
-        wanted = json.loads(json.dumps(fingerprint))
+        wanted = json.loads(json.dumps(fingerprint, default=str))
         diffs = _differences(meta["fingerprint"], wanted)
         if diffs:
             raise TeacherCacheError(
@@ -322,7 +322,7 @@ class TeacherCache:
             if leftovers:
                 raise TeacherCacheError(f"teacher cache {root}: the folder holds other files ({leftovers[:3]}) "
                                         "and no cache; use an empty or new folder")
-            atomic_write_text(json.dumps(meta, indent=1), root / META)  # identical from every rank
+            atomic_write_text(json.dumps(meta, indent=1, default=str), root / META)  # identical from every rank
 
         num_shards = math.ceil(len(paths) / shard_size)
         done, problems = cls._scan(root, meta, verify=verify)
@@ -411,6 +411,12 @@ class TeacherCache:
         atomic_write_text(json.dumps(record), root / f"{name}.json")  # last: the shard is complete
 
     # ------------------------------------------------------------------ reading
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started with spawn get the index, not the mapped shards
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()
+        return state
+
     def _shard(self, index: int) -> dict[str, Any]:
         if index in self._open:
             self._open.move_to_end(index)
