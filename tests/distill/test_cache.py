@@ -3,6 +3,7 @@ refusal of stale or foreign caches, recomputation of a shard cut short, room on 
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,17 @@ def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, stude
                 maps = student_maps(student, clip, layout)
                 torch.testing.assert_close(loss_fn(maps, cached)[0], loss_fn(maps, fly)[0], rtol=1e-3, atol=1e-4)
     assert cache.failed == {}
-    again = TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True)
+    # one of the K views per epoch, the same in every process
+    draws = {e: [cache.draw(i, e) for i in range(5)] for e in range(6)}
+    assert draws == {e: [cache.draw(i, e) for i in range(5)] for e in range(6)}
+    assert {k for d in draws.values() for k in d} == {0, 1}
+    sample = cache.sample(4, epoch=3)
+    assert set(sample) == {"clip", "index", "view", "frame2d", "targets"} and sample["view"] == draws[3][4]
+    torch.testing.assert_close(sample["clip"], cache.clip(4, sample["view"]))
+    assert sample["frame2d"] == cache.view(4, sample["view"]).frame2d
+    again = pickle.loads(pickle.dumps(  # as a DataLoader worker started with spawn gets it
+        TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True)))
+    assert not again._open
     torch.testing.assert_close(again.targets(3, 1)["final/3d"], cache.targets(3, 1)["final/3d"])
 
 
@@ -189,3 +200,17 @@ def test_unreadable_videos_are_skipped_and_reported_by_name(tmp_path, videos, st
     with pytest.raises(VideoDecodeError, match="broken.avi"):
         cache.targets(1, 0)
     assert set(cache.targets(2, 1)) == {"mid/3d", "final/3d"}
+
+
+def test_maps_beyond_float16_range_are_stored_scaled(tmp_path, videos, student, teacher3d) -> None:
+    with torch.no_grad():
+        teacher3d.layer4[-1].conv2[1].weight.mul_(1e6)  # final maps of about 1e5-1e6: inf in float16
+    builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
+    spec = _spec(student, views=1)
+    cache = _build(tmp_path / "c", videos[:2], builder, spec)
+    clip = cache.clip(1, 0)[None]
+    fly = builder(clip)["final/3d"]
+    assert float(fly.abs().max()) > 65504
+    cached = cache.targets(1, 0)["final/3d"][None]
+    assert torch.isfinite(cached).all()
+    torch.testing.assert_close(cached, fly, rtol=2e-3, atol=1e-3 * float(fly.abs().max()))

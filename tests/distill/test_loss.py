@@ -52,6 +52,7 @@ def test_loss_options() -> None:
         DistillLoss()({**s, "mid/2d": s["mid/2d"][:1]}, t)
 
 
+@pytest.mark.slow
 def test_a_few_adam_steps_lower_the_loss_and_leave_the_teachers_untouched(student, teacher2d, teacher3d) -> None:
     builder = TargetBuilder(student, teacher2d, teacher3d)
     layout = builder.plan((16, 32, 32))

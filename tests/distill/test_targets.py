@@ -100,10 +100,10 @@ def test_the_3d_map_is_pooled_to_its_slots(student, teacher2d, teacher3d) -> Non
 
 def test_frame_index_defaults_to_draws_from_the_generator(student, teacher2d, teacher3d) -> None:
     builder = TargetBuilder(student, teacher2d, teacher3d)
-    clip = _clip(4)
+    clip = _clip(2)
     a = builder(clip, generator=torch.Generator().manual_seed(5))
     b = builder(clip, generator=torch.Generator().manual_seed(5))
-    drawn = torch.randint(0, 16, (4,), generator=torch.Generator().manual_seed(5))
+    drawn = torch.randint(0, 16, (2,), generator=torch.Generator().manual_seed(5))
     c = builder(clip, drawn)
     for k in a:
         torch.testing.assert_close(a[k], b[k])

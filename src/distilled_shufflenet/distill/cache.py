@@ -9,7 +9,9 @@ On disk::
     DIR/cache.json                    what the cache holds: its fingerprint (teachers' weights and
                                       settings, target layout, views, preprocessing, video list), shapes
     DIR/shard-00003.rank1.pt          videos [3S, 4S): views (n, K, 5 + T) int64, ok (n,) bool,
-                                      parts {"mid/2d": (n, K, C, 1, H, W) fp16, ...}, failures
+                                      parts {"mid/2d": (n, K, C, 1, H, W) fp16, ...}, scales
+                                      {"mid/2d": (n, K) float32} (a map is stored / its scale, 1 unless it
+                                      would overflow float16), failures
     DIR/shard-00003.rank1.json        its size and SHA-256, written after the shard
 
 Shards are written atomically, one per ``shard_size`` videos, by the rank of ``torchrun`` that owns them
@@ -39,13 +41,14 @@ from torch import Tensor
 from distilled_shufflenet.checkpoint import atomic_save
 from distilled_shufflenet.data.video import VideoDecodeError, VideoReader
 from distilled_shufflenet.distill.targets import SlotLayout, TargetBuilder
-from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, spec_from_dict
+from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view, spec_from_dict
 from distilled_shufflenet.io import atomic_write_text
 
 __all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "cache_fingerprint", "state_dict_digest"]
 
 CACHE_FORMAT = "distilled_shufflenet.teacher_cache/1"
 META = "cache.json"
+_FP16_PEAK = 32768.0  # largest magnitude stored unscaled (float16 reaches 65504)
 _SHARD = re.compile(r"^shard-(\d{5})\.rank(\d+)\.json$")
 
 
@@ -217,7 +220,7 @@ class TeacherCache:
     @staticmethod
     def _check_fingerprint(root: Path, meta: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> None:
         # through JSON, so tuples and lists compare equal
-        wanted = json.loads(json.dumps(fingerprint))
+        wanted = json.loads(json.dumps(fingerprint, default=str))
         diffs = _differences(meta["fingerprint"], wanted)
         if diffs:
             raise TeacherCacheError(
@@ -320,7 +323,7 @@ class TeacherCache:
             if leftovers:
                 raise TeacherCacheError(f"teacher cache {root}: the folder holds other files ({leftovers[:3]}) "
                                         "and no cache; use an empty or new folder")
-            atomic_write_text(json.dumps(meta, indent=1), root / META)  # identical from every rank
+            atomic_write_text(json.dumps(meta, indent=1, default=str), root / META)  # identical from every rank
 
         num_shards = math.ceil(len(paths) / shard_size)
         done, problems = cls._scan(root, meta, verify=verify)
@@ -362,6 +365,7 @@ class TeacherCache:
         views = torch.zeros(n, k_views, 5 + spec.clip_len, dtype=torch.int64)
         ok = torch.zeros(n, dtype=torch.bool)
         parts = {p.key: torch.zeros(n, k_views, *p.stored_shape, dtype=torch.float16) for p in layout.parts}
+        scales = {p.key: torch.ones(n, k_views, dtype=torch.float32) for p in layout.parts}
         failures: list[dict[str, Any]] = []
         pending: list[tuple[int, int, Tensor, View]] = []
         run_on = next(iter(builder.buffers()), torch.empty(0)).device
@@ -374,7 +378,15 @@ class TeacherCache:
             out = builder(clips, index, compact=True)
             for b, (j, k, _, _) in enumerate(pending):
                 for key, value in out.items():
-                    parts[key][j, k] = value[b].to("cpu", torch.float16)
+                    x = value[b].to("cpu", torch.float32)
+                    if not torch.isfinite(x).all():
+                        raise TeacherCacheError(f"the {key} target of view {k} of {paths[start + j]} is not finite; "
+                                                "check the teacher's weights")
+                    # maps beyond float16's range (untrained deep teachers reach 1e5) are stored scaled down
+                    peak = float(x.abs().max()) if x.numel() else 0.0
+                    scale = peak / _FP16_PEAK if peak > _FP16_PEAK else 1.0
+                    scales[key][j, k] = scale
+                    parts[key][j, k] = (x / scale).to(torch.float16)
             pending.clear()
 
         for j, i in enumerate(range(start, stop)):
@@ -393,13 +405,19 @@ class TeacherCache:
         name = f"shard-{shard:05d}.rank{rank}"
         for old in root.glob(f"shard-{shard:05d}.rank*.json"):
             old.unlink(missing_ok=True)  # an invalid record of an earlier try, perhaps by another rank
-        atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts,
+        atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts, "scales": scales,
                      "failures": failures}, root / f"{name}.pt")
         record = {"size": (root / f"{name}.pt").stat().st_size, "sha256": _sha256_file(root / f"{name}.pt"),
                   "videos": [start, stop], "failed": len(failures)}
         atomic_write_text(json.dumps(record), root / f"{name}.json")  # last: the shard is complete
 
     # ------------------------------------------------------------------ reading
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started with spawn get the index, not the mapped shards
+        state = dict(self.__dict__)
+        state["_open"] = OrderedDict()
+        return state
+
     def _shard(self, index: int) -> dict[str, Any]:
         if index in self._open:
             self._open.move_to_end(index)
@@ -427,7 +445,8 @@ class TeacherCache:
         data, j = self._locate(video_index, k)
         out = {}
         for p in self.parts:
-            x = data["parts"][p["key"]][j, k].to(dtype)  # (C, t, H, W), a copy out of the mapped file
+            x = data["parts"][p["key"]][j, k].float() * data["scales"][p["key"]][j, k]  # (C, t, H, W), a copy
+            x = x.to(dtype)
             out[p["key"]] = x.expand(-1, p["stop"] - p["start"], -1, -1) if p["teacher"] == "2d" else x
         return out
 
@@ -439,9 +458,21 @@ class TeacherCache:
         """The student's clip of view ``k`` of video ``video_index``, decoded again: ``(3, T, crop, crop)``."""
         if self.videos is None:
             raise ValueError("this cache was opened without the video list (videos=...); cannot decode clips")
-        from distilled_shufflenet.distill.views import read_view
-
         return read_view(self.videos[int(video_index)], self.view(video_index, k), self.spec)
+
+    def draw(self, video_index: int, epoch: int) -> int:
+        """The view of video ``video_index`` used in ``epoch``: uniform over the K views, a pure function of
+        (the views' seed, epoch, video index), so every rank and DataLoader worker agrees."""
+        rng = np.random.default_rng((int(self.spec.seed), int(epoch), int(video_index)))
+        return int(rng.integers(self.spec.views))
+
+    def sample(self, video_index: int, epoch: int) -> dict[str, Any]:
+        """A training sample of ``epoch``: ``{"clip": (3, T, c, c), "index", "view": k, "frame2d",
+        "targets": {part: (C, slots, H, W)}}`` for the view :meth:`draw` picks (no label anywhere)."""
+        k = self.draw(video_index, epoch)
+        view = self.view(video_index, k)
+        return {"clip": self.clip(video_index, k), "index": int(video_index), "view": k, "frame2d": view.frame2d,
+                "targets": self.targets(video_index, k)}
 
     @property
     def failed(self) -> dict[int, tuple[str, str]]:
