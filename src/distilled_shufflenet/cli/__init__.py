@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `dsn --help` lists them
-_COMMAND_MODULES = ("bench", "data", "train", "evaluate")
+_COMMAND_MODULES = ("bench", "data", "train", "evaluate", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
