@@ -74,3 +74,9 @@ def make_video(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def make_info() -> Callable[..., ModelInfo]:
+    """``make_info(model, frame_stride=1)``: the :class:`ModelInfo` of a tiny student."""
+    return tiny_info
