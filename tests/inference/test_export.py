@@ -114,3 +114,13 @@ def test_int8_agrees_with_fp32_on_a_trained_model(student, info) -> None:
     int8 = OrtBackend(data, threads=1)(test)
     assert top1_agreement(int8, fp32) >= 0.95
     assert not torch.equal(int8, fp32.float())  # it is another model, not the fp32 one
+
+
+def test_conv2d_layout_matches(student, info) -> None:
+    x = example_clip(info, batch=2)
+    graph = static_graph(fuse_for_inference(student), x[:1], convs="conv2d")
+    assert list(graph.state_dict()) == list(fuse_for_inference(student).state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(graph(x), student(x), rtol=0, atol=1e-5)
+    data = onnx_bytes(student, info, convs="conv2d")
+    torch.testing.assert_close(OrtBackend(data, threads=1)(x), student(x).detach(), rtol=0, atol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import av
 import pytest
@@ -141,3 +142,21 @@ def test_exported_file_predicts_like_the_checkpoint(checkpoint, make_video, tmp_
     top_a, top_b = (json.loads(p.read_text())["videos"][0]["top"] for p in (a, b))
     assert [t["class"] for t in top_a] == [t["class"] for t in top_b]
     assert [t["score"] for t in top_a] == pytest.approx([t["score"] for t in top_b], abs=1e-5)
+
+
+def test_stalled_stream_ends_cleanly_with_the_windows_so_far(student, info, make_video, monkeypatch) -> None:
+    from distilled_shufflenet.inference import stream as stream_mod
+
+    real = stream_mod._decoded
+
+    def stalls_after_20(container):
+        for i, frame in enumerate(real(container)):
+            if i == 20:
+                time.sleep(3.0)  # the camera stops delivering
+            yield frame
+
+    monkeypatch.setattr(stream_mod, "_decoded", stalls_after_20)
+    report = stream_predict(TorchBackend(student, threads=1), info, str(make_video("stall.avi", 30)),
+                            StreamConfig(hop=4, stall_timeout=0.5))
+    assert report.stopped.startswith("stalled") and report.frames == 20
+    assert report.windows and report.windows[-1].last_frame == 19

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=",".join(DEFAULT_MODELS),
         help=(
             "comma-separated registered models, each optionally with builder arguments, e.g. "
-            "'shufflenet2plus1d:num_classes=10,r2plus1d_18' (lists: 8|16|32) (default: %(default)s)"
+            "'shufflenet2plus1d:num_classes=10,r2plus1d_18' (lists: 8|16|32), or exported .onnx files, run in "
+            "ONNX Runtime as they are (default: %(default)s)"
         ),
     )
     p.add_argument(

@@ -45,7 +45,8 @@ def example_clip(info: ModelInfo, batch: int = 1, seed: int = 0) -> Tensor:
     return torch.randn(batch, 3, p.clip_len, p.crop_size, p.crop_size, generator=g)
 
 
-def onnx_bytes(model: nn.Module, info: ModelInfo, *, opset: int = DEFAULT_OPSET, example: Tensor | None = None) -> bytes:
+def onnx_bytes(model: nn.Module, info: ModelInfo, *, opset: int = DEFAULT_OPSET, example: Tensor | None = None,
+               convs: str = "conv3d") -> bytes:
     """The ONNX model (BatchNorm folded, shapes fixed for ``info``'s clip size, batch dynamic) with
     ``info`` in its metadata, checked by ``onnx.checker``."""
     import onnx
@@ -53,7 +54,7 @@ def onnx_bytes(model: nn.Module, info: ModelInfo, *, opset: int = DEFAULT_OPSET,
     if opset < MIN_OPSET:
         raise ValueError(f"opset: expected {MIN_OPSET} or newer, got {opset}")
     x = example_clip(info) if example is None else example
-    graph = static_graph(fuse_for_inference(model), x)
+    graph = static_graph(fuse_for_inference(model), x, convs=convs)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes

@@ -76,10 +76,35 @@ class FramePool(nn.Module):
         return F.max_pool3d(x, (1, 3, 3), (1, 2, 2), (0, 1, 1))
 
 
-def _plain_conv(conv: nn.Conv3d) -> PlainConv3d:
-    plain = copy.copy(conv)  # shares the parameters; only the class (the forward) changes
-    plain.__class__ = PlainConv3d
-    return plain
+class FrameConv2d(nn.Conv3d):
+    """A ``(1, k, k)`` convolution as a 2D convolution over the frames of clips of one shape: quantised
+    2D convolutions run in ONNX Runtime's fast int8 kernels, 3D ones in a generic path."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        c, t, h, w = self.in_shape
+        c2, _, h2, w2 = self.out_shape
+        frames = x.transpose(1, 2).reshape(-1, c, h, w)  # (N*T, C, H, W)
+        y = F.conv2d(frames, self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:])
+        return y.reshape(-1, t, c2, h2, w2).transpose(1, 2)  # (N, C', T, H', W')
+
+
+class TimeConv2d(nn.Conv3d):
+    """A ``(k, 1, 1)`` convolution as a 2D convolution over ``(T, H*W)`` (a free reshape), for clips of one shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        c, t, h, w = self.in_shape
+        c2, t2 = self.out_shape[:2]
+        y = F.conv2d(x.reshape(-1, c, t, h * w), self.weight[..., 0], self.bias, (self.stride[0], 1),
+                     (self.padding[0], 0))  # (N, C', T', H*W)
+        return y.reshape(-1, c2, t2, h, w)
+
+
+def _as(conv: nn.Conv3d, cls: type, shapes: tuple[_Shape, _Shape] | None = None) -> nn.Conv3d:
+    out = copy.copy(conv)  # shares the parameters; only the class (the forward) changes
+    out.__class__ = cls
+    if shapes is not None:
+        out.in_shape, out.out_shape = shapes
+    return out
 
 
 def _record_shapes(model: nn.Module, example: Tensor) -> dict[nn.Module, tuple[_Shape, _Shape]]:
@@ -88,7 +113,7 @@ def _record_shapes(model: nn.Module, example: Tensor) -> dict[nn.Module, tuple[_
     hooks = [
         m.register_forward_hook(lambda m, args, out: shapes.__setitem__(m, (tuple(args[0].shape[1:]),
                                                                              tuple(out.shape[1:]))))
-        for m in model.modules() if isinstance(m, (Unit, DownUnit))
+        for m in model.modules() if isinstance(m, (Unit, DownUnit, SpatialConv3d, TemporalConv3d))
     ]
     try:
         with torch.inference_mode():
@@ -99,10 +124,19 @@ def _record_shapes(model: nn.Module, example: Tensor) -> dict[nn.Module, tuple[_
     return shapes
 
 
-def static_graph(model: nn.Module, example: Tensor) -> nn.Module:
+CONV_LAYOUTS = ("conv3d", "conv2d")
+
+
+def static_graph(model: nn.Module, example: Tensor, *, convs: str = "conv3d") -> nn.Module:
     """An eval copy of ``model`` whose student blocks use constant shapes for clips shaped like
     ``example`` (``(N, C, T, H, W)``; the batch stays free). Models without such blocks are copied as they
-    are. The copy's ``static_input`` holds ``(C, T, H, W)``."""
+    are. The copy's ``static_input`` holds ``(C, T, H, W)``.
+
+    ``convs="conv3d"`` runs the factorised convolutions as the 3D convolutions they are (no layout
+    changes: best for fp32 in ONNX Runtime); ``"conv2d"`` as 2D convolutions over frames or over
+    ``(T, H*W)`` (a transpose pair around each spatial one: best for int8)."""
+    if convs not in CONV_LAYOUTS:
+        raise ValueError(f"convs: expected one of {', '.join(CONV_LAYOUTS)}, got {convs!r}")
     graph = copy.deepcopy(model).eval()
     shapes = _record_shapes(graph, example)
     for parent in list(graph.modules()):
@@ -111,8 +145,11 @@ def static_graph(model: nn.Module, example: Tensor) -> nn.Module:
                 parent._modules[name] = StaticUnit(child, shapes[child][0])
             elif isinstance(child, DownUnit):
                 parent._modules[name] = StaticDownUnit(child, shapes[child][1])
+            elif isinstance(child, (SpatialConv3d, TemporalConv3d)) and convs == "conv3d":
+                parent._modules[name] = _as(child, PlainConv3d)
             elif isinstance(child, (SpatialConv3d, TemporalConv3d)):
-                parent._modules[name] = _plain_conv(child)
+                cls = FrameConv2d if isinstance(child, SpatialConv3d) else TimeConv2d
+                parent._modules[name] = _as(child, cls, shapes[child])
             elif isinstance(child, SpatialMaxPool):
                 parent._modules[name] = FramePool()
     graph.static_input = tuple(example.shape[1:])
