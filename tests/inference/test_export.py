@@ -129,3 +129,17 @@ def test_conv2d_layout_matches(student, info) -> None:
         torch.testing.assert_close(graph(x), student(x), rtol=0, atol=1e-5)
     data = onnx_bytes(student, info, convs="conv2d")
     torch.testing.assert_close(OrtBackend(data, threads=1)(x), student(x).detach(), rtol=0, atol=1e-4)
+
+
+def test_cli_export_int8_with_a_dataset(checkpoint, tiny_synth, tmp_path, capsys) -> None:
+    from distilled_shufflenet.cli import main
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(checkpoint), "-o", str(out), "--quantize", "int8", "--data-root", str(tiny_synth),
+                 "--calibration-clips", "4", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "check on real clips" in text and "top-1 agreement" in text and "8 test clips" in text
+    assert read_onnx(out)[1].precision == "fp32" and read_onnx(tmp_path / "m.int8.onnx")[1].precision == "int8"
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--quantize", "int8"]) == 2
+    assert "--data-root" in capsys.readouterr().err
+    assert not (tmp_path / "n.int8.onnx").exists() and not (tmp_path / "n.onnx").exists()

@@ -230,20 +230,18 @@ class ExportConfig:
             raise ValueError(f"quantize: expected int8, got {self.quantize!r}")
         if self.quantize and self.format != "onnx":
             raise ValueError("quantize: int8 models are ONNX files; use --format onnx")
+        if self.quantize and not self.data_root:
+            raise ValueError("quantize: int8 calibration needs clips of a dataset; pass --data-root (and --dataset)")
         if self.opset < MIN_OPSET:
             raise ValueError(f"opset: expected {MIN_OPSET} or newer, got {self.opset}")
         if self.calibration_clips < 1:
             raise ValueError(f"calibration_clips: expected an integer >= 1, got {self.calibration_clips}")
 
     def default_output(self, checkpoint: Path, int8: bool = False) -> Path:
-        if self.output and not int8:
-            return Path(self.output)
-        if self.output and int8:
-            out = Path(self.output)
-            return out if self.quantize and self.format == "onnx" and out.name.endswith(".int8.onnx") else \
-                out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")
-        suffix = ".int8.onnx" if int8 else (".onnx" if self.format == "onnx" else ".ts")
-        return checkpoint.with_name(checkpoint.stem + suffix)
+        """``--output`` (default: the checkpoint's name with ``.onnx`` / ``.ts``); the int8 model goes
+        beside the fp32 one as ``<name>.int8.onnx``."""
+        base = Path(self.output) if self.output else checkpoint.with_suffix(".onnx" if self.format == "onnx" else ".ts")
+        return base.with_name(base.name.removesuffix(".onnx") + ".int8.onnx") if int8 else base
 
 
 @dataclass
@@ -312,8 +310,6 @@ def run_export(config: ExportConfig) -> list[ExportReport | QuantizeReport]:
                      check_clips=check, threads=config.threads)]
     if not config.quantize:
         return reports
-    if test is None:
-        raise ValueError("quantize: int8 calibration needs clips of a dataset; pass --data-root (and --dataset)")
     calibration, _ = dataset_clips(config, info, "train", config.calibration_clips)
     data = quantize_onnx(onnx_bytes(model, info, opset=config.opset), calibration)
     runner = OrtBackend(data, threads=config.threads, name="ort-int8")
