@@ -9,7 +9,10 @@ machine (other processes, clock changes) hits all of them alike::
 Execution paths (see :data:`PATHS`): ``fp32`` eager, ``fp32+cl3d`` channels-last-3d weights and input,
 ``fp32+fused`` eager with BatchNorm folded into the convolutions (``fuse_for_inference``),
 ``bf16`` / ``bf16+cl3d`` under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (only on CPUs with native
-bf16 arithmetic), and ``fp32+compile`` / ``bf16+compile`` through ``torch.compile``.
+bf16 arithmetic), ``fp32+compile`` / ``bf16+compile`` through ``torch.compile``, and ``ort-fp32`` /
+``ort-int8``: the model exported with fixed shapes and run in ONNX Runtime, fp32 or QDQ int8 (calibrated on
+random clips: right for speed, not for accuracy). A model given as an ``.onnx`` file runs as it is in ONNX
+Runtime (path ``onnx-file``; its GMACs are not counted).
 
 Cost is counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions
 and matrix products only, as FLOPs = 2 x multiply-accumulates. FPS follows the paper: frames per second of
@@ -28,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -66,10 +70,12 @@ class ExecPath:
     channels_last: bool = False
     compiled: bool = False
     fused: bool = False  # BatchNorm folded into the convolutions (fuse_for_inference)
+    # run in ONNX Runtime: "fp32" (the clean exported graph) or "int8" (its QDQ quantisation)
+    onnx: str | None = None
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.bf16 else "fp32"
+        return "bf16" if self.bf16 else ("int8" if self.onnx == "int8" else "fp32")
 
 
 PATHS: dict[str, ExecPath] = {
@@ -82,10 +88,15 @@ PATHS: dict[str, ExecPath] = {
         ExecPath("bf16+cl3d", bf16=True, channels_last=True),
         ExecPath("fp32+compile", compiled=True),
         ExecPath("bf16+compile", bf16=True, compiled=True),
+        ExecPath("ort-fp32", onnx="fp32"),
+        ExecPath("ort-int8", onnx="int8"),
     )
 }
 EAGER_PATHS = ("fp32", "fp32+cl3d", "fp32+fused", "bf16", "bf16+cl3d")
 COMPILE_PATHS = ("fp32+compile", "bf16+compile")
+ONNX_PATHS = ("ort-fp32", "ort-int8")
+# the row name of an exported ONNX file given in --models
+ONNX_FILE_PATH = "onnx-file"
 
 
 def bf16_support() -> tuple[bool, str]:
@@ -127,6 +138,8 @@ def resolve_paths(
         path = PATHS[name]
         if path.bf16 and not native_bf16 and not force_bf16:
             skipped[name] = why
+        elif path.onnx is not None and importlib.util.find_spec("onnxruntime") is None:
+            skipped[name] = "onnxruntime is not installed (pip install onnxruntime)"
         else:
             run.append(path)
     if not run:
@@ -480,10 +493,15 @@ def _own_input(model: nn.Module) -> tuple[int, int, int] | None:
 def _jobs(config: BenchConfig, labels: list[str], x: Tensor, generator: torch.Generator) -> list[tuple]:
     """``(label, model, params, flops, clip, (T, H, W))`` for every model at every input it is timed at:
     the common one ``x``, then with ``config.own_input`` its own clip where that differs; or only the
-    ``input`` its spec names. Models are built once; clips of the same size are shared."""
+    ``input`` its spec names. Models are built once; clips of the same size are shared. For an exported
+    ``.onnx`` file, ``model`` is the call that runs it in ONNX Runtime."""
     clips = {tuple(x.shape[2:]): x}
     jobs = []
     for spec, label in zip(config.models, labels):
+        if spec.name.lower().endswith(".onnx"):  # an exported file runs as it is, in ONNX Runtime only
+            call, params = _onnx_file(spec.name, x)
+            jobs.append((label, call, params, 0, x, tuple(x.shape[2:])))
+            continue
         model = _create(spec)
         own = _own_input(model)
         if spec.input == "own" and own is None:
@@ -505,6 +523,8 @@ def _make_call(model: nn.Module, path: ExecPath, x: Tensor, variants: dict) -> C
     Eager paths of the same layout share one model (autocast leaves the weights alone); the
     channels-last and compiled ones get their own copy, as ``Module.to`` works in place.
     """
+    if path.onnx is not None:
+        return _onnx_call(model, path, x)
     key = (path.channels_last, path.compiled, path.bf16 if path.compiled else None, path.fused)
     if key not in variants:
         m = model if key == (False, False, None, False) else copy.deepcopy(model)
@@ -526,6 +546,37 @@ def _make_call(model: nn.Module, path: ExecPath, x: Tensor, variants: dict) -> C
             return m(x)
 
     return call
+
+
+def _onnx_call(model: nn.Module, path: ExecPath, x: Tensor) -> Callable[[], Tensor]:
+    """The model exported with fixed shapes for ``x`` (BatchNorm folded), in ONNX Runtime on the
+    current thread count; int8 is calibrated on random clips (right for speed, not for accuracy)."""
+    from distilled_shufflenet.inference.backends import create_backend
+    from distilled_shufflenet.inference.source import ModelInfo
+    from distilled_shufflenet.models import Preprocess
+
+    p = getattr(model, "preprocess", None) or Preprocess(x.shape[2], x.shape[-1], x.shape[-1], (0.0,) * 3, (1.0,) * 3)
+    p = Preprocess(x.shape[2], x.shape[-1], max(p.resize, x.shape[-1]), p.mean, p.std)
+    info = ModelInfo(getattr(model, "model_name", "model"), {}, (), p)
+    backend = create_backend(f"ort-{path.onnx}", model, info, threads=torch.get_num_threads())
+    return lambda: backend(x)
+
+
+def _onnx_file(path: str, x: Tensor) -> tuple[Callable[[], Tensor], int]:
+    """A call running the ONNX file ``path`` on ``x`` in ONNX Runtime, and its parameter count."""
+    import onnx
+    import onnx.numpy_helper
+
+    from distilled_shufflenet.inference.backends import OrtBackend
+    from distilled_shufflenet.inference.export import read_onnx
+
+    data, info = read_onnx(path)
+    if info.input_shape and tuple(info.input_shape) != tuple(x.shape[1:]):
+        raise ValueError(f"model {path}: exported for clips {tuple(info.input_shape)}, the bench input is "
+                         f"{tuple(x.shape[1:])}; pass --frames {info.input_shape[1]} --size {info.input_shape[2]}")
+    params = sum(onnx.numpy_helper.to_array(t).size for t in onnx.load_from_string(data).graph.initializer)
+    backend = OrtBackend(data, threads=torch.get_num_threads(), name=ONNX_FILE_PATH)
+    return (lambda: backend(x)), int(params)
 
 
 def run_benchmark(config: BenchConfig) -> BenchReport:
@@ -550,6 +601,9 @@ def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) ->
     pairs: list[tuple[int, ExecPath, Callable[[], Tensor]]] = []
     variants: dict[int, dict] = {}  # per model, shared by its inputs
     for i, (_, model, _, _, clip, _) in enumerate(jobs):
+        if not isinstance(model, nn.Module):  # an exported .onnx file: one path, its own
+            pairs.append((i, ExecPath(ONNX_FILE_PATH), model))
+            continue
         pairs += [(i, p, _make_call(model, p, clip, variants.setdefault(id(model), {}))) for p in paths]
 
     # the matmul ceilings take part in the round-robin too, so that they see the same machine
@@ -584,7 +638,7 @@ def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) ->
                 max_ms=max(t),
                 fps=frames_per_call / (median / 1e3),
                 best_fps=frames_per_call / (min(t) / 1e3),
-                peak_share=(flops / (median / 1e3) / 1e9 / ceiling) if ceiling else None,
+                peak_share=(flops / (median / 1e3) / 1e9 / ceiling) if ceiling and flops else None,
                 input=thw,
             )
         )

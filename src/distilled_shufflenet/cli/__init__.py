@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `dsn --help` lists them
-_COMMAND_MODULES = ("models", "bench", "data", "train", "distill", "evaluate")
+_COMMAND_MODULES = ("models", "bench", "data", "train", "distill", "evaluate", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dsn",
         description=(
             "distilled-shufflenet: distil a real-time (2+1)D ShuffleNet action recogniser from a 2D image "
-            "teacher and a 3D video teacher, without labels; fine-tune, evaluate and benchmark it."
+            "teacher and a 3D video teacher, without labels; fine-tune, evaluate, benchmark, export and run it."
         ),
     )
     from distilled_shufflenet import __version__

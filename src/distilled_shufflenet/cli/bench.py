@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "or [8,16,32]. E.g. 'shufflenet2plus1d:num_classes=10,widths=8|16|32,r2plus1d_18' is two models; "
             "'shufflenet2plus1d:clip_len=8' (or head_pool=mean) times the student with --frames 8; "
             "'input=8x112' times that model at 8x112x112 instead of --frames/--size, 'input=own' at the clip "
-            "it expects (default: %(default)s)"
+            "it expects. An exported .onnx file is run in ONNX Runtime as it is (default: %(default)s)"
         ),
     )
     p.add_argument(

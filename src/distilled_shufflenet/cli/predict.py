@@ -1,0 +1,80 @@
+"""``dsn predict``: the top classes of videos, or a live label per window with ``--stream``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distilled_shufflenet.inference.backends import BACKENDS
+from distilled_shufflenet.inference.predict import format_predictions
+from distilled_shufflenet.inference.runner import PredictConfig, run_predict
+from distilled_shufflenet.inference.stream import StreamConfig
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="top classes of videos (files, folders, URLs, cameras); --stream for a label per window",
+        description=(
+            "Classify videos with a checkpoint or an exported model (.onnx, .ts). Without --stream: top-k "
+            "classes per video, averaged over --clips clips. With --stream: a sliding window over the video "
+            "as it decodes, one smoothed label per window, written while it runs; timings per stage at the end."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint (.pt or run folder) or exported file (.onnx, .ts)")
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="video files, folders, URLs or capture devices")
+    p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
+                   help="how to run the model (default: %(default)s: time the candidates here, keep the fastest "
+                        "that agrees with fp32)")
+    p.add_argument("--threads", type=int, default=None, help="threads for the model (default: torch's default)")
+    p.add_argument("--clips", type=int, default=5, help="clips per video without --stream (default: %(default)s)")
+    p.add_argument("--topk", type=int, default=5, help="classes shown (default: %(default)s)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write all results to this JSON file")
+    s = p.add_argument_group("streaming")
+    s.add_argument("--stream", action="store_true", help="label a sliding window as the video decodes")
+    s.add_argument("--hop", type=int, default=None,
+                   help="frames between windows, a multiple of the model's frame stride (default: half a window)")
+    s.add_argument("--smooth", type=int, default=4, help="windows averaged into the label (default: %(default)s)")
+    s.add_argument("--realtime", action="store_true",
+                   help="pace a file at its own frame rate, as a camera would, and report label latency")
+    s.add_argument("--stall-timeout", type=float, default=10.0,
+                   help="seconds without a frame before a stream counts as stalled and ends (default: %(default)s)")
+    s.add_argument("--output", metavar="PATH", default=None,
+                   help="write the windows to this .jsonl or .csv file as they come")
+    s.add_argument("--out", metavar="VIDEO.mp4", dest="annotate", default=None,
+                   help="write the video with the label, score and a timeline of the top classes drawn on it")
+    s.add_argument("--quiet", action="store_true", help="no line per window on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = PredictConfig(
+        model=args.model,
+        inputs=tuple(args.inputs),
+        backend=args.backend,
+        threads=args.threads,
+        clips=args.clips,
+        topk=args.topk,
+        json=args.json,
+        stream=args.stream,
+        stream_config=StreamConfig(hop=args.hop, smooth=args.smooth, topk=min(args.topk, 3),
+                                   realtime=args.realtime, stall_timeout=args.stall_timeout),
+        output=args.output,
+        annotate=args.annotate,
+    )
+    quiet = args.quiet
+
+    def log(line: str) -> None:
+        if not (quiet and line.startswith(tuple(config.inputs))):
+            print(line, flush=True)
+
+    result = run_predict(config, log=log)
+    if result.videos:
+        print(format_predictions(result.videos))
+    for report in result.streams:
+        print(report.summary())
+    for error in result.errors:
+        print(f"dsn predict: error: {error}", file=sys.stderr)
+    if config.json:
+        print(f"wrote {config.json}")
+    return 1 if result.errors else 0

@@ -1,0 +1,125 @@
+"""What a deployable model needs besides its weights: class names and preprocessing, from a checkpoint
+or from the metadata of an exported file.
+
+>>> model, info = load_model_source("run/best.pt")        # a checkpoint: the PyTorch model and its info
+>>> _, info = load_model_source("student.onnx")           # an exported file: the info from its metadata
+>>> info.preprocess.clip_len, info.frame_stride, info.classes[:2]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from distilled_shufflenet.models import Preprocess
+
+# metadata keys written into exported files (ONNX metadata_props, TorchScript extra files)
+META_KEYS = ("dsn.model_name", "dsn.model_kwargs", "dsn.classes", "dsn.preprocess", "dsn.frame_stride",
+             "dsn.input_shape", "dsn.precision")
+EXPORT_SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript"}
+
+
+class ModelFileError(ValueError):
+    """An exported model file is missing, corrupt, or lacks the metadata needed to run it."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything but the weights: ``classes``, ``preprocess``, the ``frame_stride`` the model was trained
+    with, and where it came from. ``input_shape`` is ``(C, T, H, W)`` for files exported at one clip size."""
+
+    model_name: str
+    model_kwargs: dict[str, Any]
+    classes: tuple[str, ...]
+    preprocess: Preprocess
+    frame_stride: int = 1
+    source: str = ""
+    input_shape: tuple[int, int, int, int] | None = None
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, str]:
+        """The info as string metadata (JSON values), as written into exported files."""
+        return {
+            "dsn.model_name": self.model_name,
+            "dsn.model_kwargs": json.dumps(self.model_kwargs),
+            "dsn.classes": json.dumps(list(self.classes)),
+            "dsn.preprocess": json.dumps(self.preprocess.to_dict()),
+            "dsn.frame_stride": str(self.frame_stride),
+            "dsn.input_shape": json.dumps(list(self.input_shape) if self.input_shape else None),
+            "dsn.precision": self.precision,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str) -> "ModelInfo":
+        """Parse :meth:`metadata`; a :class:`ModelFileError` naming ``source`` and the missing or bad key."""
+        missing = [k for k in ("dsn.classes", "dsn.preprocess") if k not in meta]
+        if missing:
+            raise ModelFileError(
+                f"{source}: its metadata lacks {', '.join(missing)} (class names and preprocessing); export "
+                f"it with `dsn export`, which writes them"
+            )
+        try:
+            classes = json.loads(meta["dsn.classes"])
+            p = json.loads(meta["dsn.preprocess"])
+            preprocess = Preprocess(int(p["clip_len"]), int(p["crop_size"]), int(p["resize"]),
+                                    tuple(float(v) for v in p["mean"]), tuple(float(v) for v in p["std"]))
+            shape = json.loads(meta.get("dsn.input_shape", "null"))
+            return cls(
+                model_name=meta.get("dsn.model_name", "?"),
+                model_kwargs=json.loads(meta.get("dsn.model_kwargs", "{}")),
+                classes=tuple(str(c) for c in classes),
+                preprocess=preprocess,
+                frame_stride=int(meta.get("dsn.frame_stride", 1)),
+                source=source,
+                input_shape=tuple(shape) if shape else None,
+                precision=meta.get("dsn.precision", "fp32"),
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelFileError(f"{source}: unreadable dsn metadata ({type(e).__name__}: {e})") from None
+
+
+def checkpoint_info(checkpoint: dict[str, Any], model: nn.Module, source: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a run checkpoint loaded by ``load_checkpoint`` (classes, the
+    preprocessing and frame stride used in training)."""
+    num_classes = getattr(model, model.classifier_name).out_features
+    classes = tuple(checkpoint.get("classes") or (f"class{i}" for i in range(num_classes)))
+    if len(classes) != num_classes:
+        raise ValueError(f"checkpoint {source}: {len(classes)} class names for a model with {num_classes} outputs")
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), dict) else {}
+    return ModelInfo(
+        model_name=checkpoint["model_name"],
+        model_kwargs=dict(checkpoint.get("model_kwargs") or {}),
+        classes=classes,
+        preprocess=model.preprocess,
+        frame_stride=int(config.get("frame_stride") or 1),
+        source=source,
+    )
+
+
+def file_format(path: str | os.PathLike) -> str | None:
+    """``"onnx"`` / ``"torchscript"`` for exported files (by suffix), ``None`` for checkpoints."""
+    return EXPORT_SUFFIXES.get(Path(path).suffix.lower())
+
+
+def load_model_source(path: str | os.PathLike) -> tuple[nn.Module | None, ModelInfo]:
+    """A checkpoint (``.pt``, or a run folder) gives ``(model, info)``; an exported file (``.onnx``,
+    ``.ts``) gives ``(None, info)`` read from its metadata, after checking the file."""
+    from distilled_shufflenet.engine.checkpointing import load_checkpoint, resolve_checkpoint_path
+
+    kind = file_format(path)
+    if kind == "onnx":
+        from distilled_shufflenet.inference.export import read_onnx
+
+        return None, read_onnx(path)[1]
+    if kind == "torchscript":
+        from distilled_shufflenet.inference.export import read_torchscript
+
+        return None, read_torchscript(path)[1]
+    model, checkpoint = load_checkpoint(path)
+    return model, checkpoint_info(checkpoint, model, str(resolve_checkpoint_path(path)))

@@ -1,0 +1,69 @@
+"""Backends agree with PyTorch fp32 within their tolerance, obey --threads, and auto explains itself."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distilled_shufflenet.inference.backends import (
+    OrtBackend,
+    TorchBackend,
+    auto_backend,
+    backend_support,
+    create_backend,
+)
+from distilled_shufflenet.inference.export import example_clip
+
+# largest |probability - fp32 probability| each backend may show on the tiny student
+TOLERANCE = {"torch-fp32": 1e-5, "ort-fp32": 1e-5, "torch-bf16": 2e-2, "ort-int8": 5e-2}
+
+
+@pytest.mark.parametrize("name", list(TOLERANCE))
+def test_backend_agrees_with_fp32(name, student, info) -> None:
+    why = backend_support(name)
+    if why:
+        pytest.skip(why)
+    x = example_clip(info, batch=3, seed=5)
+    backend = create_backend(name, student, info, threads=1, calibration=example_clip(info, batch=4, seed=6))
+    with torch.inference_mode():
+        expected = torch.softmax(student(x), 1)
+    got = torch.softmax(backend(x), 1)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert (got - expected).abs().max() <= TOLERANCE[name]
+
+
+def test_threads_are_obeyed(student, info) -> None:
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        backend = TorchBackend(student, threads=1)
+        torch.set_num_threads(2)  # something else changes the process-wide pool between calls
+        backend(example_clip(info))
+        assert torch.get_num_threads() == 1
+        ort = create_backend("ort-fp32", student, info, threads=1)
+        assert isinstance(ort, OrtBackend) and ort.session_threads() == 1
+        assert ort.session.get_session_options().inter_op_num_threads == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_bad_thread_count(student) -> None:
+    with pytest.raises(ValueError, match="threads"):
+        TorchBackend(student, threads=0)
+
+
+def test_auto_picks_an_agreeing_backend_and_says_why(student, info) -> None:
+    probe = example_clip(info, batch=2)
+    choice = auto_backend(student, info, probe, threads=1, candidates=("torch-fp32", "ort-fp32"), repeats=2)
+    names = [c.name for c in choice.candidates]
+    assert names == ["torch-fp32", "ort-fp32"]
+    kept = [c for c in choice.candidates if c.kept]
+    assert len(kept) == 1 and kept[0].name == choice.backend.name
+    assert all(c.why_not for c in choice.candidates if not c.kept)
+    assert f"chose {choice.backend.name}" in choice.summary()
+    # an impossible tolerance leaves only fp32 itself
+    strict = auto_backend(student, info, probe, threads=1, candidates=("torch-bf16", "ort-int8"),
+                          tolerance=0.0, repeats=1, calibration=example_clip(info, batch=2, seed=3))
+    assert strict.backend.name == "torch-fp32"
+    left = {c.name: c.why_not for c in strict.candidates if not c.kept}
+    assert "ort-int8" in left and left["ort-int8"]

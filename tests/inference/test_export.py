@@ -1,0 +1,145 @@
+"""Export round trips: the fixed-shape graph, ONNX and TorchScript files against PyTorch, int8."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx
+import pytest
+import torch
+
+from distilled_shufflenet.inference.backends import OrtBackend
+from distilled_shufflenet.inference.export import example_clip, export_model, onnx_bytes, read_onnx, read_torchscript
+from distilled_shufflenet.inference.graph import static_graph
+from distilled_shufflenet.inference.quantize import quantize_onnx, top1_agreement
+from distilled_shufflenet.inference.source import ModelFileError
+from distilled_shufflenet.models import fuse_for_inference
+
+
+def test_static_graph_keeps_keys_and_function(student, info) -> None:
+    x = example_clip(info, batch=1)
+    graph = static_graph(student, x)
+    assert list(graph.state_dict()) == list(student.state_dict())
+    with torch.inference_mode():
+        for batch in (1, 3):  # shapes are fixed except the batch
+            clips = example_clip(info, batch=batch, seed=batch)
+            torch.testing.assert_close(graph(clips), student(clips), rtol=0, atol=1e-5)
+
+
+def test_onnx_graph_is_clean(student, info) -> None:
+    ops = Counter(n.op_type for n in onnx.load_from_string(onnx_bytes(student, info)).graph.node)
+    # no shape arithmetic, no folded-away BatchNorm leftovers
+    assert not {"Shape", "Slice", "Mod", "Gather", "Identity", "BatchNormalization"} & set(ops), ops
+    assert ops["Conv"] == sum(isinstance(m, torch.nn.Conv3d) for m in student.modules())
+
+
+def test_onnx_round_trip(student, info, tmp_path) -> None:
+    path = tmp_path / "tiny.onnx"
+    clips = {"random": example_clip(info, batch=3)}
+    report = export_model(student, info, path, "onnx", check_clips=clips)
+    assert report.max_abs_diff["random"] <= 1e-4 and report.top1_agreement["random"] == 1.0
+    data, meta = read_onnx(path)
+    assert meta.classes == info.classes and meta.preprocess == info.preprocess and meta.input_shape == (3, 8, 32, 32)
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version >= 17
+    # dynamic batch: a batch of 5 through the written file, against PyTorch on the same input
+    x = example_clip(info, batch=5, seed=7)
+    with torch.inference_mode():
+        torch.testing.assert_close(OrtBackend(data, threads=1)(x), student(x), rtol=0, atol=1e-4)
+
+
+def test_torchscript_round_trip(student, info, tmp_path) -> None:
+    path = tmp_path / "tiny.ts"
+    export_model(student, info, path, "torchscript")
+    module, meta = read_torchscript(path)
+    assert meta.classes == info.classes and meta.preprocess == info.preprocess
+    x = example_clip(info, batch=2, seed=3)
+    with torch.inference_mode():
+        torch.testing.assert_close(module(x), student(x), rtol=0, atol=1e-4)
+
+
+def test_bad_onnx_files(student, info, tmp_path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(ModelFileError, match="corrupt.onnx"):
+        read_onnx(corrupt)
+    bare = tmp_path / "bare.onnx"
+    proto = onnx.load_from_string(onnx_bytes(student, info))
+    del proto.metadata_props[:]
+    bare.write_bytes(proto.SerializeToString())
+    with pytest.raises(ModelFileError, match="preprocessing"):
+        read_onnx(bare)
+    with pytest.raises(ModelFileError, match="no such file"):
+        read_onnx(tmp_path / "missing.onnx")
+
+
+def _trained_tiny(student, info, steps: int = 30):
+    """The tiny student trained to tell apart four kinds of synthetic clips (which colour channel is lit)."""
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 4, (n,), generator=g)
+        x = 0.5 * torch.randn(n, 3, 8, 32, 32, generator=g)
+        lit = torch.nn.functional.one_hot(y, 4)[:, :3].float()  # class 3: no channel lit
+        return x + 1.5 * lit.view(n, 3, 1, 1, 1), y
+
+    model = student.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):  # running statistics: the plain mean over the few steps
+            m.reset_running_stats()
+            m.momentum = None
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(steps):
+        x, y = batch(8)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), batch
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_a_trained_model(student, info) -> None:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the short training run is reproducible
+    try:
+        model, batch = _trained_tiny(student, info)
+    finally:
+        torch.set_num_threads(previous)
+    calibration, _ = batch(16)
+    test, labels = batch(64)
+    with torch.inference_mode():
+        fp32 = model(test)
+    assert top1_agreement(fp32, torch.nn.functional.one_hot(labels, 4)) >= 0.9  # it did learn
+    data = quantize_onnx(onnx_bytes(model, info), calibration)
+    proto = onnx.load_from_string(data)
+    ops = Counter(n.op_type for n in proto.graph.node)
+    assert ops["QuantizeLinear"] and ops["DequantizeLinear"]
+    assert {p.key: p.value for p in proto.metadata_props}["dsn.precision"] == "int8"
+    int8 = OrtBackend(data, threads=1)(test)
+    assert top1_agreement(int8, fp32) >= 0.95
+    assert not torch.equal(int8, fp32.float())  # it is another model, not the fp32 one
+
+
+def test_conv2d_layout_matches(student, info) -> None:
+    x = example_clip(info, batch=2)
+    graph = static_graph(fuse_for_inference(student), x[:1], convs="conv2d")
+    assert list(graph.state_dict()) == list(fuse_for_inference(student).state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(graph(x), student(x), rtol=0, atol=1e-5)
+    data = onnx_bytes(student, info, convs="conv2d")
+    torch.testing.assert_close(OrtBackend(data, threads=1)(x), student(x).detach(), rtol=0, atol=1e-4)
+
+
+def test_cli_export_int8_with_a_dataset(checkpoint, tiny_synth, tmp_path, capsys) -> None:
+    from distilled_shufflenet.cli import main
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(checkpoint), "-o", str(out), "--quantize", "int8", "--data-root", str(tiny_synth),
+                 "--calibration-clips", "4", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "check on real clips" in text and "top-1 agreement" in text and "8 test clips" in text
+    assert read_onnx(out)[1].precision == "fp32" and read_onnx(tmp_path / "m.int8.onnx")[1].precision == "int8"
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--quantize", "int8"]) == 2
+    assert "--data-root" in capsys.readouterr().err
+    assert not (tmp_path / "n.int8.onnx").exists() and not (tmp_path / "n.onnx").exists()

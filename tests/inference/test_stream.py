@@ -1,0 +1,162 @@
+"""Whole-video and streaming prediction, the annotated video, and bad input through dsn predict."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import av
+import pytest
+
+from distilled_shufflenet.cli import main
+from distilled_shufflenet.data import VideoDecodeError
+from distilled_shufflenet.inference.backends import TorchBackend
+from distilled_shufflenet.inference.predict import predict_video
+from distilled_shufflenet.inference.stream import StreamConfig, stream_predict
+
+
+def _frames_and_size(path) -> tuple[int, int, int]:
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    return len(frames), frames[0].width, frames[0].height
+
+
+def test_predict_video_averages_clips(student, info, make_video) -> None:
+    result = predict_video(TorchBackend(student, threads=1), info, str(make_video("a.avi", 30)), clips=3, topk=2)
+    assert result.clips == 3 and result.num_frames == 30 and not result.padded
+    assert [c for c, _ in result.top][0] in info.classes and len(result.top) == 2
+    assert result.top[0][1] >= result.top[1][1]
+
+
+def test_short_video_is_padded_and_says_so(student, info, make_video) -> None:
+    result = predict_video(TorchBackend(student, threads=1), info, str(make_video("short.avi", 5)))
+    assert result.padded and "padded" in result.note
+
+
+@pytest.mark.parametrize("frames,stride,hop", [(37, 1, 4), (41, 2, 6)])
+def test_stream_windows_cover_the_video(student, make_info, make_video, frames, stride, hop) -> None:
+    info = make_info(student, frame_stride=stride)
+    span = (info.preprocess.clip_len - 1) * stride + 1
+    report = stream_predict(TorchBackend(student, threads=1), info, str(make_video(f"s{frames}.avi", frames)),
+                            StreamConfig(hop=hop, smooth=2))
+    w = report.windows
+    assert report.frames == frames and report.stopped == "end of stream"
+    assert w[0].first_frame == 0 and w[0].last_frame == span - 1 and w[-1].last_frame == frames - 1
+    covered = set()
+    for a in w:
+        assert a.last_frame - a.first_frame + 1 == span
+        assert a.start_s == pytest.approx(a.first_frame / 25) and a.end_s == pytest.approx((a.last_frame + 1) / 25)
+        covered |= set(range(a.first_frame, a.last_frame + 1))
+    assert covered == set(range(frames))
+    assert all(b.last_frame - a.last_frame == hop for a, b in zip(w[:-2], w[1:-1]))
+    assert report.decode_s > 0 and report.model_s > 0 and report.wall_s >= report.model_s
+
+
+def test_stream_of_a_short_video_pads(student, info, make_video) -> None:
+    report = stream_predict(TorchBackend(student, threads=1), info, str(make_video("short.avi", 5)))
+    assert len(report.windows) == 1 and report.windows[0].padded and "padded" in report.note
+
+
+def test_truncated_stream_keeps_the_windows_so_far(student, info, make_video, tmp_path) -> None:
+    whole = make_video("long.avi", 60).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    report = stream_predict(TorchBackend(student, threads=1), info, str(cut), StreamConfig(hop=4))
+    assert 8 <= report.frames < 60 and report.windows and report.windows[-1].last_frame == report.frames - 1
+
+
+def test_realtime_paces_and_reports_latency(student, info, make_video) -> None:
+    report = stream_predict(TorchBackend(student, threads=1), info, str(make_video("rt.avi", 20, fps=50)),
+                            StreamConfig(hop=4, realtime=True))
+    assert report.wall_s >= 19 / 50  # the last frame is released 0.38 s after the first
+    assert len(report.latencies()) == len(report.windows) and min(report.latencies()) >= 0
+
+
+def test_unreadable_source_raises_naming_it(student, info, tmp_path) -> None:
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"not a video" * 100)
+    with pytest.raises(VideoDecodeError, match="bad.avi"):
+        stream_predict(TorchBackend(student, threads=1), info, str(bad))
+
+
+def test_cli_stream_writes_windows_and_annotated_video(checkpoint, make_video, tmp_path, capsys) -> None:
+    video = make_video("cli.avi", 33, height=47, width=63)
+    out, rows, doc = tmp_path / "a.mp4", tmp_path / "w.jsonl", tmp_path / "r.json"
+    code = main(["predict", str(checkpoint), str(video), "--stream", "--backend", "ort-fp32", "--threads", "1",
+                 "--hop", "8", "--output", str(rows), "--out", str(out), "--json", str(doc), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "decode" in text and "preprocess" in text and "model" in text and "real time" in text
+    lines = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert lines[-1]["last_frame"] == 32 and all(r["label"] in ("Bow", "Clap", "Kick", "Punch") for r in lines)
+    frames, width, height = _frames_and_size(out)
+    assert frames == 33 and (width, height) == (64, 48)  # odd sizes are padded to even for yuv420p
+    assert json.loads(doc.read_text())["streams"][0]["frames"] == 33
+
+
+def test_cli_unreadable_video_fails_cleanly(checkpoint, tmp_path, capsys) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 500)
+    out, rows = tmp_path / "a.mp4", tmp_path / "w.csv"
+    code = main(["predict", str(checkpoint), str(bad), "--stream", "--backend", "torch-fp32", "--threads", "1",
+                 "--output", str(rows), "--out", str(out)])
+    assert code != 0
+    assert "broken.mp4" in capsys.readouterr().err
+    assert not out.exists() and not rows.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_cli_rejects_other_checkpoints_and_files(tmp_path, make_video, capsys) -> None:
+    from distilled_shufflenet.engine.checkpointing import save_checkpoint
+    from distilled_shufflenet.models import create_model
+
+    other = create_model("shufflenet2plus1d", num_classes=4, widths=(8, 16, 32), units=(1, 1, 1),
+                         adapter_channels=(16, 32), clip_len=8)
+    ckpt = save_checkpoint(tmp_path / "other.pt", {"model_name": "r3d_18", "model_kwargs": {"num_classes": 4},
+                                                   "state_dict": other.state_dict()})
+    video = str(make_video("x.avi", 12))
+    assert main(["predict", str(ckpt), video, "--backend", "torch-fp32"]) == 2
+    assert "other.pt" in capsys.readouterr().err
+    corrupt = tmp_path / "m.onnx"
+    corrupt.write_bytes(b"junk" * 50)
+    assert main(["predict", str(corrupt), video]) == 2
+    assert "m.onnx" in capsys.readouterr().err
+
+
+def test_cli_predict_files_json(checkpoint, make_video, tmp_path, capsys) -> None:
+    doc = tmp_path / "p.json"
+    code = main(["predict", str(checkpoint), str(make_video("p.avi", 20)), "--backend", "torch-fp32", "--threads",
+                 "1", "--clips", "2", "--topk", "3", "--json", str(doc)])
+    assert code == 0
+    video = json.loads(doc.read_text())["videos"][0]
+    assert video["clips"] == 2 and len(video["top"]) == 3 and not video["error"]
+    assert "p.avi" in capsys.readouterr().out
+
+
+def test_exported_file_predicts_like_the_checkpoint(checkpoint, make_video, tmp_path) -> None:
+    onnx_path = tmp_path / "tiny.onnx"
+    assert main(["export", str(checkpoint), "--output", str(onnx_path), "--threads", "1"]) == 0
+    video = str(make_video("p.avi", 20))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["predict", str(checkpoint), video, "--backend", "torch-fp32", "--json", str(a), "--threads", "1"]) == 0
+    assert main(["predict", str(onnx_path), video, "--json", str(b), "--threads", "1"]) == 0
+    top_a, top_b = (json.loads(p.read_text())["videos"][0]["top"] for p in (a, b))
+    assert [t["class"] for t in top_a] == [t["class"] for t in top_b]
+    assert [t["score"] for t in top_a] == pytest.approx([t["score"] for t in top_b], abs=1e-5)
+
+
+def test_stalled_stream_ends_cleanly_with_the_windows_so_far(student, info, make_video, monkeypatch) -> None:
+    from distilled_shufflenet.inference import stream as stream_mod
+
+    real = stream_mod._decoded
+
+    def stalls_after_20(container):
+        for i, frame in enumerate(real(container)):
+            if i == 20:
+                time.sleep(3.0)  # the camera stops delivering
+            yield frame
+
+    monkeypatch.setattr(stream_mod, "_decoded", stalls_after_20)
+    report = stream_predict(TorchBackend(student, threads=1), info, str(make_video("stall.avi", 30)),
+                            StreamConfig(hop=4, stall_timeout=0.5))
+    assert report.stopped.startswith("stalled") and report.frames == 20
+    assert report.windows and report.windows[-1].last_frame == 19
