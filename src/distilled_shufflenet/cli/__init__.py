@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `dsn --help` lists them
-_COMMAND_MODULES = ("bench", "data", "train", "distill", "evaluate")
+_COMMAND_MODULES = ("bench", "data", "train", "distill", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,78 @@
+"""`dsn demo --quick` end to end: every artefact, finite figures, and a rerun that reuses every stage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from distilled_shufflenet.cli import main
+from distilled_shufflenet.demo import DemoConfig, ROWS, stage_state
+
+pytestmark = pytest.mark.slow
+
+
+def _finite_share(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and 0.0 <= x <= 100.0
+
+
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--quick", "--no-progress", "--output", str(run)]) == 0
+    first = capsys.readouterr().out
+    assert "stages run: 0" not in first
+
+    for name in ("results.md", "results.json", "accuracy_fps.png", "demo_config.json"):
+        assert (run / name).is_file(), name
+    assert (run / "accuracy_fps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stages = ["teacher3d", "teacher2d", "distill_both", "distill_3d", "distill_2d", "finetune_both", "finetune_3d",
+              "finetune_2d", "scratch_labelled", "scratch_all"]
+    for stage in stages:
+        assert (run / "stages" / stage / "last.pt").is_file(), stage
+        assert (run / "stages" / stage / "log.csv").is_file(), stage
+    for mode in ("both", "3d", "2d"):
+        assert any((run / "cache" / mode).iterdir()), mode
+
+    results = json.loads((run / "results.json").read_text())
+    names = [r["name"] for r in results["rows"]]
+    assert names == [key for key, _, _ in ROWS]
+    for row in results["rows"]:
+        assert _finite_share(row["clip_top1"]) and _finite_share(row["video_top1"]), row
+        assert isinstance(row["params"], int) and row["params"] > 0
+        assert math.isfinite(row["gmacs_demo"]) and row["gmacs_demo"] > 0
+        assert math.isfinite(row["fps_demo"]) and row["fps_demo"] > 0
+        report = json.loads((run / "evaluate" / row["name"] / "report.json").read_text())
+        assert report["video_level"]["videos"] == results["test_videos"] > 0
+    # the students share one architecture; the teachers differ from it
+    student = {r["params"] for r in results["rows"] if r["name"] not in ("teacher3d", "teacher2d")}
+    assert len(student) == 1
+    table = (run / "results.md").read_text()
+    assert table.count("\n| ") == len(ROWS) + 1  # header + one line per model
+    assert "nan" not in table.lower()
+
+    # a rerun reuses every finished stage and evaluation
+    assert main(["demo", "--quick", "--no-progress", "--output", str(run)]) == 0
+    second = capsys.readouterr().out
+    assert "stages run: 0," in second
+    assert second.count(": reused") == len(stages)
+
+    # a stage folder is reused only for its own settings: other ones are refused, not overwritten
+    from distilled_shufflenet.engine import TrainConfig
+    from distilled_shufflenet.engine.checkpointing import read_run_config
+    from distilled_shufflenet.engine.config import build_config
+
+    folder = run / "stages" / "scratch_all"
+    saved = build_config(TrainConfig, read_run_config(folder))
+    assert stage_state(folder, saved) == "done"
+    assert stage_state(folder, build_config(TrainConfig, {"max_steps": saved.max_steps + 5, "epochs": saved.epochs + 1}, base=saved)) == "partial"
+    with pytest.raises(ValueError, match="lr"):
+        stage_state(folder, build_config(TrainConfig, {"lr": 0.5}, base=saved))
+    assert stage_state(tmp_path / "empty", saved) == "new"
+
+
+@pytest.mark.parametrize("field, value", [("labelled_fraction", 0.0), ("distill_loss", "l7"),
+                                          ("distill_modes", ("4d",)), ("target_seed", 1)])
+def test_demo_config_names_bad_field(field, value):
+    with pytest.raises(ValueError, match=field.split("_seed")[0]):
+        DemoConfig(**{field: value}).validate()
