@@ -5,18 +5,22 @@ from __future__ import annotations
 import json
 import math
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.demo import DemoConfig, ROWS, stage_state
 
-pytestmark = pytest.mark.slow
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _finite_share(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and 0.0 <= x <= 100.0
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
     run = tmp_path / "demo"
     assert main(["demo", "--quick", "--no-progress", "--output", str(run)]) == 0
@@ -76,3 +80,20 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 def test_demo_config_names_bad_field(field, value):
     with pytest.raises(ValueError, match=field.split("_seed")[0]):
         DemoConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("dataset", ["ucf101", "hmdb51"])
+def test_paper_recipes_load(dataset):
+    from distilled_shufflenet.engine import FinetuneConfig, resolve_config
+    from distilled_shufflenet.engine.distill import DistillConfig
+    from distilled_shufflenet.engine.evaluate import EvalConfig
+
+    folder = CONFIGS / f"{dataset}_paper"
+    distill = resolve_config(DistillConfig, yaml_path=folder / "distill.yaml")
+    assert (distill.dataset, distill.clip_len, distill.crop_size) == (dataset, 16, 224)
+    assert (distill.teacher2d, distill.teacher3d, distill.teachers) == ("resnet101", "r3d_50", "both")
+    assert distill.include_test is False  # the train+test variant is an option, not the default
+    finetune = resolve_config(FinetuneConfig, yaml_path=folder / "finetune.yaml")
+    assert finetune.dataset == dataset and finetune.val_fraction > 0  # selection never on the test split
+    evaluate = EvalConfig(data_root="videos", **yaml.safe_load((folder / "evaluate.yaml").read_text()))
+    assert (evaluate.dataset, evaluate.clips, evaluate.crops) == (dataset, 10, 3)
