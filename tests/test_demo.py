@@ -23,7 +23,8 @@ def _finite_share(x) -> bool:
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
     run = tmp_path / "demo"
-    assert main(["demo", "--quick", "--no-progress", "--output", str(run)]) == 0
+    teachers = tmp_path / "teachers"
+    assert main(["demo", "--quick", "--no-progress", "--output", str(run), "--train-teachers", str(teachers)]) == 0
     first = capsys.readouterr().out
     assert "stages run: 0" not in first
 
@@ -73,6 +74,21 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     with pytest.raises(ValueError, match="lr"):
         stage_state(folder, build_config(TrainConfig, {"lr": 0.5}, base=saved))
     assert stage_state(tmp_path / "empty", saved) == "new"
+
+    # the exported teachers: fp16 weights, how they were made, and a run that starts from them trains none
+    import torch
+
+    for name in ("teacher3d.pt", "teacher2d.pt"):
+        ckpt = torch.load(teachers / name, weights_only=True)
+        assert "optimizer" not in ckpt and ckpt["demo_teacher"]["made_by"] == "dsn demo --train-teachers"
+        assert ckpt["demo_teacher"]["train_seconds"] > 0
+        assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    other = tmp_path / "from_files"
+    assert main(["demo", "--quick", "--no-progress", "--output", str(other), "--teachers-from", str(teachers)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher3d:" not in out and not (other / "stages" / "teacher3d").exists()
+    rows = json.loads((other / "results.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == names and all(_finite_share(r["video_top1"]) for r in rows)
 
 
 @pytest.mark.parametrize("field, value", [("labelled_fraction", 0.0), ("distill_loss", "l7"),

@@ -25,7 +25,6 @@ import dataclasses
 import importlib.util
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -187,6 +186,7 @@ class Progress:
         self.units = 0.0  # their work units
         self.left = sum(self.cost.values())
         self.index = 0
+        self.seconds: dict[str, float] = {}  # wall time of each stage that ran here
 
     def begin(self, name: str, what: str) -> None:
         self.index += 1
@@ -197,7 +197,8 @@ class Progress:
 
     def end(self, name: str, *, ran: bool) -> None:
         if ran:
-            self.spent += time.perf_counter() - self._t
+            self.seconds[name] = time.perf_counter() - self._t
+            self.spent += self.seconds[name]
             self.units += self.cost[name]
         self.left -= self.cost[name]
 
@@ -304,9 +305,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
                              dataset="ucf101", data_root=str(source), validation=False, epochs=cfg.teacher_epochs,
                              output=str(folder), **common)
         teachers[kind] = _run_training(f"teacher{kind}", folder, conf, train, progress, done)
-        if cfg.export_teachers is not None:
-            Path(cfg.export_teachers).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(teachers[kind], Path(cfg.export_teachers) / TEACHER_FILES[kind])
+    if cfg.export_teachers is not None:
+        for kind in ("3d", "2d"):
+            export_teacher(teachers[kind], Path(cfg.export_teachers) / TEACHER_FILES[kind], cfg,
+                           progress.seconds.get(f"teacher{kind}"))
 
     # distillation on the target's training videos (labels unread), one cache per teacher setting
     # the adapters give the teachers' channels at mid / final (ResNet-18 layers 3 / 4: 256 / 512 x width)
@@ -354,11 +356,32 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         pass  # hook: an annotated test video by `dsn predict`, once distilled_shufflenet.inference exists
 
     done.results = _results(cfg, evaluations, bench, hooks, labelled, all_train)
+    done.results["stage_seconds"] = progress.seconds  # this invocation's stages (reused ones are absent)
+    done.results["wall_seconds"] = time.perf_counter() - progress.start
     atomic_write_text(json.dumps(done.results, indent=2) + "\n", run / "results.json")
     atomic_write_text(results_markdown(done.results), run / "results.md")
     accuracy_fps_chart(done.results, run / "accuracy_fps.png")
     print(f"demo run folder: {run} (results.md, results.json, accuracy_fps.png, stages/)")
     return done
+
+
+def export_teacher(last: Path, dest: Path, cfg: DemoConfig, seconds: float | None) -> Path:
+    """A trained demo teacher as a file to ship: its run checkpoint without the optimisation state,
+    the weights in fp16, and how it was made (the demo's source data and seed, its training time)."""
+    import torch
+
+    from distilled_shufflenet.checkpoint import atomic_save
+    from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
+
+    ckpt = read_run_checkpoint(last)
+    kept = {k: ckpt[k] for k in ("format", "command", "model_name", "model_kwargs", "classes", "preprocess", "config",
+                                 "epoch", "step", "metrics") if k in ckpt}
+    kept["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    kept["demo_teacher"] = {"source_seed": cfg.source_seed, "source_groups": cfg.source_groups,
+                            "clips_per_group": cfg.clips_per_group, "seed": cfg.seed, "train_seconds": seconds,
+                            "made_by": "dsn demo --train-teachers"}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_save(kept, dest)
 
 
 def _epochs(steps: int, videos: int, batch: int) -> int:
