@@ -113,3 +113,12 @@ def test_paper_recipes_load(dataset):
     assert finetune.dataset == dataset and finetune.val_fraction > 0  # selection never on the test split
     evaluate = EvalConfig(data_root="videos", **yaml.safe_load((folder / "evaluate.yaml").read_text()))
     assert (evaluate.dataset, evaluate.clips, evaluate.crops) == (dataset, 10, 3)
+
+
+def test_default_and_quick_configs_validate():
+    DemoConfig().validate()
+    quick = DemoConfig.quick()
+    quick.validate()
+    assert quick.crop_size <= min(quick.video_size) and quick.clip_len <= quick.frames
+    with pytest.raises(FileNotFoundError, match="teachers_from"):
+        DemoConfig(teachers_from="no/such/folder").validate()

@@ -34,7 +34,6 @@ from typing import Any, Callable
 from distilled_shufflenet.engine.config import _plain
 from distilled_shufflenet.io import atomic_write_text
 
-STUDENT_KWARGS = {"widths": [16, 32, 64], "units": [1, 2, 1]}
 TEACHER_FILES = {"3d": "teacher3d.pt", "2d": "teacher2d.pt"}
 DISTILL_MODES = ("both", "3d", "2d")
 
@@ -63,6 +62,9 @@ class DemoConfig:
     frame_stride: int = 2
     crop_size: int = 64
     resize: int | None = None  # None: the crop size's model default
+    # the small student (its adapters take the teachers' channels at mid / final)
+    student_widths: tuple[int, int, int] = (16, 32, 64)
+    student_units: tuple[int, int, int] = (1, 2, 1)
     # teachers
     teacher3d: str = "r3d_18"
     teacher2d: str = "resnet18"
@@ -83,6 +85,7 @@ class DemoConfig:
     # evaluation and bench
     eval_clips: int = 3
     eval_crops: int = 1
+    bench_warmup: int = 1
     bench_repeats: int = 3
     bench_full_size: bool = True  # also bench at the paper's 16x224x224
     workers: int = 2
@@ -190,9 +193,11 @@ class Progress:
 
     def begin(self, name: str, what: str) -> None:
         self.index += 1
-        eta = "unknown" if not self.units else f"{self.left * self.spent / self.units:.0f} s"
-        print(f"[{self.index}/{len(self.stages)}] {name}: {what} (elapsed {time.perf_counter() - self.start:.0f} s, "
-              f"ETA of the run {eta})", flush=True)
+        rate = self.spent / self.units if self.units else None
+        stage = "unknown" if rate is None else f"{self.cost[name] * rate:.0f} s"
+        run = "unknown" if rate is None else f"{self.left * rate:.0f} s"
+        print(f"[{self.index}/{len(self.stages)}] {name}: {what} (stage ETA {stage}, run ETA {run}, elapsed "
+              f"{time.perf_counter() - self.start:.0f} s)", flush=True)
         self._t = time.perf_counter()
 
     def end(self, name: str, *, ran: bool) -> None:
@@ -313,7 +318,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     # distillation on the target's training videos (labels unread), one cache per teacher setting
     # the adapters give the teachers' channels at mid / final (ResNet-18 layers 3 / 4: 256 / 512 x width)
     adapters = [int(256 * cfg.teacher_width), int(512 * cfg.teacher_width)]
-    student_kwargs = {**STUDENT_KWARGS, "adapter_channels": adapters, "clip_len": cfg.clip_len}
+    student_kwargs = {"widths": list(cfg.student_widths), "units": list(cfg.student_units),
+                      "adapter_channels": adapters, "clip_len": cfg.clip_len}
     distilled: dict[str, Path] = {}
     for mode in cfg.distill_modes:
         folder = stages_dir / f"distill_{mode}"
@@ -415,7 +421,7 @@ def _bench(out: Path, cfg: DemoConfig, student_kwargs: dict, hooks: dict[str, bo
         shapes["paper"] = (16, 224)
     results = {}
     for key, (frames, size) in shapes.items():
-        bcfg = BenchConfig(models=tuple(models), frames=frames, size=size, paths=("fp32",), warmup=1,
+        bcfg = BenchConfig(models=tuple(models), frames=frames, size=size, paths=("fp32",), warmup=cfg.bench_warmup,
                            repeats=cfg.bench_repeats, reference=models[1].name, progress=False, seed=cfg.seed)
         path = out / f"{key}.json"
         if path.is_file() and json.loads(path.read_text()).get("config") == json.loads(json.dumps(bcfg.to_dict())):
