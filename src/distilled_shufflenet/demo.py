@@ -504,9 +504,12 @@ def accuracy_fps_chart(results: dict[str, Any], path: Path) -> Path:
     from distilled_shufflenet.io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    points: dict[tuple[float, float], list[str]] = {}  # models at the same point share one label
     for r in results["rows"]:
-        ax.scatter(r["fps_demo"], r["video_top1"])
-        ax.annotate(r["name"], (r["fps_demo"], r["video_top1"]), fontsize=7)
+        points.setdefault((r["fps_demo"], r["video_top1"]), []).append(r["name"])
+    for (fps, top1), names in points.items():
+        ax.scatter(fps, top1)
+        ax.annotate("\n".join(names), (fps, top1), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("CPU FPS at the demo input (batch 1)")
     ax.set_ylabel("video top-1 on the target test split (%)")
