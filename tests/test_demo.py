@@ -75,6 +75,15 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         stage_state(folder, build_config(TrainConfig, {"lr": 0.5}, base=saved))
     assert stage_state(tmp_path / "empty", saved) == "new"
 
+    # a larger step budget resumes the supervised runs where they stopped; the rest is reused
+    from distilled_shufflenet.demo import run_demo
+
+    longer = run_demo(DemoConfig.quick(output=str(run), finetune_steps=4, progress=False))
+    assert set(longer.ran) >= {"finetune_both", "scratch_labelled", "scratch_all"}
+    assert not {"teacher3d", "distill_both"} & set(longer.ran)
+    assert torch_step(folder / "last.pt") == 4
+    capsys.readouterr()
+
     # the exported teachers: fp16 weights, how they were made, and a run that starts from them trains none
     import torch
 
@@ -122,3 +131,9 @@ def test_default_and_quick_configs_validate():
     assert quick.crop_size <= min(quick.video_size) and quick.clip_len <= quick.frames
     with pytest.raises(FileNotFoundError, match="teachers_from"):
         DemoConfig(teachers_from="no/such/folder").validate()
+
+
+def torch_step(path) -> int:
+    import torch
+
+    return int(torch.load(path, weights_only=True)["step"])

@@ -219,8 +219,11 @@ def _run_training(name: str, folder: Path, config: Any, library: Callable[[Any],
     state = stage_state(folder, config)
     progress.begin(name, {"done": "reused", "partial": "resumed", "new": "running"}[state])
     if state != "done":
-        if state == "partial":
-            config = dataclasses.replace(config, resume=str(folder))
+        if state == "partial":  # the run's saved config, with what a resumed run may change
+            from distilled_shufflenet.engine.config import RESUME_CHANGEABLE, resolve_config
+
+            changes = {k: getattr(config, k) for k in RESUME_CHANGEABLE if k not in ("output",)}
+            config = resolve_config(type(config), overrides={**changes, "resume": str(folder)})
         library(config)
         done.ran.append(name)
     else:
