@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install test clean
+.PHONY: install test demo clean
 
 install: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The method end to end at CPU scale (see `dsn demo --help`); DEMO_ARGS=--quick for the few-minute run.
+demo: install
+	$(BIN)/dsn demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

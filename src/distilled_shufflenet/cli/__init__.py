@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `dsn --help` lists them
-_COMMAND_MODULES = ("models", "bench", "data", "train", "distill", "evaluate", "predict", "export")
+_COMMAND_MODULES = ("demo", "models", "bench", "data", "train", "distill", "evaluate", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,524 @@
+"""``dsn demo``: the method's whole story at CPU scale, on data the project generates.
+
+::
+
+    source SynthActions (own seed: other actors, scenes, clothes), labelled
+        -> a narrow 3D teacher and a narrow 2D teacher          (or --teachers-from DIR: their files)
+    target SynthActions (the default seed): the user's footage
+        -> distil the student from both teachers on its training videos, no label read
+           (and from each teacher alone: the ablation); one teacher cache per teacher setting
+        -> fine-tune each on a labelled fraction of the training actor groups (fixed step budget)
+        -> baselines: the student from scratch on the same labels, and on all target labels
+    every model's last.pt scored on the target test split (clip and video level); nothing is selected
+    on the test split
+    bench: parameters, GMACs, CPU FPS of the student and the teachers at the demo input and 16x224x224
+    -> RUN/results.md, RUN/results.json, RUN/accuracy_fps.png, RUN/stages/<stage>/ (every stage's run)
+
+A stage whose run folder holds a finished ``last.pt`` made with the same config is reused; one that
+stopped part-way is resumed; so a rerun (or an interrupted run) finishes quickly.  Every number of the
+recipe is a field of :class:`DemoConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from distilled_shufflenet.engine.config import _plain
+from distilled_shufflenet.io import atomic_write_text
+
+TEACHER_FILES = {"3d": "teacher3d.pt", "2d": "teacher2d.pt"}
+DISTILL_MODES = ("both", "3d", "2d")
+
+
+@dataclass
+class DemoConfig:
+    """Every setting of ``dsn demo``; :meth:`quick` is the tiny run of the test.
+
+    The default recipe follows what a first experiment taught: many actors per class, teachers at the
+    distillation clip, 16-frame clips (2 time slots at the final tap), a fixed fine-tuning step budget,
+    20 % of the training actor groups labelled.  Its wall time and margins are not measured yet.
+    """
+
+    output: str = "runs/demo"
+    # data: the teachers' source and the user's target (SynthActions, UCF101 layout)
+    classes: tuple[str, ...] | None = None  # None: every SynthActions class
+    source_seed: int = 1
+    target_seed: int = 0
+    source_groups: int = 16
+    target_groups: int = 16
+    clips_per_group: int = 2
+    frames: int = 40
+    video_size: tuple[int, int] = (160, 120)
+    # clips (students and teachers alike)
+    clip_len: int = 16
+    frame_stride: int = 2
+    crop_size: int = 64
+    resize: int | None = None  # None: the crop size's model default
+    # the small student (its adapters take the teachers' channels at mid / final)
+    student_widths: tuple[int, int, int] = (16, 32, 64)
+    student_units: tuple[int, int, int] = (1, 2, 1)
+    # teachers
+    teacher3d: str = "r3d_18"
+    teacher2d: str = "resnet18"
+    teacher_width: float = 0.25
+    teacher_epochs: int = 40
+    teachers_from: str | None = None  # folder holding teacher3d.pt / teacher2d.pt: no teacher training
+    export_teachers: str | None = None  # write the trained teachers there (dsn demo --train-teachers DIR)
+    # distillation
+    distill_epochs: int = 20
+    distill_loss: str = "mse_normalized"
+    distill_modes: tuple[str, ...] = DISTILL_MODES
+    cache_views: int = 4
+    # fine-tuning and baselines: the same fixed step budget for every supervised student run
+    labelled_fraction: float = 0.2
+    finetune_steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    # evaluation and bench
+    eval_clips: int = 3
+    eval_crops: int = 1
+    bench_warmup: int = 1
+    bench_repeats: int = 3
+    bench_full_size: bool = True  # also bench at the paper's 16x224x224
+    workers: int = 2
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "DemoConfig":
+        """Tiny data and 1-2 epochs per stage: every stage runs, in a few CPU minutes."""
+        values: dict[str, Any] = dict(
+            classes=("JumpingJacks", "SquatDown", "WalkLeft", "Punch"), source_groups=4, target_groups=4,
+            clips_per_group=1, frames=20, video_size=(64, 48), clip_len=16, frame_stride=1, crop_size=48,
+            resize=48, teacher_width=0.125, teacher_epochs=1, distill_epochs=1, cache_views=1,
+            finetune_steps=2, batch_size=4, eval_clips=1, bench_repeats=1, bench_full_size=False, workers=0,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        from distilled_shufflenet.engine.distill import LOSS_KINDS
+
+        for name in ("source_groups", "target_groups", "clips_per_group", "frames", "clip_len", "frame_stride",
+                     "crop_size", "teacher_epochs", "distill_epochs", "cache_views", "finetune_steps",
+                     "batch_size", "eval_clips", "bench_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if not 0 < self.labelled_fraction <= 1:
+            raise ValueError(f"labelled_fraction: expected a share in (0, 1], got {self.labelled_fraction}")
+        if self.distill_loss not in LOSS_KINDS:
+            raise ValueError(f"distill_loss: expected one of {', '.join(LOSS_KINDS)}, got {self.distill_loss!r}")
+        bad = [m for m in self.distill_modes if m not in DISTILL_MODES]
+        if bad or not self.distill_modes:
+            raise ValueError(f"distill_modes: expected some of {', '.join(DISTILL_MODES)}, got {list(self.distill_modes)}")
+        if self.source_seed == self.target_seed:
+            raise ValueError("source_seed: must differ from target_seed (the teachers come from other actors)")
+        if self.teachers_from is not None:
+            for kind, name in TEACHER_FILES.items():
+                if not (Path(self.teachers_from) / name).is_file():
+                    raise FileNotFoundError(f"teachers_from: {Path(self.teachers_from) / name}: no such file "
+                                            f"(the {kind} teacher; make them with dsn demo --train-teachers DIR)")
+            if self.export_teachers is not None:
+                raise ValueError("export_teachers: not with teachers_from (nothing is trained to export)")
+        if self.crop_size > min(self.video_size):
+            raise ValueError(f"crop_size: {self.crop_size} exceeds the videos' {self.video_size[0]}x{self.video_size[1]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` produced: the run folder, the results (as in results.json) and which
+    stages ran and which were reused."""
+
+    run_dir: Path
+    results: dict[str, Any]
+    ran: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- stages
+def _same(requested: Any, saved: Any) -> bool:
+    """Whether a saved config value is what was asked for (None asks nothing; a mapping asks its keys)."""
+    if requested is None:
+        return True
+    if isinstance(requested, dict):
+        return isinstance(saved, dict) and all(_same(v, saved.get(k)) for k, v in requested.items())
+    return _plain(requested) == _plain(saved)
+
+
+def stage_state(folder: Path, config: Any) -> str:
+    """``"new"`` (no run), ``"done"`` (a finished run of this config), ``"partial"`` (this config,
+    stopped before its end: resume it).  A run of another config there is a ``ValueError``."""
+    from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
+    from distilled_shufflenet.engine.config import RESUME_CHANGEABLE
+
+    last = folder / "last.pt"
+    if not last.is_file():
+        return "new"
+    ckpt = read_run_checkpoint(last)
+    saved = ckpt.get("config") or {}
+    differ = [k for k, v in config.to_dict().items()
+              if k not in RESUME_CHANGEABLE and k != "resume" and not _same(v, saved.get(k))]
+    if differ:
+        raise ValueError(f"{folder}: holds a run made with other settings ({', '.join(differ[:5])}); delete that "
+                         "folder to redo the stage, or choose another output")
+    finished = int(ckpt.get("epoch", 0)) >= config.epochs or (
+        config.max_steps and int(ckpt.get("step", 0)) >= config.max_steps)
+    return "done" if finished else "partial"
+
+
+class Progress:
+    """One line per stage with the run's ETA (from the time per unit of work of the stages run so far)."""
+
+    def __init__(self, stages: list[tuple[str, float]]) -> None:
+        self.stages = stages
+        self.cost = dict(stages)
+        self.start = time.perf_counter()
+        self.spent = 0.0  # seconds in stages that ran
+        self.units = 0.0  # their work units
+        self.left = sum(self.cost.values())
+        self.index = 0
+        self.seconds: dict[str, float] = {}  # wall time of each stage that ran here
+
+    def begin(self, name: str, what: str) -> None:
+        self.index += 1
+        rate = self.spent / self.units if self.units else None
+        stage = "unknown" if rate is None else f"{self.cost[name] * rate:.0f} s"
+        run = "unknown" if rate is None else f"{self.left * rate:.0f} s"
+        print(f"[{self.index}/{len(self.stages)}] {name}: {what} (stage ETA {stage}, run ETA {run}, elapsed "
+              f"{time.perf_counter() - self.start:.0f} s)", flush=True)
+        self._t = time.perf_counter()
+
+    def end(self, name: str, *, ran: bool) -> None:
+        if ran:
+            self.seconds[name] = time.perf_counter() - self._t
+            self.spent += self.seconds[name]
+            self.units += self.cost[name]
+        self.left -= self.cost[name]
+
+
+def _quiet_config(cls: type, **values: Any) -> Any:
+    from distilled_shufflenet.engine.config import build_config
+
+    return build_config(cls, values, source="dsn demo")
+
+
+def _run_training(name: str, folder: Path, config: Any, library: Callable[[Any], Any], progress: Progress,
+                  done: DemoResult) -> Path:
+    state = stage_state(folder, config)
+    progress.begin(name, {"done": "reused", "partial": "resumed", "new": "running"}[state])
+    if state != "done":
+        if state == "partial":  # the run's saved config, with what a resumed run may change
+            from distilled_shufflenet.engine.config import RESUME_CHANGEABLE, resolve_config
+
+            changes = {k: getattr(config, k) for k in RESUME_CHANGEABLE if k not in ("output",)}
+            config = resolve_config(type(config), overrides={**changes, "resume": str(folder)})
+        library(config)
+        done.ran.append(name)
+    else:
+        done.reused.append(name)
+    progress.end(name, ran=state != "done")
+    return folder / "last.pt"
+
+
+# --------------------------------------------------------------------------- the run
+def _synth(root: Path, cfg: DemoConfig, seed: int, groups: int) -> Path:
+    from distilled_shufflenet.data.synth import DEFAULT_CLASSES, SynthConfig, generate_synth_actions
+
+    synth = SynthConfig(classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=groups,
+                        clips_per_group=cfg.clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=seed)
+    generate_synth_actions(root, synth, progress=cfg.progress)
+    return root
+
+
+def labelled_split(target: Path, out: Path, fraction: float, seed: int) -> int:
+    """Write a splits folder whose training list holds ``fraction`` of the target's training actor
+    groups (whole groups, drawn with ``seed``) and whose test list is the target's; returns the number
+    of labelled videos."""
+    import numpy as np
+
+    from distilled_shufflenet.data.groups import group_of
+
+    lines = [ln for ln in (target / "trainlist01.txt").read_text().splitlines() if ln.strip()]
+    groups = sorted({group_of(Path(ln.split()[0])) for ln in lines})
+    want = max(1, math.ceil(fraction * len(groups)))
+    chosen = {str(g) for g in np.random.default_rng(seed).permutation(groups)[:want]}
+    kept = [ln for ln in lines if group_of(Path(ln.split()[0])) in chosen]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text("\n".join(kept) + "\n", out / "trainlist01.txt")
+    for name in ("testlist01.txt", "classInd.txt"):
+        atomic_write_text((target / name).read_text(), out / name)
+    return len(kept)
+
+
+def _hooks() -> dict[str, bool]:
+    """Parts built elsewhere, used when present: the X3D peers and ``dsn predict``."""
+    from distilled_shufflenet.models import list_models
+
+    return {"x3d": "x3d_s" in list_models(),
+            "predict": importlib.util.find_spec("distilled_shufflenet.inference") is not None}
+
+
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """``dsn demo``: run (or reuse) every stage and write the results into ``cfg.output``."""
+    from distilled_shufflenet.engine import FinetuneConfig, TrainConfig, finetune, train
+    from distilled_shufflenet.engine.distill import DistillConfig, distill
+
+    cfg.validate()
+    run = Path(cfg.output)
+    stages_dir = run / "stages"
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run / "demo_config.json")
+    done = DemoResult(run_dir=run, results={})
+    train_teachers = cfg.teachers_from is None
+    plan: list[tuple[str, float]] = [("data", 1.0)]
+    if train_teachers:
+        plan += [("teacher3d", 3.0 * cfg.teacher_epochs), ("teacher2d", 1.0 * cfg.teacher_epochs)]
+    plan += [(f"distill_{m}", 2.0 * cfg.distill_epochs) for m in cfg.distill_modes]
+    plan += [(f"finetune_{m}", 0.05 * cfg.finetune_steps) for m in cfg.distill_modes]
+    plan += [("scratch_labelled", 0.05 * cfg.finetune_steps), ("scratch_all", 0.05 * cfg.finetune_steps),
+             ("evaluate", 2.0), ("bench", 2.0)]
+    progress = Progress(plan)
+
+    progress.begin("data", "SynthActions: source (teachers) and target (the user's videos)")
+    source = _synth(run / "data" / "source", cfg, cfg.source_seed, cfg.source_groups)
+    target = _synth(run / "data" / "target", cfg, cfg.target_seed, cfg.target_groups)
+    labelled = labelled_split(target, run / "data" / "target_labelled_splits", cfg.labelled_fraction, cfg.seed)
+    progress.end("data", ran=False)
+
+    clip = dict(clip_len=cfg.clip_len, frame_stride=cfg.frame_stride, crop_size=cfg.crop_size, resize=cfg.resize,
+                num_workers=cfg.workers, seed=cfg.seed, progress=cfg.progress, tensorboard=False)
+    common = dict(batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr, scheduler="cosine",
+                  early_stop_patience=0, weight_decay=0.0, **clip)
+
+    # teachers: trained on the labelled source, or read from files
+    teachers: dict[str, Path] = {}
+    for kind, model in (("3d", cfg.teacher3d), ("2d", cfg.teacher2d)):
+        if not train_teachers:
+            teachers[kind] = Path(cfg.teachers_from) / TEACHER_FILES[kind]  # type: ignore[arg-type]
+            continue
+        folder = stages_dir / f"teacher{kind}"
+        conf = _quiet_config(TrainConfig, model=model, model_kwargs={"widen_factor": cfg.teacher_width},
+                             dataset="ucf101", data_root=str(source), validation=False, epochs=cfg.teacher_epochs,
+                             output=str(folder), **common)
+        teachers[kind] = _run_training(f"teacher{kind}", folder, conf, train, progress, done)
+    if cfg.export_teachers is not None:
+        for kind in ("3d", "2d"):
+            export_teacher(teachers[kind], Path(cfg.export_teachers) / TEACHER_FILES[kind], cfg,
+                           progress.seconds.get(f"teacher{kind}"))
+
+    # distillation on the target's training videos (labels unread), one cache per teacher setting
+    # the adapters give the teachers' channels at mid / final (ResNet-18 layers 3 / 4: 256 / 512 x width)
+    adapters = [int(256 * cfg.teacher_width), int(512 * cfg.teacher_width)]
+    student_kwargs = {"widths": list(cfg.student_widths), "units": list(cfg.student_units),
+                      "adapter_channels": adapters, "clip_len": cfg.clip_len}
+    distilled: dict[str, Path] = {}
+    for mode in cfg.distill_modes:
+        folder = stages_dir / f"distill_{mode}"
+        conf = _quiet_config(
+            DistillConfig, model="shufflenet2plus1d", model_kwargs=student_kwargs, dataset="ucf101",
+            data_root=str(target), teacher2d=f"{cfg.teacher2d}:{teachers['2d']}",
+            teacher3d=f"{cfg.teacher3d}:{teachers['3d']}", teachers=mode, loss=cfg.distill_loss,
+            val_fraction=0.0, validation=False, cache_teachers=str(run / "cache" / mode), cache_views=cfg.cache_views,
+            epochs=cfg.distill_epochs, maps_png=True, output=str(folder), **common)
+        distilled[mode] = _run_training(f"distill_{mode}", folder, conf, distill, progress, done)
+
+    # supervised students: a fixed step budget on the labelled groups (and on all labels: the upper reference)
+    all_train = sum(1 for ln in (target / "trainlist01.txt").read_text().splitlines() if ln.strip())
+    supervised = dict(dataset="ucf101", data_root=str(target), validation=False, max_steps=cfg.finetune_steps, **common)
+    students: dict[str, Path] = {}
+    for mode in cfg.distill_modes:
+        folder = stages_dir / f"finetune_{mode}"
+        conf = _quiet_config(FinetuneConfig, checkpoint=str(distilled[mode]), splits_dir=str(run / "data" / "target_labelled_splits"),
+                             epochs=_epochs(cfg.finetune_steps, labelled, cfg.batch_size), output=str(folder), **supervised)
+        students[f"distilled_{mode}"] = _run_training(f"finetune_{mode}", folder, conf, finetune, progress, done)
+    for name, splits, videos in (("scratch_labelled", run / "data" / "target_labelled_splits", labelled),
+                                 ("scratch_all", None, all_train)):
+        folder = stages_dir / name
+        conf = _quiet_config(TrainConfig, model="shufflenet2plus1d", model_kwargs=student_kwargs,
+                             splits_dir=None if splits is None else str(splits),
+                             epochs=_epochs(cfg.finetune_steps, videos, cfg.batch_size), output=str(folder), **supervised)
+        students[name] = _run_training(name, folder, conf, train, progress, done)
+
+    # every model's last.pt on the target test split
+    progress.begin("evaluate", "top-1 of every model on the target test split (clip and video level)")
+    scored = {"teacher3d": teachers["3d"], "teacher2d": teachers["2d"], **students}
+    evaluations = {name: _evaluate(name, path, target, run / "evaluate" / name, cfg, done) for name, path in scored.items()}
+    progress.end("evaluate", ran=False)
+
+    progress.begin("bench", "parameters, GMACs, CPU FPS of the student and the teachers")
+    hooks = _hooks()
+    bench = _bench(run / "bench", cfg, student_kwargs, hooks, done)
+    progress.end("bench", ran=False)
+    if hooks["predict"]:
+        pass  # hook: an annotated test video by `dsn predict`, once distilled_shufflenet.inference exists
+
+    done.results = _results(cfg, evaluations, bench, hooks, labelled, all_train)
+    done.results["stage_seconds"] = progress.seconds  # this invocation's stages (reused ones are absent)
+    done.results["wall_seconds"] = time.perf_counter() - progress.start
+    atomic_write_text(json.dumps(done.results, indent=2) + "\n", run / "results.json")
+    atomic_write_text(results_markdown(done.results), run / "results.md")
+    accuracy_fps_chart(done.results, run / "accuracy_fps.png")
+    print(f"demo run folder: {run} (results.md, results.json, accuracy_fps.png, stages/)")
+    return done
+
+
+def export_teacher(last: Path, dest: Path, cfg: DemoConfig, seconds: float | None) -> Path:
+    """A trained demo teacher as a file to ship: its run checkpoint without the optimisation state,
+    the weights in fp16, and how it was made (the demo's source data and seed, its training time)."""
+    import torch
+
+    from distilled_shufflenet.checkpoint import atomic_save
+    from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
+
+    ckpt = read_run_checkpoint(last)
+    kept = {k: ckpt[k] for k in ("format", "command", "model_name", "model_kwargs", "classes", "preprocess", "config",
+                                 "epoch", "step", "metrics") if k in ckpt}
+    kept["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    kept["demo_teacher"] = {"source_seed": cfg.source_seed, "source_groups": cfg.source_groups,
+                            "clips_per_group": cfg.clips_per_group, "seed": cfg.seed, "train_seconds": seconds,
+                            "made_by": "dsn demo --train-teachers"}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_save(kept, dest)
+
+
+def _epochs(steps: int, videos: int, batch: int) -> int:
+    return max(1, math.ceil(steps / max(1, math.ceil(videos / batch))))
+
+
+def _evaluate(name: str, checkpoint: Path, target: Path, out: Path, cfg: DemoConfig, done: DemoResult) -> dict[str, Any]:
+    from distilled_shufflenet.engine.evaluate import EvalConfig, evaluate_checkpoint
+
+    report = out / "report.json"
+    if report.is_file() and report.stat().st_mtime >= checkpoint.stat().st_mtime:
+        done.reused.append(f"evaluate_{name}")
+        return json.loads(report.read_text())
+    evaluate_checkpoint(checkpoint, EvalConfig(dataset="ucf101", data_root=str(target), clips=cfg.eval_clips,
+                                               crops=cfg.eval_crops, workers=cfg.workers, out=str(out),
+                                               progress=cfg.progress))
+    done.ran.append(f"evaluate_{name}")
+    return json.loads(report.read_text())
+
+
+def _bench(out: Path, cfg: DemoConfig, student_kwargs: dict, hooks: dict[str, bool], done: DemoResult) -> dict[str, Any]:
+    from distilled_shufflenet.bench import BenchConfig, ModelSpec, run_benchmark
+
+    models = [ModelSpec("shufflenet2plus1d", student_kwargs),
+              ModelSpec(cfg.teacher3d, {"widen_factor": cfg.teacher_width}),
+              ModelSpec(cfg.teacher2d, {"widen_factor": cfg.teacher_width})]
+    if hooks["x3d"]:
+        models.append(ModelSpec("x3d_s"))  # hook: the X3D peer, once registered
+    shapes = {"demo": (cfg.clip_len, cfg.crop_size)}
+    if cfg.bench_full_size:
+        shapes["paper"] = (16, 224)
+    results = {}
+    for key, (frames, size) in shapes.items():
+        bcfg = BenchConfig(models=tuple(models), frames=frames, size=size, paths=("fp32",), warmup=cfg.bench_warmup,
+                           repeats=cfg.bench_repeats, reference=models[1].name, progress=False, seed=cfg.seed)
+        path = out / f"{key}.json"
+        if path.is_file() and json.loads(path.read_text()).get("config") == json.loads(json.dumps(bcfg.to_dict())):
+            done.reused.append(f"bench_{key}")
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(json.dumps(run_benchmark(bcfg).to_dict(), indent=2) + "\n", path)
+            done.ran.append(f"bench_{key}")
+        results[key] = json.loads(path.read_text())
+    return results
+
+
+ROWS = (("teacher3d", "3D teacher (trained on other actors)", 1), ("teacher2d", "2D teacher (trained on other actors)", 2),
+        ("distilled_both", "student distilled from both teachers + fine-tuned", 0),
+        ("distilled_3d", "student distilled from the 3D teacher + fine-tuned", 0),
+        ("distilled_2d", "student distilled from the 2D teacher + fine-tuned", 0),
+        ("scratch_labelled", "student from scratch, same labels", 0),
+        ("scratch_all", "student from scratch, all target labels (upper reference)", 0))
+
+
+def _results(cfg: DemoConfig, evaluations: dict, bench: dict, hooks: dict, labelled: int, all_train: int) -> dict[str, Any]:
+    rows = []
+    for key, label, model_index in ROWS:
+        if key not in evaluations:
+            continue
+        ev = evaluations[key]
+        row: dict[str, Any] = {"name": key, "model": label,
+                               "clip_top1": _pct(ev["clip_level"]["top1"]) if ev.get("clip_level") else None,
+                               "video_top1": _pct(ev["video_level"]["top1"])}
+        for shape, rep in bench.items():
+            b = rep["rows"][model_index]
+            row.update({"params": b["params"], f"gmacs_{shape}": b["macs"] / 1e9, f"fps_{shape}": b["fps"]})
+        rows.append(row)
+    return {"config": cfg.to_dict(), "labelled_videos": labelled, "training_videos": all_train,
+            "test_videos": evaluations["teacher3d"]["video_level"]["videos"],
+            "rows": rows, "machine": next(iter(bench.values()))["machine"],
+            "bench_rows": {k: v["rows"] for k, v in bench.items()},
+            "not_run": [n for n, ok in (("X3D peers (no x3d_s registered)", hooks["x3d"]),
+                                        ("annotated test video (no dsn predict)", hooks["predict"])) if not ok]}
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The paper-style table of ``results`` (accuracy on the target test split, size and speed)."""
+    shapes = [k for k in ("demo", "paper") if any(f"fps_{k}" in r for r in results["rows"])]
+    head = ["model", "clip top-1 %", "video top-1 %", "params (M)"]
+    for s in shapes:
+        head += [f"GMACs ({s} input)", f"CPU FPS ({s} input)"]
+    lines = ["# Demo results", "",
+             f"Target test split: {results['test_videos']} videos; labelled: {results['labelled_videos']} of "
+             f"{results['training_videos']} training videos. Every figure scores last.pt.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results["rows"]:
+        cells = [r["model"], _num(r["clip_top1"]), _num(r["video_top1"]), _num(r.get("params", 0) / 1e6, 2)]
+        for s in shapes:
+            cells += [_num(r.get(f"gmacs_{s}"), 3), _num(r.get(f"fps_{s}"), 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    m = results["machine"]
+    lines += ["", f"Machine: {m.get('cpu_model')} ({m.get('cpu_capability')}, {m.get('threads')} threads, load "
+              f"average {m.get('load_average')}); FPS: median of batch-1 fp32 calls.", *(f"Not run: {n}." for n in results["not_run"])]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else 100.0 * x
+
+
+def _num(x: Any, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def accuracy_fps_chart(results: dict[str, Any], path: Path) -> Path:
+    """A PNG of video top-1 against CPU FPS at the demo input, one point per model."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from distilled_shufflenet.io import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    points: dict[tuple[float, float], list[str]] = {}  # models at the same point share one label
+    for r in results["rows"]:
+        points.setdefault((r["fps_demo"], r["video_top1"]), []).append(r["name"])
+    for (fps, top1), names in points.items():
+        ax.scatter(fps, top1)
+        ax.annotate("\n".join(names), (fps, top1), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("CPU FPS at the demo input (batch 1)")
+    ax.set_ylabel("video top-1 on the target test split (%)")
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return atomic_write_bytes(buf.getvalue(), path)

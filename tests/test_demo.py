@@ -1,0 +1,139 @@
+"""`dsn demo --quick` end to end: every artefact, finite figures, and a rerun that reuses every stage."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distilled_shufflenet.cli import main
+from distilled_shufflenet.demo import DemoConfig, ROWS, stage_state
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _finite_share(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and 0.0 <= x <= 100.0
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    run = tmp_path / "demo"
+    teachers = tmp_path / "teachers"
+    assert main(["demo", "--quick", "--no-progress", "--output", str(run), "--train-teachers", str(teachers)]) == 0
+    first = capsys.readouterr().out
+    assert "stages run: 0" not in first
+
+    for name in ("results.md", "results.json", "accuracy_fps.png", "demo_config.json"):
+        assert (run / name).is_file(), name
+    assert (run / "accuracy_fps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stages = ["teacher3d", "teacher2d", "distill_both", "distill_3d", "distill_2d", "finetune_both", "finetune_3d",
+              "finetune_2d", "scratch_labelled", "scratch_all"]
+    for stage in stages:
+        assert (run / "stages" / stage / "last.pt").is_file(), stage
+        assert (run / "stages" / stage / "log.csv").is_file(), stage
+    for mode in ("both", "3d", "2d"):
+        assert any((run / "cache" / mode).iterdir()), mode
+
+    results = json.loads((run / "results.json").read_text())
+    names = [r["name"] for r in results["rows"]]
+    assert names == [key for key, _, _ in ROWS]
+    for row in results["rows"]:
+        assert _finite_share(row["clip_top1"]) and _finite_share(row["video_top1"]), row
+        assert isinstance(row["params"], int) and row["params"] > 0
+        assert math.isfinite(row["gmacs_demo"]) and row["gmacs_demo"] > 0
+        assert math.isfinite(row["fps_demo"]) and row["fps_demo"] > 0
+        report = json.loads((run / "evaluate" / row["name"] / "report.json").read_text())
+        assert report["video_level"]["videos"] == results["test_videos"] > 0
+    # the students share one architecture; the teachers differ from it
+    student = {r["params"] for r in results["rows"] if r["name"] not in ("teacher3d", "teacher2d")}
+    assert len(student) == 1
+    table = (run / "results.md").read_text()
+    assert table.count("\n| ") == len(ROWS) + 1  # header + one line per model
+    assert "nan" not in table.lower()
+
+    # a rerun reuses every finished stage and evaluation
+    assert main(["demo", "--quick", "--no-progress", "--output", str(run)]) == 0
+    second = capsys.readouterr().out
+    assert "stages run: 0," in second
+    assert second.count(": reused") == len(stages)
+
+    # a stage folder is reused only for its own settings: other ones are refused, not overwritten
+    from distilled_shufflenet.engine import TrainConfig
+    from distilled_shufflenet.engine.checkpointing import read_run_config
+    from distilled_shufflenet.engine.config import build_config
+
+    folder = run / "stages" / "scratch_all"
+    saved = build_config(TrainConfig, read_run_config(folder))
+    assert stage_state(folder, saved) == "done"
+    assert stage_state(folder, build_config(TrainConfig, {"max_steps": saved.max_steps + 5, "epochs": saved.epochs + 1}, base=saved)) == "partial"
+    with pytest.raises(ValueError, match="lr"):
+        stage_state(folder, build_config(TrainConfig, {"lr": 0.5}, base=saved))
+    assert stage_state(tmp_path / "empty", saved) == "new"
+
+    # a larger step budget resumes the supervised runs where they stopped; the rest is reused
+    from distilled_shufflenet.demo import run_demo
+
+    longer = run_demo(DemoConfig.quick(output=str(run), finetune_steps=4, progress=False))
+    assert set(longer.ran) >= {"finetune_both", "scratch_labelled", "scratch_all"}
+    assert not {"teacher3d", "distill_both"} & set(longer.ran)
+    assert torch_step(folder / "last.pt") == 4
+    capsys.readouterr()
+
+    # the exported teachers: fp16 weights, how they were made, and a run that starts from them trains none
+    import torch
+
+    for name in ("teacher3d.pt", "teacher2d.pt"):
+        ckpt = torch.load(teachers / name, weights_only=True)
+        assert "optimizer" not in ckpt and ckpt["demo_teacher"]["made_by"] == "dsn demo --train-teachers"
+        assert ckpt["demo_teacher"]["train_seconds"] > 0
+        assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
+    other = tmp_path / "from_files"
+    assert main(["demo", "--quick", "--no-progress", "--output", str(other), "--teachers-from", str(teachers)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher3d:" not in out and not (other / "stages" / "teacher3d").exists()
+    rows = json.loads((other / "results.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == names and all(_finite_share(r["video_top1"]) for r in rows)
+
+
+@pytest.mark.parametrize("field, value", [("labelled_fraction", 0.0), ("distill_loss", "l7"),
+                                          ("distill_modes", ("4d",)), ("target_seed", 1)])
+def test_demo_config_names_bad_field(field, value):
+    with pytest.raises(ValueError, match=field.split("_seed")[0]):
+        DemoConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("dataset", ["ucf101", "hmdb51"])
+def test_paper_recipes_load(dataset):
+    from distilled_shufflenet.engine import FinetuneConfig, resolve_config
+    from distilled_shufflenet.engine.distill import DistillConfig
+    from distilled_shufflenet.engine.evaluate import EvalConfig
+
+    folder = CONFIGS / f"{dataset}_paper"
+    distill = resolve_config(DistillConfig, yaml_path=folder / "distill.yaml")
+    assert (distill.dataset, distill.clip_len, distill.crop_size) == (dataset, 16, 224)
+    assert (distill.teacher2d, distill.teacher3d, distill.teachers) == ("resnet101", "r3d_50", "both")
+    assert distill.include_test is False  # the train+test variant is an option, not the default
+    finetune = resolve_config(FinetuneConfig, yaml_path=folder / "finetune.yaml")
+    assert finetune.dataset == dataset and finetune.val_fraction > 0  # selection never on the test split
+    evaluate = EvalConfig(data_root="videos", **yaml.safe_load((folder / "evaluate.yaml").read_text()))
+    assert (evaluate.dataset, evaluate.clips, evaluate.crops) == (dataset, 10, 3)
+
+
+def test_default_and_quick_configs_validate():
+    DemoConfig().validate()
+    quick = DemoConfig.quick()
+    quick.validate()
+    assert quick.crop_size <= min(quick.video_size) and quick.clip_len <= quick.frames
+    with pytest.raises(FileNotFoundError, match="teachers_from"):
+        DemoConfig(teachers_from="no/such/folder").validate()
+
+
+def torch_step(path) -> int:
+    import torch
+
+    return int(torch.load(path, weights_only=True)["step"])
