@@ -73,7 +73,7 @@ def test_bad_onnx_files(student, info, tmp_path) -> None:
         read_onnx(tmp_path / "missing.onnx")
 
 
-def _trained_tiny(student, info, steps: int = 30):
+def _trained_tiny(student, info, steps: int = 80):
     """The tiny student trained to tell apart four kinds of synthetic clips (which colour channel is lit)."""
     g = torch.Generator().manual_seed(0)
 
