@@ -288,7 +288,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     plan += [(f"distill_{m}", 2.0 * cfg.distill_epochs) for m in cfg.distill_modes]
     plan += [(f"finetune_{m}", 0.05 * cfg.finetune_steps) for m in cfg.distill_modes]
     plan += [("scratch_labelled", 0.05 * cfg.finetune_steps), ("scratch_all", 0.05 * cfg.finetune_steps),
-             ("evaluate", 2.0), ("bench", 2.0)]
+             ("evaluate", 2.0), ("bench", 2.0), ("annotate", 0.5)]
     progress = Progress(plan)
 
     progress.begin("data", "SynthActions: source (teachers) and target (the user's videos)")
@@ -361,10 +361,14 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     hooks = _hooks()
     bench = _bench(run / "bench", cfg, student_kwargs, hooks, done)
     progress.end("bench", ran=False)
-    if hooks["predict"]:
-        pass  # hook: an annotated test video by `dsn predict`, once distilled_shufflenet.inference exists
+    annotated = None
+    if hooks["predict"] and "distilled_both" in students:
+        progress.begin("annotate", "dsn predict --stream on one target test video, with labels drawn in")
+        annotated = annotate_test_video(students["distilled_both"], target, run / "annotated_test_video.mp4", done)
+        progress.end("annotate", ran=False)
 
     done.results = _results(cfg, evaluations, bench, hooks, labelled, all_train)
+    done.results["annotated_video"] = annotated
     done.results["stage_seconds"] = progress.seconds  # this invocation's stages (reused ones are absent)
     done.results["wall_seconds"] = time.perf_counter() - progress.start
     atomic_write_text(json.dumps(done.results, indent=2) + "\n", run / "results.json")
@@ -391,6 +395,29 @@ def export_teacher(last: Path, dest: Path, cfg: DemoConfig, seconds: float | Non
                             "made_by": "dsn demo --train-teachers"}
     dest.parent.mkdir(parents=True, exist_ok=True)
     return atomic_save(kept, dest)
+
+
+def annotate_test_video(checkpoint: Path, target: Path, dest: Path, done: DemoResult) -> dict[str, Any] | None:
+    """Stream the first target test video through ``checkpoint`` with ``dsn predict``'s machinery and
+    write it with the running label drawn in; returns its true class and the windows' labels."""
+    from distilled_shufflenet.inference.runner import PredictConfig, run_predict
+
+    first = next(ln.split()[0] for ln in (target / "testlist01.txt").read_text().splitlines() if ln.strip())
+    video = target / first
+    if dest.is_file() and dest.stat().st_mtime >= checkpoint.stat().st_mtime:
+        done.reused.append("annotate")
+    else:
+        result = run_predict(PredictConfig(model=str(checkpoint), inputs=(str(video),), backend="torch-fp32",
+                                           stream=True, annotate=str(dest)), log=lambda line: None)
+        if result.errors or not result.streams:
+            print(f"annotated video: skipped ({'; '.join(result.errors) or 'no window'})", flush=True)
+            return None
+        done.ran.append("annotate")
+        windows = result.streams[0].windows
+        summary = {"path": dest.name, "video": first, "true_class": Path(first).parent.name,
+                   "window_labels": [w.to_dict().get("label") for w in windows]}
+        atomic_write_text(json.dumps(summary, indent=2) + "\n", dest.with_suffix(".json"))
+    return json.loads(dest.with_suffix(".json").read_text())
 
 
 def _epochs(steps: int, videos: int, batch: int) -> int:
@@ -458,6 +485,12 @@ def _results(cfg: DemoConfig, evaluations: dict, bench: dict, hooks: dict, label
             b = rep["rows"][model_index]
             row.update({"params": b["params"], f"gmacs_{shape}": b["macs"] / 1e9, f"fps_{shape}": b["fps"]})
         rows.append(row)
+    if hooks["x3d"]:  # the efficient peer, untrained: its size and speed beside the student's
+        row = {"name": "x3d_s", "model": "X3D-S (speed only, not trained here)", "clip_top1": None, "video_top1": None}
+        for shape, rep in bench.items():
+            b = rep["rows"][3]
+            row.update({"params": b["params"], f"gmacs_{shape}": b["macs"] / 1e9, f"fps_{shape}": b["fps"]})
+        rows.append(row)
     return {"config": cfg.to_dict(), "labelled_videos": labelled, "training_videos": all_train,
             "test_videos": evaluations["teacher3d"]["video_level"]["videos"],
             "rows": rows, "machine": next(iter(bench.values()))["machine"],
@@ -484,6 +517,10 @@ def results_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines += ["", f"Machine: {m.get('cpu_model')} ({m.get('cpu_capability')}, {m.get('threads')} threads, load "
               f"average {m.get('load_average')}); FPS: median of batch-1 fp32 calls.", *(f"Not run: {n}." for n in results["not_run"])]
+    video = results.get("annotated_video")
+    if video:
+        lines += ["", f"{video['path']}: {video['video']} (true class {video['true_class']}) with the distilled "
+                  f"student's running label; its windows said {', '.join(video['window_labels'])}."]
     return "\n".join(lines) + "\n"
 
 
@@ -509,6 +546,8 @@ def accuracy_fps_chart(results: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     points: dict[tuple[float, float], list[str]] = {}  # models at the same point share one label
     for r in results["rows"]:
+        if r["video_top1"] is None:  # speed only
+            continue
         points.setdefault((r["fps_demo"], r["video_top1"]), []).append(r["name"])
     for (fps, top1), names in points.items():
         ax.scatter(fps, top1)

@@ -184,3 +184,35 @@ def test_distill_with_the_teacher_cache_reuses_it_and_refuses_a_stale_one(tiny_s
                  "--output", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert code == 2 and "built for something else" in err and "Traceback" not in err
+
+
+def test_cached_views_keep_targets_beyond_the_float16_range() -> None:
+    """Untrained deep teachers give maps of 1e5: the cache stores them scaled, and the training samples
+    must carry them as they are (a float16 copy would be inf, and the loss with it)."""
+    from types import SimpleNamespace
+
+    from distilled_shufflenet.engine.distill import CachedViews
+
+    big = torch.full((4, 2, 3, 3), 1.5e5)
+
+    class Cache:
+        root, failed, spec = "cache", {}, SimpleNamespace(views=2)
+
+        def __len__(self) -> int:
+            return 3
+
+        def draw(self, index: int, epoch: int) -> int:
+            return (index + epoch) % 2
+
+        def clip(self, index: int, k: int) -> torch.Tensor:
+            return torch.zeros(3, 4, 8, 8)
+
+        def targets(self, index: int, k: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+            return {"final/3d": big.to(dtype)}
+
+    views = CachedViews(Cache(), seed=0)
+    views.set_epoch(1)
+    sample = views[0]
+    assert "label" not in sample
+    assert torch.isfinite(sample["targets"]["final/3d"]).all()
+    assert torch.equal(sample["targets"]["final/3d"].float(), big)

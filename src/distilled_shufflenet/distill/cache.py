@@ -412,12 +412,6 @@ class TeacherCache:
         atomic_write_text(json.dumps(record), root / f"{name}.json")  # last: the shard is complete
 
     # ------------------------------------------------------------------ reading
-    def __getstate__(self) -> dict[str, Any]:
-        # DataLoader workers started with spawn get the index, not the mapped shards
-        state = dict(self.__dict__)
-        state["_open"] = OrderedDict()
-        return state
-
     def _shard(self, index: int) -> dict[str, Any]:
         if index in self._open:
             self._open.move_to_end(index)

@@ -174,7 +174,7 @@ def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tupl
 
 class CachedViews(Dataset):
     """The training clips of a teacher cache: sample ``i`` of epoch ``e`` is one of the K cached views
-    of video ``i`` (drawn from ``(seed, e, i)``), decoded again, with its targets read from the cache:
+    of video ``i`` (:meth:`TeacherCache.draw`), decoded again, with its targets read from the cache:
     ``{"clip": (3, T, crop, crop), "index", "targets": {"mid/2d": (C, slots, H, W), ...}}`` and no label.
     A video that could not be read when the cache was built is replaced by another, and reported."""
 
@@ -200,9 +200,9 @@ class CachedViews(Dataset):
             path, reason = self.cache.failed[used]
             failures.append({"index": used, "path": path, "reason": reason})
             used = self.readable[int(rng.integers(len(self.readable)))]
-        k = int(rng.integers(self.cache.spec.views))
+        k = self.cache.draw(used, int(self._epoch.item()))
         sample = {"clip": self.cache.clip(used, k), "index": used,
-                  "targets": self.cache.targets(used, k, dtype=torch.float16)}
+                  "targets": self.cache.targets(used, k)}  # float32: maps may exceed float16
         if failures:
             sample["failures"] = failures
         return sample
