@@ -146,3 +146,33 @@ def torch_step(path) -> int:
     import torch
 
     return int(torch.load(path, weights_only=True)["step"])
+
+
+def test_the_shipped_teachers_are_the_default_config_s_and_small():
+    from distilled_shufflenet.demo import SHIPPED_TEACHERS
+
+    DemoConfig(teachers_from=str(SHIPPED_TEACHERS)).validate()
+    files = sorted(SHIPPED_TEACHERS.glob("*.pt"))
+    assert [f.name for f in files] == ["teacher2d.pt", "teacher3d.pt"]
+    assert sum(f.stat().st_size for f in files) <= 10 * 2**20
+    with pytest.raises(ValueError, match="teacher_width"):
+        DemoConfig(teachers_from=str(SHIPPED_TEACHERS), teacher_width=0.5).validate()
+    with pytest.raises(ValueError, match="teacher3d"):
+        DemoConfig(teachers_from=str(SHIPPED_TEACHERS), teacher3d="r2plus1d_18").validate()
+
+
+def test_dsn_demo_defaults_to_the_shipped_teachers(monkeypatch, capsys):
+    import distilled_shufflenet.demo as demo
+
+    seen = []
+
+    def fake_run(cfg):
+        seen.append(cfg)
+        return demo.DemoResult(Path("x"), {})
+
+    monkeypatch.setattr(demo, "run_demo", fake_run)
+    assert main(["demo", "--output", "somewhere"]) == 0
+    assert main(["demo", "--quick", "--output", "somewhere"]) == 0
+    assert main(["demo", "--train-teachers", "t", "--output", "somewhere"]) == 0
+    assert [c.teachers_from for c in seen] == [str(demo.SHIPPED_TEACHERS), None, None]
+    assert "shipped demo teachers" in capsys.readouterr().out

@@ -6,17 +6,18 @@ import argparse
 
 _EPILOG = """\
 what it does:
-  Generates a source and a target SynthActions, trains two narrow teachers on the labelled source (or
-  reads them with --teachers-from), distils the small student on the target's training videos without
+  Generates a source and a target SynthActions, takes two narrow teachers trained on the labelled
+  source (by default the ones the project ships, made by `dsn demo --train-teachers DIR`; --train-teachers
+  trains them here, --teachers-from reads other files), distils the small student on the target's training videos without
   labels (from both teachers, and from each alone), fine-tunes it on 20 % of the training actor groups,
   trains the same student from scratch on those labels and on all of them, scores every model's last.pt
   on the target test split, benches them, and writes results.md, results.json and accuracy_fps.png.
   Stages already done in the run folder are reused.
 
 examples:
-  dsn demo                                     # the default run, into runs/demo
-  dsn demo --quick --output runs/demo_quick    # tiny data, 1-2 epochs per stage: a few minutes
-  dsn demo --train-teachers teachers/          # also write the trained teachers there
+  dsn demo                                     # the default run with the shipped teachers, into runs/demo
+  dsn demo --quick --output runs/demo_quick    # tiny data, 1-2 epochs per stage, own tiny teachers: a minute
+  dsn demo --train-teachers teachers/          # train the teachers too, and write them there
   dsn demo --teachers-from teachers/           # start from those teachers (teacher3d.pt, teacher2d.pt)
 """
 
@@ -29,17 +30,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data and 1-2 epochs per stage (the test's run)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the training runs and of the labelled groups")
     parser.add_argument("--teachers-from", metavar="DIR", default=None,
-                        help="read the teachers from DIR/teacher3d.pt and DIR/teacher2d.pt instead of training them")
+                        help="read the teachers from DIR/teacher3d.pt and DIR/teacher2d.pt (default: the demo "
+                             "teachers the project ships; --quick trains its own)")
     parser.add_argument("--train-teachers", metavar="DIR", default=None,
-                        help="train the teachers and write them to DIR (teacher3d.pt, teacher2d.pt)")
+                        help="train the teachers on the source data and write them to DIR (teacher3d.pt, teacher2d.pt)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from distilled_shufflenet.demo import DemoConfig, run_demo
+    from distilled_shufflenet.demo import SHIPPED_TEACHERS, DemoConfig, run_demo
 
-    values = {"teachers_from": args.teachers_from, "export_teachers": args.train_teachers, "progress": args.progress,
+    teachers_from = args.teachers_from
+    if teachers_from is None and args.train_teachers is None and not args.quick:
+        teachers_from = str(SHIPPED_TEACHERS)
+        print(f"teachers: the shipped demo teachers ({SHIPPED_TEACHERS}); --train-teachers DIR trains them instead")
+    values = {"teachers_from": teachers_from, "export_teachers": args.train_teachers, "progress": args.progress,
               "output": args.output or ("runs/demo_quick" if args.quick else "runs/demo")}
     if args.seed is not None:
         values["seed"] = args.seed
