@@ -47,8 +47,8 @@ class DemoConfig:
     The default recipe follows what a first experiment taught: many actors per class, teachers at the
     distillation clip, 16-frame clips (2 time slots at the final tap), a fixed fine-tuning step budget,
     20 % of the training actor groups labelled.  The README gives one measured run (seed 0): the student side takes
-    23 minutes on 2 cores and the distilled students beat scratch by 9-13 points but stay far below the
-    3D teacher.
+    23 minutes on 2 cores; at 300 steps the distilled students beat scratch by 9-13 points, at 600 steps
+    scratch caught up, and all stay far below the 3D teacher.
     """
 
     output: str = "runs/demo"
