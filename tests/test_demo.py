@@ -105,6 +105,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--no-progress", "--output", str(other), "--teachers-from", str(teachers)]) == 0
     out = capsys.readouterr().out
     assert "teacher3d:" not in out and not (other / "stages" / "teacher3d").exists()
+    assert not (other / "data" / "source").exists()  # the source data only trains teachers
     rows = json.loads((other / "results.json").read_text())["rows"]
     assert [r["name"] for r in rows] == names and all(_finite_share(r["video_top1"]) for r in rows[:-1])
 

@@ -296,8 +296,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
              ("evaluate", 2.0), ("bench", 2.0), ("annotate", 0.5)]
     progress = Progress(plan)
 
-    progress.begin("data", "SynthActions: source (teachers) and target (the user's videos)")
-    source = _synth(run / "data" / "source", cfg, cfg.source_seed, cfg.source_groups)
+    what = "source (teachers) and target (the user's videos)" if train_teachers else "target (the user's videos)"
+    progress.begin("data", f"SynthActions: {what}")
+    # the source is only for training teachers
+    source = _synth(run / "data" / "source", cfg, cfg.source_seed, cfg.source_groups) if train_teachers else None
     target = _synth(run / "data" / "target", cfg, cfg.target_seed, cfg.target_groups)
     labelled = labelled_split(target, run / "data" / "target_labelled_splits", cfg.labelled_fraction, cfg.seed)
     progress.end("data", ran=False)
