@@ -66,3 +66,39 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def _kill_and_resume(command: str, args: list[str], tmp_path: Path, resume_args: tuple[str, ...] = (),
+                     timeout: float = 400) -> tuple[dict, int, dict]:
+    """Run ``dsn COMMAND ARGS`` to its end into ``whole``; run it again into ``killed``, ``kill -9`` it as
+    soon as it has written a checkpoint and resume it. Returns the uninterrupted run's ``last.pt``, the step
+    the killed run had saved, and the resumed run's ``last.pt``."""
+    import os
+    import signal
+    import time
+
+    from distilled_shufflenet.checkpoint import read_checkpoint
+
+    dsn = [sys.executable, "-m", "distilled_shufflenet", command]
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = subprocess.run([*dsn, *args, "--output", str(whole)], timeout=timeout, **quiet)
+    assert done.returncode == 0, done.stderr
+    proc = subprocess.Popen([*dsn, *args, "--output", str(killed)], **quiet)
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)  # no clean-up, no last words
+    finally:
+        proc.wait(timeout=60)
+    stopped_at = int(read_checkpoint(killed / "last.pt")["step"])
+    resumed = subprocess.run([*dsn, "--resume", str(killed), *resume_args], timeout=timeout, **quiet)
+    assert resumed.returncode == 0, resumed.stderr
+    return read_checkpoint(whole / "last.pt"), stopped_at, read_checkpoint(killed / "last.pt")
+
+
+@pytest.fixture(scope="session")
+def kill_and_resume() -> Callable[..., tuple[dict, int, dict]]:
+    return _kill_and_resume

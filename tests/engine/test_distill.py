@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -112,28 +110,13 @@ def test_a_teacher_file_of_another_architecture_is_named(tmp_path: Path, tiny_sy
 
 
 @pytest.mark.slow
-def test_a_distillation_killed_with_sigkill_resumes_to_the_same_weights(tiny_synth: Path, tmp_path: Path) -> None:
+def test_a_distillation_killed_with_sigkill_resumes_to_the_same_weights(tiny_synth: Path, tmp_path: Path,
+                                                                        kill_and_resume) -> None:
     args = ["--data-root", str(tiny_synth), *student_args(), *CLIP, *TEACHERS, *QUIET, "--epochs", "3",
             "--no-plots", "--deterministic", "--seed", "5", "--checkpoint-every", "2", "--val-fraction", "0"]
-    dsn = [sys.executable, "-m", "distilled_shufflenet", "distill"]
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = subprocess.run([*dsn, *args, "--output", str(whole)], timeout=400, **quiet)
-    assert done.returncode == 0, done.stderr
-    total = read_checkpoint(whole / "last.pt")["step"]
-    proc = subprocess.Popen([*dsn, *args, "--output", str(killed)], **quiet)
-    try:
-        deadline = time.monotonic() + 300
-        while not (killed / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert 0 < read_checkpoint(killed / "last.pt")["step"] < total
-    resumed = subprocess.run([*dsn, "--resume", str(killed)], timeout=400, **quiet)
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = read_checkpoint(whole / "last.pt"), read_checkpoint(killed / "last.pt")
+    a, stopped_at, b = kill_and_resume("distill", args, tmp_path)
+    total = a["step"]
+    assert 0 < stopped_at < total
     assert b["step"] == total
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key

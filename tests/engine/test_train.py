@@ -206,14 +206,9 @@ def test_dsn_train_and_finetune_on_tiny_synth(tiny_synth: Path, tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synth: Path, tmp_path: Path) -> None:
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synth: Path, tmp_path: Path,
+                                                                kill_and_resume) -> None:
     """A real ``kill -9`` after a checkpoint: the resumed run ends exactly where an uninterrupted one does."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     args = ["--data-root", str(tiny_synth), "--epochs", "6", "--batch-size", "4", "--clip-len", "8",
             "--crop-size", "32", "--resize", "36", "--num-workers", "0", "--no-progress", "--device", "cpu",
             "--no-validation", "--no-plots", "--no-tensorboard", "--deterministic", "--seed", "3",
@@ -221,29 +216,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tiny_synth: Path,
     args += [f"--model-arg={k}={list(v) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
     # dropout draws from the global generator: a random state not restored on resume changes the weights
     args += ["--model-arg=dropout=0.5"]
-    dsn = [sys.executable, "-m", "distilled_shufflenet", "train"]
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = subprocess.run([*dsn, *args, "--output", str(whole)], timeout=300, **quiet)
-    assert done.returncode == 0, done.stderr
-    total = read_checkpoint(whole / "last.pt")["step"]
-
-    proc = subprocess.Popen([*dsn, *args, "--output", str(killed)], **quiet)
-    try:
-        deadline = time.monotonic() + 300
-        while not (killed / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)  # no clean-up, no last words
-    finally:
-        proc.wait(timeout=60)
-    stopped_at = read_checkpoint(killed / "last.pt")["step"]
+    a, stopped_at, b = kill_and_resume("train", args, tmp_path, resume_args=("--no-progress",), timeout=300)
+    total = a["step"]
     assert 0 < stopped_at < total
-
-    resumed = subprocess.run([*dsn, "--resume", str(killed), "--no-progress"], timeout=300, **quiet)
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = read_checkpoint(whole / "last.pt"), read_checkpoint(killed / "last.pt")
     assert b["step"] == total
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
