@@ -26,7 +26,8 @@ class DistillLoss(nn.Module):
         weights: ``{tap: weight}`` (default ``{"mid": 0.1, "final": 0.9}``); the taps of the parts
             given to ``forward`` must all have one.
         kind: ``"mse"`` (default); ``"mse_normalized"``, MSE between maps L2-normalised along channels at
-            every position (insensitive to each teacher's scale); ``"smooth_l1"`` (Huber, ``beta``).
+            every position (insensitive to each teacher's scale, but blind to how strongly each position
+            responds: on the demo's data the student then learned flat maps); ``"smooth_l1"`` (Huber, ``beta``).
 
     ``student_parts`` and ``target_parts`` are ``{"<tap>/<teacher>": (N, C, slots, H, W)}`` with the same
     keys and shapes (:func:`~distilled_shufflenet.distill.student_maps` and
