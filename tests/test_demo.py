@@ -177,3 +177,39 @@ def test_dsn_demo_defaults_to_the_shipped_teachers(monkeypatch, capsys):
     assert main(["demo", "--train-teachers", "t", "--output", "somewhere"]) == 0
     assert [c.teachers_from for c in seen] == [str(demo.SHIPPED_TEACHERS), None, None]
     assert "shipped demo teachers" in capsys.readouterr().out
+
+
+def _fake_run(folder: Path, seed: int, distilled: float, scratch: float, **config) -> Path:
+    rows = [{"name": "teacher3d", "video_top1": 80.0, "clip_top1": 78.0, "fps_demo": 200.0},
+            {"name": "distilled_3d", "video_top1": distilled, "clip_top1": distilled - 1, "fps_demo": 900.0 + seed},
+            {"name": "scratch_labelled", "video_top1": scratch, "clip_top1": scratch, "fps_demo": 900.0 + seed},
+            {"name": "x3d_s", "video_top1": None, "clip_top1": None}]
+    folder.mkdir(parents=True)
+    results = {"config": {"seed": seed, "output": str(folder), "crop_size": 64, **config}, "rows": rows,
+               "test_videos": 80, "wall_seconds": 600.0 + seed * 60}
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_seed_summary_gives_mean_min_max_and_paired_margins(tmp_path, capsys):
+    runs = [_fake_run(tmp_path / f"s{s}", s, d, sc) for s, d, sc in ((0, 40.0, 10.0), (1, 30.0, 25.0), (2, 50.0, 20.0))]
+    assert main(["demo", "--summary", *map(str, runs), "--output", str(tmp_path / "sum")]) == 0
+    summary = json.loads((tmp_path / "sum" / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert set(rows) == {"teacher3d", "distilled_3d", "scratch_labelled"}  # speed-only rows have no accuracy
+    assert rows["distilled_3d"]["video_top1"] == {"mean": 40.0, "min": 30.0, "max": 50.0}
+    # margins are paired within each run (30, 5, 30), not the difference of the means' extremes
+    assert summary["margin_over_scratch_same_labels"]["distilled_3d"] == {"mean": 65.0 / 3, "min": 5.0, "max": 30.0}
+    assert summary["seeds"] == [0, 1, 2] and summary["differing_settings"] == []
+    assert rows["distilled_3d"]["fps_demo"] == 901.0  # the median over the runs
+    assert (tmp_path / "sum" / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (tmp_path / "sum" / "summary.md").read_text()
+    assert "40.0 (30.0-50.0)" in text and "Warning" not in text and text in capsys.readouterr().out
+
+
+def test_seed_summary_warns_of_other_settings_and_names_a_missing_run(tmp_path, capsys):
+    runs = [_fake_run(tmp_path / "a", 0, 40.0, 10.0), _fake_run(tmp_path / "b", 1, 30.0, 20.0, crop_size=96)]
+    assert main(["demo", "--summary", *map(str, runs)]) == 0
+    assert "differ in more than the seed: crop_size" in capsys.readouterr().out
+    assert main(["demo", "--summary", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
+    assert "nothing/results.json: no such file" in capsys.readouterr().err

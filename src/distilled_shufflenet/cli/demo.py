@@ -19,6 +19,8 @@ examples:
   dsn demo --quick --output runs/demo_quick    # tiny data, 1-2 epochs per stage, own tiny teachers: a minute
   dsn demo --train-teachers teachers/          # train the teachers too, and write them there
   dsn demo --teachers-from teachers/           # start from those teachers (teacher3d.pt, teacher2d.pt)
+  for s in 0 1 2; do dsn demo --seed $s --output runs/demo_seed$s; done
+  dsn demo --summary runs/demo_seed0 runs/demo_seed1 runs/demo_seed2 --output runs/demo_seeds
 """
 
 
@@ -35,12 +37,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-teachers", metavar="DIR", default=None,
                         help="train the teachers on the source data and write them to DIR (teacher3d.pt, teacher2d.pt)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--summary", nargs="+", metavar="RUN", default=None,
+                        help="run nothing: the mean and min-max of every model's top-1 over finished demo run "
+                             "folders (e.g. three seeds), and the distilled students' margins over scratch; "
+                             "printed, and written to --output as summary.md, summary.json and summary.png "
+                             "(accuracy against FPS with the min-max range) when given")
     parser.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from distilled_shufflenet.demo import SHIPPED_TEACHERS, DemoConfig, run_demo
 
+    if args.summary:
+        return _summary(args)
     teachers_from = args.teachers_from
     if teachers_from is None and args.train_teachers is None and not args.quick:
         teachers_from = str(SHIPPED_TEACHERS)
@@ -52,4 +61,24 @@ def _demo(args: argparse.Namespace) -> int:
     config = DemoConfig.quick(**values) if args.quick else DemoConfig(**values)
     result = run_demo(config)
     print(f"stages run: {len(result.ran)}, reused: {len(result.reused)}")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from distilled_shufflenet.demo import seed_summary, seed_summary_chart, seed_summary_markdown
+    from distilled_shufflenet.io import atomic_write_text
+
+    summary = seed_summary([Path(p) for p in args.summary])
+    text = seed_summary_markdown(summary)
+    print(text, end="")
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(text, out / "summary.md")
+        atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+        seed_summary_chart(summary, out / "summary.png")
+        print(f"written: {out / 'summary.md'}, {out / 'summary.json'}, {out / 'summary.png'}")
     return 0
