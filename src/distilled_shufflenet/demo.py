@@ -568,16 +568,12 @@ def _num(x: Any, digits: int = 1) -> str:
 
 def accuracy_fps_chart(results: dict[str, Any], path: Path) -> Path:
     """A PNG of video top-1 against CPU FPS at the demo input, one point per model."""
-    import io
+    from matplotlib.figure import Figure
 
-    import matplotlib
+    from distilled_shufflenet.engine.plots import _save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from distilled_shufflenet.io import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.add_subplot()
     points: dict[tuple[float, float], list[str]] = {}  # models at the same point share one label
     for r in results["rows"]:
         if r["video_top1"] is None:  # speed only
@@ -586,15 +582,15 @@ def accuracy_fps_chart(results: dict[str, Any], path: Path) -> Path:
     for (fps, top1), names in points.items():
         ax.scatter(fps, top1)
         ax.annotate("\n".join(names), (fps, top1), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    _accuracy_fps_axes(ax)
+    return _save_figure(fig, path, dpi=100)
+
+
+def _accuracy_fps_axes(ax: Any) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("CPU FPS at the demo input (batch 1)")
     ax.set_ylabel("video top-1 on the target test split (%)")
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(buf.getvalue(), path)
 
 
 # --------------------------------------------------------------------------- several runs
@@ -615,18 +611,19 @@ def seed_summary(runs: list[Path]) -> dict[str, Any]:
     def spread(values: list[float]) -> dict[str, float]:
         return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
 
+    by_name = [{r["name"]: r for r in res["rows"]} for res in loaded]
     rows, margins = [], {}
     for key, label, _ in ROWS:
-        per_run = [{r["name"]: r for r in res["rows"]}.get(key) for res in loaded]
+        per_run = [named.get(key) for named in by_name]
         if any(r is None or r["video_top1"] is None for r in per_run):
             continue
         fps = sorted(r["fps_demo"] for r in per_run if r.get("fps_demo"))
         rows.append({"name": key, "model": label, "video_top1": spread([r["video_top1"] for r in per_run]),
                      "clip_top1": spread([r["clip_top1"] for r in per_run]),
                      "fps_demo": fps[len(fps) // 2] if fps else None})
-        if key.startswith("distilled_") and all("scratch_labelled" in {x["name"] for x in res["rows"]} for res in loaded):
-            scratch = [{x["name"]: x for x in res["rows"]}["scratch_labelled"]["video_top1"] for res in loaded]
-            margins[key] = spread([r["video_top1"] - s for r, s in zip(per_run, scratch)])
+        if key.startswith("distilled_") and all("scratch_labelled" in named for named in by_name):
+            margins[key] = spread([r["video_top1"] - named["scratch_labelled"]["video_top1"]
+                                   for r, named in zip(per_run, by_name)])
     ignored = {"seed", "output", "progress"}
     differ = sorted({k for res in loaded for k, v in res["config"].items()
                      if k not in ignored and v != loaded[0]["config"].get(k)})
@@ -637,11 +634,13 @@ def seed_summary(runs: list[Path]) -> dict[str, Any]:
             "wall_seconds": spread([res.get("wall_seconds", float("nan")) for res in loaded])}
 
 
+def _spread_text(s: dict[str, float]) -> str:
+    return f"{s['mean']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
+
+
 def seed_summary_markdown(summary: dict[str, Any]) -> str:
     """The table of :func:`seed_summary`: mean (min-max) per model, then the paired margins."""
-    def cell(s: dict[str, float]) -> str:
-        return f"{s['mean']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
-
+    cell = _spread_text
     lines = [f"# Demo over {len(summary['runs'])} runs (seeds {', '.join(str(s) for s in summary['seeds'])})", "",
              "Top-1 on the target test split, mean (min-max) over the runs.", "",
              *([f"Warning: the runs differ in more than the seed: {', '.join(summary['differing_settings'])}.", ""]
@@ -661,29 +660,20 @@ def seed_summary_markdown(summary: dict[str, Any]) -> str:
 def seed_summary_chart(summary: dict[str, Any], path: Path) -> Path:
     """A PNG of each model's video top-1 (mean, with the min-max range as an error bar) against its CPU
     FPS at the demo input (the median over the runs)."""
-    import io
+    from matplotlib.figure import Figure
 
-    import matplotlib
+    from distilled_shufflenet.engine.plots import _save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from distilled_shufflenet.io import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, r in enumerate(row for row in summary["rows"] if row.get("fps_demo")):
+    fig = Figure(figsize=(6.5, 4.2), layout="tight")
+    ax = fig.add_subplot()
+    for r in summary["rows"]:
+        if not r.get("fps_demo"):
+            continue
         v = r["video_top1"]
         ax.errorbar(r["fps_demo"], v["mean"], yerr=[[v["mean"] - v["min"]], [v["max"] - v["mean"]]], fmt="o",
-                    capsize=3, label=f"{r['name']}: {v['mean']:.1f} ({v['min']:.1f}-{v['max']:.1f})")
-    ax.set_xscale("log")
-    ax.set_xlabel("CPU FPS at the demo input (batch 1)")
-    ax.set_ylabel("video top-1 on the target test split (%)")
+                    capsize=3, label=f"{r['name']}: {_spread_text(v)}")
+    _accuracy_fps_axes(ax)
     ax.set_title(f"{len(summary['runs'])} runs (seeds {', '.join(str(s) for s in summary['seeds'])}): "
                  "mean, min-max", fontsize=9)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(buf.getvalue(), path)
+    return _save_figure(fig, path, dpi=100)
