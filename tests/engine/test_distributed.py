@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 
 # Each rank starts from other initial weights (DDP must broadcast rank 0's), trains 1 epoch (12 clips,
 # 2 ranks, batch 2: 3 steps), then writes a hash of its weights and its validation metrics, with the
-# same validation computed by this rank alone on the whole validation set for comparison.
+# same validation computed by this rank alone on the whole validation set for comparison.  The learning
+# rate is small: at 0.05, one AVX2 CPU's rounding sent these 4x4x4 BatchNorm layers to NaN in 3 steps.
 SCRIPT = """
 import hashlib, json, os, sys
 from pathlib import Path
@@ -31,7 +33,7 @@ from distilled_shufflenet.engine.train import make_loader, validate
 
 out = Path(sys.argv[1])
 rt = setup_runtime("cpu")
-cfg = tiny_config(out / "run", epochs=1, batch_size=2, lr=0.05, optimizer="sgd")
+cfg = tiny_config(out / "run", epochs=1, batch_size=2, lr=0.01, optimizer="sgd")
 val = RandomClips(5, seed=1, augment=False)
 result = fit(tiny_student(seed=rt.rank), RandomClips(12), val, cfg, classes=RandomClips.classes, runtime=rt)
 digest = hashlib.sha256()
@@ -84,6 +86,7 @@ def test_two_processes_under_torchrun_end_with_identical_weights(tmp_path: Path)
     for r in ranks:
         # validation was sharded over the ranks and summed: it equals one process scoring all 5 clips
         assert r["metrics"]["val_top1"] == pytest.approx(r["alone"]["val_top1"])
+        assert math.isfinite(r["alone"]["val_loss"]), r  # a diverged model would make the comparison vacuous
         assert r["metrics"]["val_loss"] == pytest.approx(r["alone"]["val_loss"], rel=1e-5)
     with (tmp_path / "run" / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
