@@ -76,6 +76,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     from distilled_shufflenet.engine.checkpointing import read_run_config
     from distilled_shufflenet.engine.config import build_config
 
+    # distillation runs at its own learning rate, every supervised run at the other
+    quick = DemoConfig.quick()
+    assert read_run_config(run / "stages" / "distill_both")["lr"] == quick.distill_lr != quick.lr
+    assert read_run_config(run / "stages" / "finetune_both")["lr"] == quick.lr
+
     folder = run / "stages" / "scratch_all"
     saved = build_config(TrainConfig, read_run_config(folder))
     assert stage_state(folder, saved) == "done"
@@ -111,7 +116,8 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("field, value", [("labelled_fraction", 0.0), ("distill_loss", "l7"),
-                                          ("distill_modes", ("4d",)), ("target_seed", 1)])
+                                          ("distill_modes", ("4d",)), ("target_seed", 1),
+                                          ("distill_lr", 0.0)])
 def test_demo_config_names_bad_field(field, value):
     with pytest.raises(ValueError, match=field.split("_seed")[0]):
         DemoConfig(**{field: value}).validate()

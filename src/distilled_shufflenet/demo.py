@@ -84,6 +84,10 @@ class DemoConfig:
     # distillation
     distill_epochs: int = 20
     distill_loss: str = "mse"
+    # the paper's Adam rate, 1e-3, is for many epochs over UCF101; in this run's 600 steps it left the
+    # student's error above the targets' own spread over clips (chosen on a development target: 1e-3,
+    # 3e-3, 1e-2, 3e-2; the README gives the figures)
+    distill_lr: float = 1e-2
     distill_modes: tuple[str, ...] = DISTILL_MODES
     cache_views: int = 4
     # fine-tuning and baselines: the same fixed step budget for every supervised student run
@@ -122,6 +126,9 @@ class DemoConfig:
                      "batch_size", "eval_clips", "bench_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("lr", "distill_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a learning rate > 0, got {getattr(self, name)}")
         if not 0 < self.labelled_fraction <= 1:
             raise ValueError(f"labelled_fraction: expected a share in (0, 1], got {self.labelled_fraction}")
         if self.distill_loss not in LOSS_KINDS:
@@ -344,7 +351,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             data_root=str(target), teacher2d=f"{cfg.teacher2d}:{teachers['2d']}",
             teacher3d=f"{cfg.teacher3d}:{teachers['3d']}", teachers=mode, loss=cfg.distill_loss,
             val_fraction=0.0, validation=False, cache_teachers=str(run / "cache" / mode), cache_views=cfg.cache_views,
-            epochs=cfg.distill_epochs, maps_png=True, output=str(folder), **common)
+            epochs=cfg.distill_epochs, maps_png=True, output=str(folder), **{**common, "lr": cfg.distill_lr})
         distilled[mode] = _run_training(f"distill_{mode}", folder, conf, distill, progress, done)
 
     # supervised students: a fixed step budget on the labelled groups (and on all labels: the upper reference)
