@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.demo import DemoConfig, ROWS, stage_state
 
@@ -80,6 +81,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     quick = DemoConfig.quick()
     assert read_run_config(run / "stages" / "distill_both")["lr"] == quick.distill_lr != quick.lr
     assert read_run_config(run / "stages" / "finetune_both")["lr"] == quick.lr
+    # every supervised student gets exactly the step budget, however many full batches its videos make
+    for stage in ("finetune_both", "finetune_3d", "finetune_2d", "scratch_labelled", "scratch_all"):
+        assert read_checkpoint(run / "stages" / stage / "last.pt")["step"] == quick.finetune_steps, stage
 
     folder = run / "stages" / "scratch_all"
     saved = build_config(TrainConfig, read_run_config(folder))
@@ -219,3 +223,12 @@ def test_seed_summary_warns_of_other_settings_and_names_a_missing_run(tmp_path, 
     assert "differ in more than the seed: crop_size" in capsys.readouterr().out
     assert main(["demo", "--summary", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
     assert "nothing/results.json: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("steps, videos, batch", [(300, 60, 8), (300, 240, 8), (2, 3, 4), (7, 15, 2), (1, 100, 8)])
+def test_supervised_epochs_hold_the_step_budget_with_full_batches_only(steps, videos, batch):
+    from distilled_shufflenet.demo import _epochs
+
+    epochs = _epochs(steps, videos, batch)
+    per_epoch = max(1, videos // batch)  # the last incomplete batch is dropped
+    assert epochs * per_epoch >= steps and (epochs - 1) * per_epoch < steps

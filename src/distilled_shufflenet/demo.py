@@ -462,7 +462,9 @@ def annotate_test_video(checkpoint: Path, target: Path, dest: Path, done: DemoRe
 
 
 def _epochs(steps: int, videos: int, batch: int) -> int:
-    return max(1, math.ceil(steps / max(1, math.ceil(videos / batch))))
+    """Epochs that hold ``steps`` steps (``max_steps`` stops the run there): training drops the last
+    incomplete batch, so an epoch has ``videos // batch`` steps (60 videos in batches of 8: 7, not 8)."""
+    return max(1, math.ceil(steps / max(1, videos // batch)))
 
 
 def _evaluate(name: str, checkpoint: Path, target: Path, out: Path, cfg: DemoConfig, done: DemoResult) -> dict[str, Any]:
