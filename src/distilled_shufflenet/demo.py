@@ -462,9 +462,11 @@ def annotate_test_video(checkpoint: Path, target: Path, dest: Path, done: DemoRe
 
 
 def _epochs(steps: int, videos: int, batch: int) -> int:
-    """Epochs that hold ``steps`` steps (``max_steps`` stops the run there): training drops the last
-    incomplete batch, so an epoch has ``videos // batch`` steps (60 videos in batches of 8: 7, not 8)."""
-    return max(1, math.ceil(steps / max(1, videos // batch)))
+    """Epochs that hold ``steps`` steps (``max_steps`` stops the run there), counted as the training loop
+    counts them (60 videos in batches of 8: 7 steps an epoch, not 8)."""
+    from distilled_shufflenet.engine.loop import steps_per_epoch
+
+    return max(1, math.ceil(steps / max(1, steps_per_epoch(videos, batch))))
 
 
 def _evaluate(name: str, checkpoint: Path, target: Path, out: Path, cfg: DemoConfig, done: DemoResult) -> dict[str, Any]:

@@ -198,6 +198,12 @@ def restore_scheduler(scheduler: Any, state: dict[str, Any] | None, optimizer: t
 
 
 # --------------------------------------------------------------------------- data
+def steps_per_epoch(clips: int, batch_size: int) -> int:
+    """Training steps in an epoch of ``clips`` clips (one process's share): the last incomplete batch is
+    dropped (:func:`make_loader`)."""
+    return clips // batch_size
+
+
 def make_loader(dataset: Dataset, sampler: Any, config: Any, rt: Runtime, *, train: bool,
                 generator: torch.Generator | None = None,
                 collate_fn: Callable[[Sequence[Any]], dict[str, Any]] = collate_clips) -> DataLoader:
@@ -371,8 +377,8 @@ def fit(
                 rt.scaler.load_state_dict(resume["scaler"])
         train_data = SeededSamples(train_set, config.seed)
         sampler = EpochSampler(train_data, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=config.seed)
-        steps_per_epoch = len(sampler) // config.batch_size
-        if steps_per_epoch == 0:
+        epoch_steps = steps_per_epoch(len(sampler), config.batch_size)
+        if epoch_steps == 0:
             raise ValueError(f"batch_size: {config.batch_size} is larger than the {len(sampler)} training clips "
                              f"of each of the {rt.world_size} process(es)")
         val_loader = None
@@ -428,7 +434,7 @@ def fit(
                                      collate_fn=objective.collate)
                 objective.set_train_mode(net)
                 outcome = train_one_epoch(net, loader, optimizer, objective, rt, state, config, log,
-                                          steps_per_epoch=steps_per_epoch, save=lambda: save(metrics),
+                                          steps_per_epoch=epoch_steps, save=lambda: save(metrics),
                                           stop_requests=stop_requests)
                 if outcome == "max_steps":
                     stopped = "max_steps"
