@@ -100,6 +100,10 @@ def test_a_run_stopped_mid_epoch_and_resumed_ends_with_exactly_the_same_weights(
     assert part.stopped == "max_steps" and part.steps == 4
     ckpt = read_checkpoint(tmp_path / "part" / "last.pt")
     assert (ckpt["epoch"], ckpt["epoch_step"], ckpt["step"]) == (1, 1, 4)
+    # the partial epoch is logged (training figures, no validation); the resumed run replaces that row
+    partial = read_log(tmp_path / "part")
+    assert [(int(r["epoch"]), int(r["step"])) for r in partial] == [(1, 3), (2, 4)]
+    assert partial[-1]["train_loss"] != "" and partial[-1]["val_loss"] == ""
     # a model with other initial weights: everything must come from the checkpoint; the clips now come
     # from a worker process, and must not change for it
     resumed = _run(tmp_path / "part", model_seed=1, resume=str(tmp_path / "part"), num_workers=1)

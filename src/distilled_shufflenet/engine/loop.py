@@ -223,10 +223,14 @@ def make_loader(dataset: Dataset, sampler: Any, config: Any, rt: Runtime, *, tra
 
 # --------------------------------------------------------------------------- logging
 class RunLog:
-    """``log.csv`` (one row per epoch), TensorBoard events when available, ``curves.png``."""
+    """``log.csv`` (one row per epoch), TensorBoard events when available, ``curves.png``.
+
+    A run that stops at its step budget mid-epoch logs that partial epoch too (training figures only); a
+    resumed run keeps the rows of the epochs its checkpoint had finished (``resume_epoch``) and drops the rest,
+    the partial row included, as they are written again."""
 
     def __init__(self, run_dir: Path, columns: Sequence[str], *, enabled: bool, tensorboard: bool, plots: bool,
-                 resume_step: int | None, previous_csv: Path | None = None) -> None:
+                 resume_step: int | None, resume_epoch: int | None = None, previous_csv: Path | None = None) -> None:
         self.csv = run_dir / "log.csv"
         self.png = run_dir / "curves.png"
         self.columns = tuple(columns)
@@ -240,7 +244,11 @@ class RunLog:
         if resume_step is not None and source.exists():
             # rows written after the checkpoint we resume from would be written again
             lines = source.read_text().splitlines()
-            kept = lines[:1] + [ln for ln in lines[1:] if ln and int(float(ln.split(",")[1])) <= resume_step]
+            def before(ln: str) -> bool:
+                epoch, step = (int(float(v)) for v in ln.split(",")[:2])
+                return step <= resume_step and (resume_epoch is None or epoch <= resume_epoch)
+
+            kept = lines[:1] + [ln for ln in lines[1:] if ln and before(ln)]
             self.csv.write_text("\n".join(kept) + "\n")
         if not self.csv.exists() or resume_step is None:
             self.csv.write_text(",".join(self.columns) + "\n")
@@ -393,6 +401,7 @@ def fit(
                 previous_csv = None
         log = RunLog(run_dir, objective.log_columns, enabled=rt.is_main, tensorboard=config.tensorboard,
                      plots=config.plots, resume_step=state.step if resume is not None else None,
+                     resume_epoch=state.epoch if resume is not None else None,
                      previous_csv=previous_csv)
         if rt.is_main:
             config.save_yaml(run_dir / CONFIG)
@@ -438,6 +447,11 @@ def fit(
                                           stop_requests=stop_requests)
                 if outcome == "max_steps":
                     stopped = "max_steps"
+                    if state.epoch_step:  # the partial epoch's training figures; it is not ended
+                        row = epoch_row(state, objective, optimizer)
+                        log.row(row)
+                        if rt.is_main:
+                            tqdm.write(summary(row, config.epochs) + f" (stopped at max_steps {config.max_steps})")
                     break
                 metrics, improved, stop = end_epoch(net, model, val_loader, optimizer, scheduler, objective, rt, state,
                                                     config)
@@ -485,6 +499,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
     bar = tqdm(total=steps_per_epoch, initial=state.epoch_step, desc=f"epoch {state.epoch + 1}/{config.epochs}",
                unit="batch", dynamic_ncols=True, leave=False, disable=not (rt.is_main and config.progress))
     last = Path(config.output) / LAST
+    outcome = None
     batches = iter(loader)
     tick = time.perf_counter()
     try:
@@ -539,14 +554,15 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
                 break  # the epoch end validates and writes the checkpoint
             if config.max_steps and state.step >= config.max_steps:
                 save()
-                return "max_steps"
+                outcome = "max_steps"
+                break
             if config.checkpoint_every and state.step % config.checkpoint_every == 0:
                 save()
     finally:
         bar.close()
     if rt.is_main and len(failures):
         tqdm.write(f"epoch {state.epoch + 1}: {failures.summary()}")
-    return None
+    return outcome
 
 
 def _interrupted(signum: int, state: TrainState, config: Any) -> RunInterrupted:
@@ -567,11 +583,8 @@ def _all_have_clips(batch: dict[str, Any], rt: Runtime) -> bool:
 
 
 # --------------------------------------------------------------------------- epoch end
-def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
-              scheduler: Any, objective: Objective, rt: Runtime, state: TrainState,
-              config: Any) -> tuple[dict[str, float], bool, bool]:
-    """Validate, step the schedule, update the best / early-stopping counters and start the next epoch.
-    Returns ``(log row, best improved, stop early)``."""
+def epoch_row(state: TrainState, objective: Objective, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The training figures of the epoch so far (validation columns empty)."""
     m = state.meters
     clips = max(m["clips"], 1.0)
     row: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": m["loss"] / clips}
@@ -583,6 +596,15 @@ def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, o
         "clips_per_s": m["clips"] / m["time"] if m["time"] else None,
         "data_wait_share": m["wait"] / m["time"] if m["time"] else None,
     })
+    return row
+
+
+def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
+              scheduler: Any, objective: Objective, rt: Runtime, state: TrainState,
+              config: Any) -> tuple[dict[str, float], bool, bool]:
+    """Validate, step the schedule, update the best / early-stopping counters and start the next epoch.
+    Returns ``(log row, best improved, stop early)``."""
+    row = epoch_row(state, objective, optimizer)
     broadcast_buffers(net, rt)
     if val_loader is not None:
         row.update(objective.validate(unwrap(net), val_loader, rt))
