@@ -52,6 +52,30 @@ def test_loss_options() -> None:
         DistillLoss()({**s, "mid/2d": s["mid/2d"][:1]}, t)
 
 
+
+def test_teacher_weights_give_a_weighted_mean_within_each_tap() -> None:
+    s, t = _parts(SHAPES, 0), _parts(SHAPES, 1)
+    each = {k: F.mse_loss(s[k], t[k]) for k in SHAPES}
+    # equal weights, whatever their value, are the paper's plain mean
+    torch.testing.assert_close(DistillLoss(teacher_weights={"2d": 3.0, "3d": 3.0})(s, t)[0], DistillLoss()(s, t)[0])
+    loss, parts = DistillLoss(teacher_weights={"2d": 0.25, "3d": 1.0})(s, t)
+    # mid: the two teachers have the same number of elements; final too
+    mid = (0.25 * each["mid/2d"] + each["mid/3d"]) / 1.25
+    final = (0.25 * each["final/2d"] + each["final/3d"]) / 1.25
+    torch.testing.assert_close(loss, 0.1 * mid + 0.9 * final)
+    torch.testing.assert_close(parts["final/2d"], each["final/2d"])  # per-teacher parts stay unweighted
+    # a weight of 0 drops that teacher's slots; a single-teacher target ignores the other's weight
+    torch.testing.assert_close(DistillLoss(teacher_weights={"2d": 0.0, "3d": 1.0})(s, t)[0],
+                               0.1 * each["mid/3d"] + 0.9 * each["final/3d"])
+    only3d = {k: v for k, v in t.items() if k.endswith("3d")}
+    torch.testing.assert_close(DistillLoss(teacher_weights={"2d": 5.0, "3d": 1.0})({k: s[k] for k in only3d}, only3d)[0],
+                               0.1 * each["mid/3d"] + 0.9 * each["final/3d"])
+    with pytest.raises(ValueError, match="teacher_weights.*'2d'"):
+        DistillLoss(teacher_weights={"2d": -1.0, "3d": 1.0})
+    with pytest.raises(ValueError, match="teacher_weights"):
+        DistillLoss(teacher_weights={"2d": 0.0, "3d": 0.0})
+
+
 @pytest.mark.slow
 def test_a_few_adam_steps_lower_the_loss_and_leave_the_teachers_untouched(student, teacher2d, teacher3d) -> None:
     builder = TargetBuilder(student, teacher2d, teacher3d)

@@ -10,6 +10,7 @@ import yaml
 
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.engine import FinetuneConfig, TrainConfig, resolve_config, train
+from distilled_shufflenet.engine.distill import DistillConfig
 from distilled_shufflenet.engine.config import add_config_arguments, build_config, config_from_args
 
 TINY = {"widths": [8, 16, 32], "units": [1, 1, 1], "adapter_channels": [16, 32], "clip_len": 8}
@@ -75,6 +76,21 @@ def test_bad_values_are_refused_with_the_field_named(tmp_path: Path, change: dic
     cfg = TrainConfig(**{"data_root": str(tmp_path), "output": str(tmp_path / "run"), **change})
     with pytest.raises((ValueError, FileNotFoundError), match=f"^{field}: "):
         cfg.validate()
+
+
+
+@pytest.mark.parametrize("change", [
+    {"teacher_weights": (-1.0, 1.0)},
+    {"teacher_weights": (0.0, 0.0)},
+    {"teachers": "2d", "teacher_weights": (0.0, 1.0)},
+    {"teachers": "3d", "teacher_weights": (1.0, 0.0)},
+])
+def test_teacher_weights_must_keep_a_teacher_that_is_distilled_from(tmp_path: Path, change: dict) -> None:
+    cfg = DistillConfig(**{"data_root": str(tmp_path), "output": str(tmp_path / "run"), **change})
+    with pytest.raises(ValueError, match="^teacher_weights: "):
+        cfg.validate()
+    # the 3D teacher alone, the 2D teacher's slots dropped: a legitimate ablation of the paper's target
+    DistillConfig(data_root=str(tmp_path), output=str(tmp_path / "run2"), teacher_weights=(0.0, 1.0)).validate()
 
 
 def test_finetune_needs_a_checkpoint(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ maps and the teachers' targets, with every part reported for logging.
 
 ``loss = sum_tap w_tap * loss(tap)``; the paper's is ``0.9 * MSE(final) + 0.1 * MSE(mid)``. A tap's loss
 is the mean over all elements of its target (both teachers' slots together), so with one adapter width
-it is exactly the loss of the time-concatenated maps.
+it is exactly the loss of the time-concatenated maps. Teacher weights make that mean a weighted one: an
+element of the 2D teacher's slots counts ``w_2d``, one of the 3D teacher's ``w_3d``, divided by the sum of
+the weights, so equal weights (the paper) give the plain mean and a tap's loss keeps its scale.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from typing import Dict, Mapping
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_TAP_WEIGHTS", "LOSSES", "DistillLoss"]
+__all__ = ["DEFAULT_TAP_WEIGHTS", "DEFAULT_TEACHER_WEIGHTS", "LOSSES", "DistillLoss"]
 
 LOSSES = ("mse", "mse_normalized", "smooth_l1")
 DEFAULT_TAP_WEIGHTS = {"mid": 0.1, "final": 0.9}
+DEFAULT_TEACHER_WEIGHTS = {"2d": 1.0, "3d": 1.0}
 
 
 class DistillLoss(nn.Module):
@@ -28,6 +31,9 @@ class DistillLoss(nn.Module):
         kind: ``"mse"`` (default); ``"mse_normalized"``, MSE between maps L2-normalised along channels at
             every position (insensitive to each teacher's scale, but blind to how strongly each position
             responds: on the demo's data the student then learned flat maps); ``"smooth_l1"`` (Huber, ``beta``).
+        teacher_weights: ``{teacher: weight}`` (default ``{"2d": 1.0, "3d": 1.0}``): within a tap, the
+            weight of each element of that teacher's slots in the tap's weighted mean. A tap whose
+            teachers all weigh 0 adds nothing.
 
     ``student_parts`` and ``target_parts`` are ``{"<tap>/<teacher>": (N, C, slots, H, W)}`` with the same
     keys and shapes (:func:`~distilled_shufflenet.distill.student_maps` and
@@ -36,7 +42,8 @@ class DistillLoss(nn.Module):
     per tap and teacher (``"mid/2d"``, the mean over that teacher's slots) and ``"loss"`` (the total).
     """
 
-    def __init__(self, weights: Mapping[str, float] | None = None, kind: str = "mse", *, beta: float = 1.0) -> None:
+    def __init__(self, weights: Mapping[str, float] | None = None, kind: str = "mse", *, beta: float = 1.0,
+                 teacher_weights: Mapping[str, float] | None = None) -> None:
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")
@@ -46,9 +53,17 @@ class DistillLoss(nn.Module):
                 raise ValueError(f"tap_weights: the weight of {tap!r} must be a number >= 0, got {w!r}")
         if not any(weights.values()):
             raise ValueError(f"tap_weights: at least one weight must be > 0, got {weights}")
+        teacher_weights = dict(DEFAULT_TEACHER_WEIGHTS if teacher_weights is None else teacher_weights)
+        for teacher, w in teacher_weights.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+                raise ValueError(f"teacher_weights: the weight of the {teacher!r} teacher must be a number >= 0, "
+                                 f"got {w!r}")
+        if not any(teacher_weights.values()):
+            raise ValueError(f"teacher_weights: at least one weight must be > 0, got {teacher_weights}")
         if not beta > 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.weights = weights
+        self.teacher_weights = teacher_weights
         self.kind = kind
         self.beta = float(beta)
 
@@ -66,7 +81,7 @@ class DistillLoss(nn.Module):
             raise ValueError(f"the student's maps and the targets have different parts: "
                              f"{sorted(student)} vs {sorted(targets)}")
         sums: Dict[str, Tensor] = {}
-        counts: Dict[str, int] = {}
+        counts: Dict[str, float] = {}
         parts: Dict[str, Tensor] = {}
         for key in targets:
             tap = key.split("/")[0]
@@ -76,13 +91,15 @@ class DistillLoss(nn.Module):
                                  f"{tuple(t.shape)}")
             if tap not in self.weights:
                 raise ValueError(f"tap_weights has no weight for tap {tap!r} (weights: {self.weights})")
+            teacher = key.split("/")[1] if "/" in key else ""
+            w = float(self.teacher_weights.get(teacher, 1.0))
             total = self.elementwise(s, t.detach()).sum()
-            sums[tap] = sums[tap] + total if tap in sums else total
-            counts[tap] = counts.get(tap, 0) + t.numel()
+            sums[tap] = sums[tap] + w * total if tap in sums else w * total
+            counts[tap] = counts.get(tap, 0.0) + w * t.numel()
             parts[key] = total.detach() / max(t.numel(), 1)
         loss = None
         for tap, total in sums.items():
-            value = total / max(counts[tap], 1)
+            value = total / counts[tap] if counts[tap] > 0 else total * 0.0
             parts[tap] = value.detach()
             term = self.weights[tap] * value
             loss = term if loss is None else loss + term

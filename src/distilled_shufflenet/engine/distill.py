@@ -61,6 +61,8 @@ class DistillConfig(TrainConfig):
                          choices=TEACHER_MODES)
     teacher_split: float = _opt(0.5, "the 2D teacher's share of each tap's time slots (the paper: the first half)")
     tap_weights: tuple[float, float] = _opt((0.1, 0.9), "loss weights of the mid and final taps")
+    teacher_weights: tuple[float, float] = _opt((1.0, 1.0), "weights of the 2D and 3D teachers' slots in each "
+                                                "tap's loss, a weighted mean (the paper: equal)")
     loss: str = _opt("mse", "regression loss: MSE (the paper), MSE on channel-L2-normalised maps, smooth L1",
                      choices=LOSS_KINDS)
     per_teacher_adapters: bool = _opt(False, "where a teacher's channels differ from the student's adapters, "
@@ -101,6 +103,12 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"teacher_split: expected the 2D teacher's share in (0, 1), got {self.teacher_split}")
         if any(w < 0 for w in self.tap_weights) or not any(self.tap_weights):
             raise ValueError(f"tap_weights: expected two weights >= 0, not both 0, got {list(self.tap_weights)}")
+        if any(w < 0 for w in self.teacher_weights):
+            raise ValueError(f"teacher_weights: expected two weights >= 0, got {list(self.teacher_weights)}")
+        used = {"both": (0, 1), "2d": (0,), "3d": (1,)}.get(self.teachers, (0, 1))
+        if not any(self.teacher_weights[i] for i in used):
+            raise ValueError(f"teacher_weights: the weight of the teacher(s) distilled from (teachers="
+                             f"{self.teachers!r}) must be > 0, got {list(self.teacher_weights)}")
         if self.teacher3d_frame_stride < 1:
             raise ValueError(f"teacher3d_frame_stride: expected a positive integer, got {self.teacher3d_frame_stride}")
         if self.cache_views < 1:
@@ -379,7 +387,8 @@ def distill(config: DistillConfig) -> FitResult:
                                 stride3d=config.teacher3d_frame_stride)
         layout = targets.plan((preprocess.clip_len, preprocess.crop_size, preprocess.crop_size))
         adapters = TeacherAdapters(student, layout) if config.per_teacher_adapters else None
-        loss = DistillLoss({"mid": config.tap_weights[0], "final": config.tap_weights[1]}, kind=config.loss)
+        loss = DistillLoss({"mid": config.tap_weights[0], "final": config.tap_weights[1]}, kind=config.loss,
+                           teacher_weights={"2d": config.teacher_weights[0], "3d": config.teacher_weights[1]})
         train_set, val_set = distillation_datasets(config, preprocess)
         if rt.is_main:
             print(layout.describe())
@@ -398,6 +407,7 @@ def distill(config: DistillConfig) -> FitResult:
             "layout": layout.describe(),
             "loss": config.loss,
             "tap_weights": list(config.tap_weights),
+            "teacher_weights": list(config.teacher_weights),
         }
         if config.cache_teachers:
             train_set = cached_training_set(config, train_set, targets, preprocess, rt)
