@@ -37,8 +37,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     for stage in stages:
         assert (run / "stages" / stage / "last.pt").is_file(), stage
         assert (run / "stages" / stage / "log.csv").is_file(), stage
-    for mode in ("both", "3d", "2d"):
-        assert any((run / "cache" / mode).iterdir()), mode
+    # one teacher cache, of both teachers, built by the two-teacher run, serves the single-teacher runs too
+    assert [p.name for p in (run / "cache").iterdir()] == ["teachers"]
+    meta = json.loads((run / "cache" / "teachers" / "cache.json").read_text())
+    assert sorted(meta["fingerprint"]["teachers"]) == ["2d", "3d"]
+    assert first.count("shards done, 0 B to write") == 2, first
 
     results = json.loads((run / "results.json").read_text())
     names = [r["name"] for r in results["rows"]]
@@ -202,19 +205,20 @@ def _fake_run(folder: Path, seed: int, distilled: float, scratch: float, **confi
 
 
 def test_seed_summary_gives_mean_min_max_and_paired_margins(tmp_path, capsys):
-    runs = [_fake_run(tmp_path / f"s{s}", s, d, sc) for s, d, sc in ((0, 40.0, 10.0), (1, 30.0, 25.0), (2, 50.0, 20.0))]
+    runs = [_fake_run(tmp_path / f"s{s}", s, d, sc) for s, d, sc in ((0, 40.0, 10.0), (1, 30.0, 35.0), (2, 50.0, 20.0))]
     assert main(["demo", "--summary", *map(str, runs), "--output", str(tmp_path / "sum")]) == 0
     summary = json.loads((tmp_path / "sum" / "summary.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
     assert set(rows) == {"teacher3d", "distilled_3d", "scratch_labelled"}  # speed-only rows have no accuracy
     assert rows["distilled_3d"]["video_top1"] == {"mean": 40.0, "min": 30.0, "max": 50.0}
-    # margins are paired within each run (30, 5, 30), not the difference of the means' extremes
-    assert summary["margin_over_scratch_same_labels"]["distilled_3d"] == {"mean": 65.0 / 3, "min": 5.0, "max": 30.0}
+    # margins are paired within each run (30, -5, 30), not the difference of the means' extremes
+    assert summary["margin_over_scratch_same_labels"]["distilled_3d"] == {"mean": 55.0 / 3, "min": -5.0, "max": 30.0}
     assert summary["seeds"] == [0, 1, 2] and summary["differing_settings"] == []
     assert rows["distilled_3d"]["fps_demo"] == 901.0  # the median over the runs
     assert (tmp_path / "sum" / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "sum" / "summary.md").read_text()
-    assert "40.0 (30.0-50.0)" in text and "Warning" not in text and text in capsys.readouterr().out
+    assert "40.0 (30.0 to 50.0)" in text and "18.3 (-5.0 to 30.0)" in text  # a negative bound reads as one
+    assert "Warning" not in text and text in capsys.readouterr().out
 
 
 def test_seed_summary_warns_of_other_settings_and_names_a_missing_run(tmp_path, capsys):

@@ -6,7 +6,8 @@
         -> a narrow 3D teacher and a narrow 2D teacher          (or --teachers-from DIR: their files)
     target SynthActions (the default seed): the user's footage
         -> distil the student from both teachers on its training videos, no label read
-           (and from each teacher alone: the ablation); one teacher cache per teacher setting
+           (and from each teacher alone: the ablation); one teacher cache of both teachers, built by
+           the first distillation, serves them all
         -> fine-tune each on a labelled fraction of the training actor groups (fixed step budget)
         -> baselines: the student from scratch on the same labels, and on all target labels
     every model's last.pt scored on the target test split (clip and video level); nothing is selected
@@ -29,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from distilled_shufflenet.engine.config import _plain
 from distilled_shufflenet.io import atomic_write_text
@@ -302,7 +303,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     plan: list[tuple[str, float]] = [("data", 1.0)]
     if train_teachers:
         plan += [("teacher3d", 3.0 * cfg.teacher_epochs), ("teacher2d", 1.0 * cfg.teacher_epochs)]
-    plan += [(f"distill_{m}", 2.0 * cfg.distill_epochs) for m in cfg.distill_modes]
+    plan += [(f"distill_{m}", 2.0 * cfg.distill_epochs) for m in _distill_order(cfg.distill_modes)]
     plan += [(f"finetune_{m}", 0.05 * cfg.finetune_steps) for m in cfg.distill_modes]
     plan += [("scratch_labelled", 0.05 * cfg.finetune_steps), ("scratch_all", 0.05 * cfg.finetune_steps),
              ("evaluate", 2.0), ("bench", 2.0), ("annotate", 0.5)]
@@ -337,20 +338,23 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             export_teacher(teachers[kind], Path(cfg.export_teachers) / TEACHER_FILES[kind], cfg,
                            progress.seconds.get(f"teacher{kind}"))
 
-    # distillation on the target's training videos (labels unread), one cache per teacher setting
+    # distillation on the target's training videos (labels unread); the cache of both teachers' maps, built by
+    # the two-teacher run (first), serves each teacher alone too: the teachers run once per view in all
     # the adapters give the teachers' channels at mid / final (ResNet-18 layers 3 / 4: 256 / 512 x width)
     adapters = [int(256 * cfg.teacher_width), int(512 * cfg.teacher_width)]
     student_kwargs = {"widths": list(cfg.student_widths), "units": list(cfg.student_units),
                       "stem_channels": cfg.student_stem_channels, "stem_pool": cfg.student_stem_pool,
                       "adapter_channels": adapters, "clip_len": cfg.clip_len}
     distilled: dict[str, Path] = {}
-    for mode in cfg.distill_modes:
+    shared_cache = "both" in cfg.distill_modes
+    for mode in _distill_order(cfg.distill_modes):
         folder = stages_dir / f"distill_{mode}"
+        cache = run / "cache" / ("teachers" if shared_cache else mode)
         conf = _quiet_config(
             DistillConfig, model="shufflenet2plus1d", model_kwargs=student_kwargs, dataset="ucf101",
             data_root=str(target), teacher2d=f"{cfg.teacher2d}:{teachers['2d']}",
             teacher3d=f"{cfg.teacher3d}:{teachers['3d']}", teachers=mode, loss=cfg.distill_loss,
-            val_fraction=0.0, validation=False, cache_teachers=str(run / "cache" / mode), cache_views=cfg.cache_views,
+            val_fraction=0.0, validation=False, cache_teachers=str(cache), cache_views=cfg.cache_views,
             epochs=cfg.distill_epochs, maps_png=True, output=str(folder), **{**common, "lr": cfg.distill_lr})
         distilled[mode] = _run_training(f"distill_{mode}", folder, conf, distill, progress, done)
 
@@ -459,6 +463,11 @@ def annotate_test_video(checkpoint: Path, target: Path, dest: Path, done: DemoRe
                    "window_labels": [w.to_dict().get("label") for w in windows]}
         atomic_write_text(json.dumps(summary, indent=2) + "\n", dest.with_suffix(".json"))
     return json.loads(dest.with_suffix(".json").read_text())
+
+
+def _distill_order(modes: Sequence[str]) -> list[str]:
+    """The two-teacher distillation first: its teacher cache holds both teachers and serves the others."""
+    return sorted(modes, key=lambda m: m != "both")
 
 
 def _epochs(steps: int, videos: int, batch: int) -> int:
@@ -646,7 +655,8 @@ def seed_summary(runs: list[Path]) -> dict[str, Any]:
 
 
 def _spread_text(s: dict[str, float]) -> str:
-    return f"{s['mean']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
+    """``"69.6 (60.0 to 78.8)"``: "to", as a hyphen would read as a minus sign beside a negative margin."""
+    return f"{s['mean']:.1f} ({s['min']:.1f} to {s['max']:.1f})"
 
 
 def seed_summary_markdown(summary: dict[str, Any]) -> str:
@@ -664,7 +674,7 @@ def seed_summary_markdown(summary: dict[str, Any]) -> str:
         labels = {key: label for key, label, _ in ROWS}
         lines += [f"| {labels[k]} | {cell(v)} |" for k, v in summary["margin_over_scratch_same_labels"].items()]
     w = summary["wall_seconds"]
-    lines += ["", f"Wall time per run: {w['mean'] / 60:.1f} min ({w['min'] / 60:.1f}-{w['max'] / 60:.1f})."]
+    lines += ["", f"Wall time per run: {w['mean'] / 60:.1f} min ({w['min'] / 60:.1f} to {w['max'] / 60:.1f})."]
     return "\n".join(lines) + "\n"
 
 

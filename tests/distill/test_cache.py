@@ -98,7 +98,7 @@ def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, stude
     torch.testing.assert_close(sample["clip"], cache.clip(4, sample["view"]))
     assert sample["frame2d"] == cache.view(4, sample["view"]).frame2d
     again = pickle.loads(pickle.dumps(  # as a DataLoader worker started with spawn gets it
-        TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True)))
+        TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True, layout=layout)))
     assert not again._open
     torch.testing.assert_close(again.targets(3, 1)["final/3d"], cache.targets(3, 1)["final/3d"])
 
@@ -114,13 +114,43 @@ def test_a_stale_or_foreign_cache_is_refused(tmp_path, videos, student, teacher2
         _build(tmp_path / "c", videos, builder, _spec(student, views=3))
     with pytest.raises(TeacherCacheError, match=r"videos\.count is 5 in the cache, 4 now"):
         TeacherCache.open(tmp_path / "c", cache_fingerprint(builder, spec, videos[:4]))
-    with pytest.raises(TeacherCacheError, match=r"targets\.split is 0\.5 in the cache, 1 now"):
-        TeacherCache.open(tmp_path / "c", cache_fingerprint(TargetBuilder(student, teacher2d, teacher3d, split=1),
-                                                            spec, videos))
+    stride = TargetBuilder(student, teacher2d, teacher3d, stride3d=2)
+    with pytest.raises(TeacherCacheError, match=r"targets\.stride3d is 1 in the cache, 2 now"):
+        TeacherCache.open(tmp_path / "c", cache_fingerprint(stride, spec, videos))
     (tmp_path / "not_a_cache").mkdir()
     (tmp_path / "not_a_cache" / "notes.txt").write_text("mine")
     with pytest.raises(TeacherCacheError, match="holds other files"):
         _build(tmp_path / "not_a_cache", videos, builder, spec)
+
+
+def test_one_cache_of_both_teachers_serves_every_split_and_each_teacher_alone(
+        tmp_path, videos, student, teacher2d, teacher3d) -> None:
+    spec = _spec(student)
+    _build(tmp_path / "c", videos, TargetBuilder(student, teacher2d, teacher3d), spec)
+    shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").glob("shard-*.pt")}
+    for builder in (TargetBuilder(student, teacher2d, teacher3d, split={"mid": 1, "final": 1}),
+                    TargetBuilder(student, teacher3d=teacher3d, teachers="3d"),
+                    TargetBuilder(student, teacher2d=teacher2d, teachers="2d")):
+        logs: list[str] = []
+        cache = _build(tmp_path / "c", videos, builder, spec, logs)
+        assert "3 shards done, 0 B to write" in logs[0]
+        layout = builder.plan(CLIP)
+        for i, k in ((0, 0), (3, 1)):
+            clip = cache.clip(i, k)[None]
+            fly = builder(clip, torch.tensor([cache.view(i, k).frame2d]))
+            cached = cache.targets(i, k)
+            assert set(cached) == set(fly) == set(layout.keys)  # the other teacher's parts are not read
+            for key in fly:
+                torch.testing.assert_close(cached[key][None], fly[key], rtol=2e-3, atol=2e-3)
+    assert shards == {p: p.stat().st_mtime_ns for p in (tmp_path / "c").glob("shard-*.pt")}  # nothing rewritten
+    # a cache of one teacher cannot serve a run that needs the other
+    _build(tmp_path / "only3d", videos, TargetBuilder(student, teacher3d=teacher3d, teachers="3d"), spec)
+    with pytest.raises(TeacherCacheError, match="holds the targets of the 3D teacher.*not of the 2D"):
+        _build(tmp_path / "only3d", videos, TargetBuilder(student, teacher2d, teacher3d), spec)
+    # an unfinished cache of both teachers cannot be finished by a run of one
+    (tmp_path / "c" / "shard-00001.rank0.json").unlink()
+    with pytest.raises(TeacherCacheError, match="unfinished and also holds the 2D"):
+        _build(tmp_path / "c", videos, TargetBuilder(student, teacher3d=teacher3d, teachers="3d"), spec)
 
 
 def test_a_shard_cut_short_is_detected_and_recomputed(tmp_path, videos, student, teacher2d, teacher3d) -> None:
@@ -139,7 +169,7 @@ def test_a_shard_cut_short_is_detected_and_recomputed(tmp_path, videos, student,
     written = TeacherCache.build_shards(tmp_path / "c", videos, builder, spec, progress=False, log=logs.append)
     assert written == [1]  # only the damaged shard
     assert any("recomputing shard-00001.rank0.pt" in line for line in logs)
-    again = TeacherCache.open(tmp_path / "c", fingerprint)
+    again = TeacherCache.open(tmp_path / "c", fingerprint, layout=builder.plan(CLIP))
     assert shard.stat().st_size == size
     for key, value in expected.items():
         torch.testing.assert_close(again.targets(2, 1)[key], value)
@@ -158,14 +188,15 @@ def test_the_size_is_printed_and_a_full_disk_refused(tmp_path, videos, student, 
 
     builder = TargetBuilder(student, teacher2d, teacher3d)
     spec = _spec(student)
-    # per view: mid 2D 64x1x2x2 + mid 3D 64x2x2x2 + final 2D 128x1x1x1 + final 3D 128x1x1x1, fp16
-    per_view = (64 * 4 + 64 * 8 + 128 + 128) * 2
+    # per view, fp16: mid 2D 64x1x2x2 + mid 3D 64x4x2x2 + final 2D 128x1x1x1 + final 3D 128x2x1x1 (the 3D
+    # teacher's own 4 and 2 time steps, not the student's 2 and 1 slots)
+    per_view = (64 * 4 + 64 * 16 + 128 + 128 * 2) * 2
     usage = cache_module.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=per_view * 9))
     logs: list[str] = []
-    with pytest.raises(TeacherCacheError, match=r"needs 20\.5 KB more .*disk has 18\.4 KB free"):
+    with pytest.raises(TeacherCacheError, match=r"needs 33\.3 KB more .*disk has 30\.0 KB free"):
         _build(tmp_path / "c", videos, builder, spec, logs)
-    assert "= 20.5 KB (fp16, 3 shards)" in logs[0]
+    assert "= 33.3 KB (fp16, 3 shards)" in logs[0]
     assert not list((tmp_path / "c").glob("shard-*"))
 
 

@@ -190,8 +190,8 @@ def test_cached_views_keep_targets_beyond_the_float16_range() -> None:
         def clip(self, index: int, k: int) -> torch.Tensor:
             return torch.zeros(3, 4, 8, 8)
 
-        def targets(self, index: int, k: int, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-            return {"final/3d": big.to(dtype)}
+        def stored(self, index: int, k: int) -> dict[str, torch.Tensor]:
+            return {"final/3d": big.clone()}
 
     views = CachedViews(Cache(), seed=0)
     views.set_epoch(1)

@@ -4,12 +4,18 @@ Teachers never change during distillation, so their targets for a fixed set of a
 stored and read back instead of recomputed every epoch; each epoch the student draws one of the K views,
 re-decodes its clip (:func:`~distilled_shufflenet.distill.views.read_view`) and reads its targets.
 
+A cache keeps each teacher's maps before they are laid on the student's slots (resampled in space only:
+the 2D teacher's one frame, the 3D teacher's own time steps), so one cache built with both teachers serves
+every distillation of the same videos and views: both teachers at any split of the slots, and each teacher
+alone (the ablation).
+
 On disk::
 
     DIR/cache.json                    what the cache holds: its fingerprint (teachers' weights and
-                                      settings, target layout, views, preprocessing, video list), shapes
+                                      settings, taps and stored shapes, views, preprocessing, video list)
     DIR/shard-00003.rank1.pt          videos [3S, 4S): views (n, K, 5 + T) int64, ok (n,) bool,
-                                      parts {"mid/2d": (n, K, C, 1, H, W) fp16, ...}, scales
+                                      parts {"mid/2d": (n, K, C, 1, H, W) fp16,
+                                      "mid/3d": (n, K, C, t, H, W) fp16, ...}, scales
                                       {"mid/2d": (n, K) float32} (a map is stored / its scale, 1 unless it
                                       would overflow float16), failures
     DIR/shard-00003.rank1.json        its size and SHA-256, written after the shard
@@ -17,7 +23,7 @@ On disk::
 Shards are written atomically, one per ``shard_size`` videos, by the rank of ``torchrun`` that owns them
 (``shard % world_size == rank``; the name says which rank wrote it, and any rank reads any). A build
 that is killed resumes: shards whose record is present and whose size (and, with ``verify``, checksum)
-matches are kept, others are recomputed. 2D targets are stored on one slot and repeated when read.
+matches are kept, others are recomputed.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from distilled_shufflenet.io import atomic_write_text
 
 __all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "cache_fingerprint", "state_dict_digest"]
 
-CACHE_FORMAT = "distilled_shufflenet.teacher_cache/1"
+CACHE_FORMAT = "distilled_shufflenet.teacher_cache/2"
 META = "cache.json"
 _FP16_PEAK = 32768.0  # largest magnitude stored unscaled (float16 reaches 65504)
 _SHARD = re.compile(r"^shard-(\d{5})\.rank(\d+)\.json$")
@@ -78,14 +84,14 @@ def _videos_digest(paths: Sequence[Path]) -> str:
 
 
 def _layout_record(layout: SlotLayout) -> list[dict[str, Any]]:
-    return [{"key": p.key, "teacher": p.teacher, "start": p.start, "stop": p.stop,
-             "stored_shape": list(p.stored_shape)} for p in layout.parts]
+    return [{"key": p.key, "teacher": p.teacher, "stored_shape": list(p.stored_shape)} for p in layout.parts]
 
 
 def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """What a cache's contents depend on: each teacher (name, arguments, weights' digest, mean/std), the
-    target layout (mode, split, taps, slots and shapes at the spec's clip size), the views and the
-    student's preprocessing (:class:`ViewSpec`), and the list of videos."""
+    taps and the stored shape of each teacher's map there at the spec's clip size (not how the slots are
+    split: that is applied when reading), the 3D teacher's frame stride, the views and the student's
+    preprocessing (:class:`ViewSpec`), and the list of videos."""
     layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
     teachers = {}
     for kind in builder.kinds:
@@ -93,13 +99,13 @@ def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[s
         teachers[kind] = {"name": model.model_name, "kwargs": dict(model.model_kwargs),
                           "weights": state_dict_digest(model), "mean": list(model.preprocess.mean),
                           "std": list(model.preprocess.std)}
-    split = builder.split if not isinstance(builder.split, Mapping) else dict(builder.split)
     paths = [Path(p) for p in videos]
+    targets: dict[str, Any] = {"taps": list(builder.taps), "parts": _layout_record(layout)}
+    if "3d" in builder.kinds:
+        targets["stride3d"] = int(getattr(builder, "stride3d", 1))
     return {
         "teachers": teachers,
-        "targets": {"mode": builder.mode, "split": split, "taps": list(builder.taps),
-                    "stride3d": int(getattr(builder, "stride3d", 1)),
-                    "parts": _layout_record(layout)},
+        "targets": targets,
         "views": spec.to_dict(),
         "videos": {"count": len(paths), "digest": _videos_digest(paths)},
     }
@@ -115,6 +121,17 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 
 _WHAT = {"teachers": "teacher", "targets": "target layout", "views": "views / preprocessing", "videos": "videos"}
+
+
+def _restrict(fingerprint: Mapping[str, Any], kinds: Sequence[str]) -> dict[str, Any]:
+    """A cache's fingerprint as seen by a run that uses only the teachers ``kinds``."""
+    out = json.loads(json.dumps(fingerprint, default=str))
+    out["teachers"] = {k: v for k, v in out.get("teachers", {}).items() if k in kinds}
+    targets = out.get("targets", {})
+    targets["parts"] = [p for p in targets.get("parts", []) if p.get("teacher") in kinds]
+    if "3d" not in kinds:
+        targets.pop("stride3d", None)
+    return out
 
 
 def _differences(cached: Mapping[str, Any], wanted: Mapping[str, Any], limit: int = 8) -> list[str]:
@@ -157,19 +174,29 @@ class TeacherCache:
     one with :meth:`open`.
 
     ``targets(i, k)`` -> ``{"mid/2d": (C, slots, H, W), ...}`` (the parts of
-    :class:`~distilled_shufflenet.distill.TargetBuilder` for one clip, repeated onto their slots);
-    ``view(i, k)`` -> :class:`~distilled_shufflenet.distill.views.View`; ``clip(i, k)`` -> the student's clip
+    :class:`~distilled_shufflenet.distill.TargetBuilder` for one clip, laid on the slots of the
+    :class:`~distilled_shufflenet.distill.SlotLayout` the cache was opened with); ``stored(i, k)`` -> the
+    same parts as stored (:attr:`~distilled_shufflenet.distill.PartLayout.stored_shape`); ``view(i, k)`` -> :class:`~distilled_shufflenet.distill.views.View`; ``clip(i, k)`` -> the student's clip
     ``(3, T, crop, crop)``; ``failed`` -> ``{video index: (path, reason)}`` for videos that could not be read.
     Shards are memory-mapped, so a DataLoader worker reads only the targets it returns.
     """
 
-    def __init__(self, root: Path, meta: dict[str, Any], files: dict[int, Path], videos: Sequence[Path] | None) -> None:
+    def __init__(self, root: Path, meta: dict[str, Any], files: dict[int, Path], videos: Sequence[Path] | None,
+                 layout: SlotLayout | None = None) -> None:
         self.root = root
         self.meta = meta
         self.spec = spec_from_dict(meta["fingerprint"]["views"])
         self.num_videos = int(meta["num_videos"])
         self.shard_size = int(meta["shard_size"])
         self.parts = meta["fingerprint"]["targets"]["parts"]
+        self.layout = layout
+        if layout is not None:
+            held = {p["key"]: tuple(p["stored_shape"]) for p in self.parts}
+            wrong = [f"{q.key} {q.stored_shape} (cache: {held.get(q.key, 'absent')})" for q in layout.parts
+                     if held.get(q.key) != tuple(q.stored_shape)]
+            if wrong:
+                raise TeacherCacheError(f"teacher cache {root} does not hold the parts of this target layout: "
+                                        + "; ".join(wrong))
         self.videos = [Path(p) for p in videos] if videos is not None else None
         self._files = files
         self._open: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -178,11 +205,15 @@ class TeacherCache:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, root: str | os.PathLike, fingerprint: Mapping[str, Any] | None = None, *,
-             videos: Sequence[str | os.PathLike] | None = None, verify: bool = False) -> "TeacherCache":
+             videos: Sequence[str | os.PathLike] | None = None, verify: bool = False,
+             layout: SlotLayout | None = None) -> "TeacherCache":
         """Open a finished cache. With ``fingerprint`` (:func:`cache_fingerprint`), a cache built for other
-        teachers, views, preprocessing or videos is refused with a message listing what differs. Every
-        shard must be present with its recorded size (``verify=True`` also checks the SHA-256).
-        ``videos`` (the dataset's paths) lets :meth:`clip` decode views."""
+        teachers, views, preprocessing or videos is refused with a message listing what differs; a cache
+        that holds more teachers than the fingerprint asks for serves it (both teachers' cache, one
+        teacher's run). Every shard must be present with its recorded size (``verify=True`` also checks
+        the SHA-256). ``videos`` (the dataset's paths) lets :meth:`clip` decode views; ``layout`` (the
+        builder's :meth:`~distilled_shufflenet.distill.TargetBuilder.plan`) is what :meth:`targets` lays
+        the maps on."""
         root = Path(root)
         meta = cls._read_meta(root)
         if meta is None:
@@ -196,7 +227,7 @@ class TeacherCache:
             raise TeacherCacheError(
                 f"teacher cache {root} is incomplete: {len(missing)} of {cls._num_shards(meta)} shards missing or "
                 f"damaged (first: {missing[:5]}){' - ' + why if why else ''}; run the build again, it resumes")
-        return cls(root, meta, files, videos)
+        return cls(root, meta, files, videos, layout)
 
     @staticmethod
     def _num_shards(meta: Mapping[str, Any]) -> int:
@@ -221,7 +252,14 @@ class TeacherCache:
     def _check_fingerprint(root: Path, meta: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> None:
         # through JSON, so tuples and lists compare equal
         wanted = json.loads(json.dumps(fingerprint, default=str))
-        diffs = _differences(meta["fingerprint"], wanted)
+        held = sorted(meta["fingerprint"].get("teachers", {}))
+        missing = sorted(set(wanted.get("teachers", {})) - set(held))
+        if missing:
+            raise TeacherCacheError(
+                f"teacher cache {root} holds the targets of the {' and '.join(k.upper() for k in held) or 'no'} "
+                f"teacher(s), not of the {' and '.join(k.upper() for k in missing)} one(s) this run needs; use "
+                "another folder, or build the cache with every teacher the runs on it use")
+        diffs = _differences(_restrict(meta["fingerprint"], list(wanted.get("teachers", {}))), wanted)
         if diffs:
             raise TeacherCacheError(
                 f"teacher cache {root} was built for something else and cannot be used: " + "; ".join(diffs)
@@ -279,7 +317,8 @@ class TeacherCache:
         rank, world_size = _dist()
         if world_size > 1:
             torch.distributed.barrier()
-        cache = cls.open(root, cache_fingerprint(builder, spec, paths), videos=paths)
+        cache = cls.open(root, cache_fingerprint(builder, spec, paths), videos=paths,
+                         layout=builder.plan((spec.clip_len, spec.crop_size, spec.crop_size)))
         if cache.failed and rank == 0:
             shown = ", ".join(f"{p} ({r})" for p, r in list(cache.failed.values())[:5])
             say(f"teacher cache: {len(cache.failed)} unreadable video(s) skipped: {shown}")
@@ -317,7 +356,8 @@ class TeacherCache:
         existing = cls._read_meta(root)
         if existing is not None:
             cls._check_fingerprint(root, existing, fingerprint)
-            shard_size = meta["shard_size"] = int(existing["shard_size"])  # the shards already written decide
+            meta = existing  # it may hold more teachers than this builder uses
+            shard_size = int(existing["shard_size"])  # the shards already written decide
         else:
             leftovers = [p.name for p in root.iterdir() if not p.name.startswith(".")]
             if leftovers:
@@ -328,6 +368,12 @@ class TeacherCache:
         num_shards = math.ceil(len(paths) / shard_size)
         done, problems = cls._scan(root, meta, verify=verify)
         mine = [i for i in range(num_shards) if i % world_size == rank and i not in done]
+        extra = sorted(set(meta["fingerprint"]["teachers"]) - set(builder.kinds))
+        if extra and len(done) < num_shards:
+            raise TeacherCacheError(
+                f"teacher cache {root} is unfinished and also holds the {' and '.join(k.upper() for k in extra)} "
+                f"teacher's targets, which this run (teachers={builder.mode!r}) cannot compute; finish it with a "
+                "run of every teacher it holds, or use another folder")
         per_view = sum(int(np.prod(p["stored_shape"])) for p in _layout_record(layout)) * 2  # fp16 bytes
         total = len(paths) * spec.views * per_view
         todo_videos = sum(min(shard_size, len(paths) - i * shard_size)
@@ -434,15 +480,22 @@ class TeacherCache:
             raise VideoDecodeError(path, f"could not be read when the teacher cache was built: {reason}")
         return data, j
 
-    def targets(self, video_index: int, k: int, *, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
-        """The target parts of view ``k`` of video ``video_index``: ``{"mid/2d": (C, slots, H, W), ...}``."""
+    def stored(self, video_index: int, k: int) -> dict[str, Tensor]:
+        """The parts of view ``k`` of video ``video_index`` as stored, in float32 (maps may exceed float16):
+        ``{"mid/2d": (C, 1, H, W), "mid/3d": (C, t, H, W), ...}``; only the parts of the layout the cache
+        was opened with, if any."""
         data, j = self._locate(video_index, k)
-        out = {}
-        for p in self.parts:
-            x = data["parts"][p["key"]][j, k].float() * data["scales"][p["key"]][j, k]  # (C, t, H, W), a copy
-            x = x.to(dtype)
-            out[p["key"]] = x.expand(-1, p["stop"] - p["start"], -1, -1) if p["teacher"] == "2d" else x
-        return out
+        keys = self.layout.keys if self.layout is not None else [p["key"] for p in self.parts]
+        return {key: data["parts"][key][j, k].float() * data["scales"][key][j, k] for key in keys}  # copies
+
+    def targets(self, video_index: int, k: int) -> dict[str, Tensor]:
+        """The target parts of view ``k`` of video ``video_index`` on the slots of the cache's layout:
+        ``{"mid/2d": (C, slots, H, W), ...}``, what the builder gives for that view's clip."""
+        if self.layout is None:
+            raise ValueError(f"teacher cache {self.root} was opened without a target layout (layout=...); "
+                             "its stored parts are read with stored()")
+        stored = {key: v.unsqueeze(0) for key, v in self.stored(video_index, k).items()}
+        return {key: v[0] for key, v in self.layout.expand(stored).items()}
 
     def view(self, video_index: int, k: int) -> View:
         data, j = self._locate(video_index, k)

@@ -116,8 +116,10 @@ class PartLayout:
 
     @property
     def stored_shape(self) -> tuple[int, int, int, int]:
-        """The part without the 2D teacher's repetition: ``(C, 1, H, W)`` for 2D, :attr:`shape` for 3D."""
-        return (self.channels, 1 if self.teacher == "2d" else self.slots, self.height, self.width)
+        """The part as a teacher cache keeps it, resampled in space only: ``(C, 1, H, W)`` for 2D (one frame,
+        repeated onto its slots when read), ``(C, t, H, W)`` for 3D with ``t`` the teacher's own time
+        steps (resampled to the slots when read), so one cache serves every split of the slots."""
+        return (self.channels, 1 if self.teacher == "2d" else self.teacher_shape[1], self.height, self.width)
 
 
 @dataclass(frozen=True)
@@ -146,12 +148,16 @@ class SlotLayout:
         return tuple(p for p in self.parts if p.tap == tap)
 
     def expand(self, stored: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-        """Parts as stored (2D parts on one slot, :attr:`PartLayout.stored_shape`) -> parts on their slots
-        (a view: the 2D map is repeated by ``expand``, without a copy)."""
+        """Parts as stored (:attr:`PartLayout.stored_shape`, batched: ``(N, C, t, H, W)``) -> parts on their
+        slots: the 2D map repeated by ``expand`` (a view, no copy), the 3D map resampled along time
+        (:func:`resample`). Parts of ``stored`` that this layout does not use are left out."""
         out = {}
         for p in self.parts:
             x = stored[p.key]
-            out[p.key] = x.expand(*x.shape[:2], p.slots, *x.shape[3:]) if p.teacher == "2d" else x
+            if p.teacher == "2d":
+                out[p.key] = x.expand(*x.shape[:2], p.slots, *x.shape[3:])
+            else:
+                out[p.key] = x if x.shape[2] == p.slots else resample(x, (p.slots, *x.shape[3:]))
         return out
 
     def join(self, parts: Mapping[str, Tensor]) -> Dict[str, Tensor]:
@@ -356,8 +362,9 @@ class TargetBuilder(nn.Module):
         """Target parts for the student's normalised clip ``(N, 3, T, H, W)``.
 
         ``frame_index`` ``(N,)`` picks the 2D teacher's frame of each clip (default: drawn with
-        ``generator`` by the builder's ``frame_sampler``). ``compact=True`` returns 2D parts on one slot
-        (:attr:`PartLayout.stored_shape`, for caching; :meth:`SlotLayout.expand` repeats them).
+        ``generator`` by the builder's ``frame_sampler``). ``compact=True`` returns the parts as a teacher
+        cache stores them (:attr:`PartLayout.stored_shape`: 2D on one slot, 3D at the teacher's own time
+        steps; :meth:`SlotLayout.expand` puts them on their slots).
         """
         if not isinstance(clip, Tensor) or clip.dim() != 5:
             given = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
@@ -378,7 +385,8 @@ class TargetBuilder(nn.Module):
             taps = self.teacher3d.forward_taps(self.renorm3d(seen), self._taps_of("3d", layout))
             for p in layout.parts:
                 if p.teacher == "3d":
-                    out[p.key] = resample(taps[p.tap], (p.slots, p.height, p.width))  # (N, C, slots, H', W')
+                    steps = p.stored_shape[1] if compact else p.slots
+                    out[p.key] = resample(taps[p.tap], (steps, p.height, p.width))  # (N, C, steps, H', W')
         return {k: out[k] for k in layout.keys}
 
     def _taps_of(self, kind: str, layout: SlotLayout) -> tuple[str, ...]:

@@ -182,8 +182,9 @@ def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tupl
 
 class CachedViews(Dataset):
     """The training clips of a teacher cache: sample ``i`` of epoch ``e`` is one of the K cached views
-    of video ``i`` (:meth:`TeacherCache.draw`), decoded again, with its targets read from the cache:
-    ``{"clip": (3, T, crop, crop), "index", "targets": {"mid/2d": (C, slots, H, W), ...}}`` and no label.
+    of video ``i`` (:meth:`TeacherCache.draw`), decoded again, with its targets read from the cache as
+    stored (:meth:`TeacherCache.stored`; the objective lays them on the slots, a whole batch at once):
+    ``{"clip": (3, T, crop, crop), "index", "targets": {"mid/2d": (C, 1, H, W), ...}}`` and no label.
     A video that could not be read when the cache was built is replaced by another, and reported."""
 
     def __init__(self, cache: Any, seed: int) -> None:
@@ -210,7 +211,7 @@ class CachedViews(Dataset):
             used = self.readable[int(rng.integers(len(self.readable)))]
         k = self.cache.draw(used, int(self._epoch.item()))
         sample = {"clip": self.cache.clip(used, k), "index": used,
-                  "targets": self.cache.targets(used, k)}  # float32: maps may exceed float16
+                  "targets": self.cache.stored(used, k)}  # float32: maps may exceed float16
         if failures:
             sample["failures"] = failures
         return sample
@@ -260,7 +261,7 @@ class Distillation(Objective):
         return StudentMaps(model, self.adapters)
 
     def _targets(self, batch: dict[str, Any], clips: Tensor, rt: Runtime, *, frame: str) -> dict[str, Tensor]:
-        if "targets" in batch:  # from the teacher cache: 2D parts stored on one slot
+        if "targets" in batch:  # from the teacher cache, as stored: 2D on one slot, 3D at the teacher's steps
             stored = {k: v.to(rt.device, non_blocking=True).float() for k, v in batch["targets"].items()}
             return self.layout.expand(stored)
         if "frame2d" in batch:
