@@ -84,6 +84,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     quick = DemoConfig.quick()
     assert read_run_config(run / "stages" / "distill_both")["lr"] == quick.distill_lr != quick.lr
     assert read_run_config(run / "stages" / "finetune_both")["lr"] == quick.lr
+    # the teachers' weights apply to the two-teacher run; one teacher alone has nothing to weigh
+    assert read_run_config(run / "stages" / "distill_both")["teacher_weights"] == list(quick.distill_teacher_weights)
+    assert read_run_config(run / "stages" / "distill_3d")["teacher_weights"] == [1.0, 1.0]
     # every supervised student gets exactly the step budget, however many full batches its videos make
     for stage in ("finetune_both", "finetune_3d", "finetune_2d", "scratch_labelled", "scratch_all"):
         assert read_checkpoint(run / "stages" / stage / "last.pt")["step"] == quick.finetune_steps, stage
@@ -124,7 +127,8 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 
 @pytest.mark.parametrize("field, value", [("labelled_fraction", 0.0), ("distill_loss", "l7"),
                                           ("distill_modes", ("4d",)), ("target_seed", 1),
-                                          ("distill_lr", 0.0)])
+                                          ("distill_lr", 0.0), ("distill_teacher_weights", (0.0, 0.0)),
+                                          ("distill_teacher_weights", (-1.0, 1.0))])
 def test_demo_config_names_bad_field(field, value):
     with pytest.raises(ValueError, match=field.split("_seed")[0]):
         DemoConfig(**{field: value}).validate()
