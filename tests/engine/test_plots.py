@@ -80,3 +80,26 @@ def test_plot_confusion_writes_a_png_for_few_and_many_classes(tmp_path: Path, nu
 def test_plot_confusion_checks_the_matrix_shape(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\(3, 3\)"):
         plot_confusion(np.zeros((2, 2)), ["a", "b", "c"], tmp_path / "x.png")
+
+
+def test_the_run_log_redraws_its_curves_at_most_every_few_seconds_and_on_close(tmp_path: Path, monkeypatch) -> None:
+    import distilled_shufflenet.engine.plots as plots
+    from distilled_shufflenet.engine.loop import RunLog
+
+    drawn: list[int] = []  # the rows log.csv held at each drawing
+    monkeypatch.setattr(plots, "plot_curves",
+                        lambda csv, png: drawn.append(len(csv.read_text().splitlines()) - 1))
+    log = RunLog(tmp_path, ("epoch", "step", "train_loss"), enabled=True, tensorboard=False, plots=True,
+                 resume_step=None)
+    for epoch in range(1, 6):  # five short epochs in well under plot_every seconds
+        log.row({"epoch": epoch, "step": epoch * 7, "train_loss": 1.0 / epoch})
+    assert drawn == [1]
+    log.plot_every = 0.0
+    log.row({"epoch": 6, "step": 42, "train_loss": 0.1})
+    assert drawn == [1, 6]
+    log.close()  # nothing new since the last drawing
+    assert drawn == [1, 6]
+    log.plot_every = 3600.0
+    log.row({"epoch": 7, "step": 49, "train_loss": 0.05})
+    log.close()  # the end of the run draws every row
+    assert drawn == [1, 6, 7]

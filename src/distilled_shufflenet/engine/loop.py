@@ -227,7 +227,11 @@ class RunLog:
 
     A run that stops at its step budget mid-epoch logs that partial epoch too (training figures only); a
     resumed run keeps the rows of the epochs its checkpoint had finished (``resume_epoch``) and drops the rest,
-    the partial row included, as they are written again."""
+    the partial row included, as they are written again. ``curves.png`` is redrawn at most every
+    ``plot_every`` seconds (a drawing takes about 0.25 s, a short epoch not much more) and when the log
+    is closed."""
+
+    plot_every = 10.0
 
     def __init__(self, run_dir: Path, columns: Sequence[str], *, enabled: bool, tensorboard: bool, plots: bool,
                  resume_step: int | None, resume_epoch: int | None = None, previous_csv: Path | None = None) -> None:
@@ -236,6 +240,8 @@ class RunLog:
         self.columns = tuple(columns)
         self.enabled = enabled
         self.plots = plots
+        self._drawn_at: float | None = None  # monotonic time of the last drawing
+        self._stale = False
         self.writer = None
         if not enabled:
             return
@@ -276,6 +282,14 @@ class RunLog:
                 self.scalar(f"epoch/{key}", row[key], int(row["step"]))
         if not self.plots:
             return
+        self._stale = True
+        if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.plot_every:
+            self.draw()
+
+    def draw(self) -> None:
+        """Redraw ``curves.png`` from ``log.csv`` now."""
+        self._stale = False
+        self._drawn_at = time.monotonic()
         try:
             from distilled_shufflenet.engine.plots import plot_curves
 
@@ -284,6 +298,8 @@ class RunLog:
             print(f"warning: could not draw {self.png}: {e}", file=sys.stderr)
 
     def close(self) -> None:
+        if self.enabled and self.plots and self._stale:
+            self.draw()
         if self.writer is not None:
             self.writer.close()
 
