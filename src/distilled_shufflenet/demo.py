@@ -125,6 +125,7 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
+        from distilled_shufflenet.distill import DistillLoss
         from distilled_shufflenet.engine.distill import LOSS_KINDS
 
         for name in ("source_groups", "target_groups", "clips_per_group", "frames", "clip_len", "frame_stride",
@@ -137,9 +138,12 @@ class DemoConfig:
                 raise ValueError(f"{name}: expected a learning rate > 0, got {getattr(self, name)}")
         if not 0 < self.labelled_fraction <= 1:
             raise ValueError(f"labelled_fraction: expected a share in (0, 1], got {self.labelled_fraction}")
-        w = self.distill_teacher_weights
-        if len(w) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in w) or not any(w):
-            raise ValueError(f"distill_teacher_weights: expected two weights >= 0 (2D, 3D), not both 0, got {list(w)}")
+        if len(self.distill_teacher_weights) != 2:
+            raise ValueError(f"distill_teacher_weights: expected two weights (2D, 3D), got {self.distill_teacher_weights}")
+        try:  # the loss's own check
+            DistillLoss(teacher_weights=dict(zip(("2d", "3d"), self.distill_teacher_weights)))
+        except ValueError as e:
+            raise ValueError(f"distill_teacher_weights: {e}") from None
         if self.distill_loss not in LOSS_KINDS:
             raise ValueError(f"distill_loss: expected one of {', '.join(LOSS_KINDS)}, got {self.distill_loss!r}")
         bad = [m for m in self.distill_modes if m not in DISTILL_MODES]

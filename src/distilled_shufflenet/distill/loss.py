@@ -22,6 +22,16 @@ DEFAULT_TAP_WEIGHTS = {"mid": 0.1, "final": 0.9}
 DEFAULT_TEACHER_WEIGHTS = {"2d": 1.0, "3d": 1.0}
 
 
+def _checked_weights(name: str, weights: Mapping[str, float]) -> dict[str, float]:
+    """``weights`` as a dict, after checking that each is a number >= 0 and one at least is > 0."""
+    for key, w in weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            raise ValueError(f"{name}: the weight of {key!r} must be a number >= 0, got {w!r}")
+    if not any(weights.values()):
+        raise ValueError(f"{name}: at least one weight must be > 0, got {dict(weights)}")
+    return dict(weights)
+
+
 class DistillLoss(nn.Module):
     """``forward(student_parts, target_parts) -> (total, parts)``.
 
@@ -47,19 +57,9 @@ class DistillLoss(nn.Module):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")
-        weights = dict(DEFAULT_TAP_WEIGHTS if weights is None else weights)
-        for tap, w in weights.items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-                raise ValueError(f"tap_weights: the weight of {tap!r} must be a number >= 0, got {w!r}")
-        if not any(weights.values()):
-            raise ValueError(f"tap_weights: at least one weight must be > 0, got {weights}")
-        teacher_weights = dict(DEFAULT_TEACHER_WEIGHTS if teacher_weights is None else teacher_weights)
-        for teacher, w in teacher_weights.items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-                raise ValueError(f"teacher_weights: the weight of the {teacher!r} teacher must be a number >= 0, "
-                                 f"got {w!r}")
-        if not any(teacher_weights.values()):
-            raise ValueError(f"teacher_weights: at least one weight must be > 0, got {teacher_weights}")
+        weights = _checked_weights("tap_weights", DEFAULT_TAP_WEIGHTS if weights is None else weights)
+        teacher_weights = _checked_weights("teacher_weights",
+                                           DEFAULT_TEACHER_WEIGHTS if teacher_weights is None else teacher_weights)
         if not beta > 0:
             raise ValueError(f"beta must be > 0, got {beta}")
         self.weights = weights
@@ -84,14 +84,13 @@ class DistillLoss(nn.Module):
         counts: Dict[str, float] = {}
         parts: Dict[str, Tensor] = {}
         for key in targets:
-            tap = key.split("/")[0]
+            tap, _, teacher = key.partition("/")
             s, t = student[key], targets[key]
             if tuple(s.shape) != tuple(t.shape):
                 raise ValueError(f"part {key}: the student's map has shape {tuple(s.shape)}, the target "
                                  f"{tuple(t.shape)}")
             if tap not in self.weights:
                 raise ValueError(f"tap_weights has no weight for tap {tap!r} (weights: {self.weights})")
-            teacher = key.split("/")[1] if "/" in key else ""
             w = float(self.teacher_weights.get(teacher, 1.0))
             total = self.elementwise(s, t.detach()).sum()
             sums[tap] = sums[tap] + w * total if tap in sums else w * total

@@ -298,7 +298,7 @@ class RunLog:
             print(f"warning: could not draw {self.png}: {e}", file=sys.stderr)
 
     def close(self) -> None:
-        if self.enabled and self.plots and self._stale:
+        if self._stale:  # only set by rows a log that draws has written
             self.draw()
         if self.writer is not None:
             self.writer.close()
