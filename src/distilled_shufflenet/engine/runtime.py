@@ -245,15 +245,20 @@ class SeededSamples(Dataset):
     """A dataset whose sample ``i`` in epoch ``e`` is drawn with the global generators seeded from
     ``(seed, e, i)``, so that random augmentation does not depend on the worker or on the moment it
     is loaded (which is what makes a resumed run see the same clips).  The project's datasets draw from
-    their own per-sample generator; they are told the epoch (``set_epoch``) too."""
+    their own per-sample generator; they are told the epoch (``set_epoch``) too.  The epoch lives in
+    shared memory, so persistent DataLoader workers see it change."""
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
-        self.epoch = 0
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(int(epoch))
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
