@@ -111,7 +111,8 @@ def test_resolve_paths_defaults_compile_and_unknown(monkeypatch: pytest.MonkeyPa
     run, skipped = resolve_paths(None)
     assert [p.name for p in run] == ["fp32", "fp32+cl3d", "fp32+fused", "bf16", "bf16+cl3d"] and not skipped
     run, _ = resolve_paths(None, compile=True)
-    assert [p.name for p in run][-2:] == ["fp32+compile", "bf16+compile"]
+    assert [p.name for p in run][-3:] == ["fp32+compile", "bf16+compile", "int8+compile"]
+    assert PATHS["int8+compile"].precision == "int8"
     with pytest.raises(ValueError, match="valid paths: " + ", ".join(PATHS).replace("+", r"\+")):
         resolve_paths(["fp32", "fp16"])
 

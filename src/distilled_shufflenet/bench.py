@@ -70,12 +70,13 @@ class ExecPath:
     channels_last: bool = False
     compiled: bool = False
     fused: bool = False  # BatchNorm folded into the convolutions (fuse_for_inference)
+    int8: bool = False  # PyTorch's x86 int8 path (torchao PT2E quantisation, compiled by inductor)
     # run in ONNX Runtime: "fp32" (the clean exported graph) or "int8" (its QDQ quantisation)
     onnx: str | None = None
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.bf16 else ("int8" if self.onnx == "int8" else "fp32")
+        return "bf16" if self.bf16 else ("int8" if self.int8 or self.onnx == "int8" else "fp32")
 
 
 PATHS: dict[str, ExecPath] = {
@@ -88,12 +89,13 @@ PATHS: dict[str, ExecPath] = {
         ExecPath("bf16+cl3d", bf16=True, channels_last=True),
         ExecPath("fp32+compile", compiled=True),
         ExecPath("bf16+compile", bf16=True, compiled=True),
+        ExecPath("int8+compile", int8=True, compiled=True, fused=True),
         ExecPath("ort-fp32", onnx="fp32"),
         ExecPath("ort-int8", onnx="int8"),
     )
 }
 EAGER_PATHS = ("fp32", "fp32+cl3d", "fp32+fused", "bf16", "bf16+cl3d")
-COMPILE_PATHS = ("fp32+compile", "bf16+compile")
+COMPILE_PATHS = ("fp32+compile", "bf16+compile", "int8+compile")
 ONNX_PATHS = ("ort-fp32", "ort-int8")
 # the row name of an exported ONNX file given in --models
 ONNX_FILE_PATH = "onnx-file"
@@ -140,6 +142,8 @@ def resolve_paths(
             skipped[name] = why
         elif path.onnx is not None and importlib.util.find_spec("onnxruntime") is None:
             skipped[name] = "onnxruntime is not installed (pip install onnxruntime)"
+        elif path.int8 and importlib.util.find_spec("torchao") is None:
+            skipped[name] = "torchao is not installed (pip install torchao)"
         else:
             run.append(path)
     if not run:
@@ -525,6 +529,12 @@ def _make_call(model: nn.Module, path: ExecPath, x: Tensor, variants: dict) -> C
     """
     if path.onnx is not None:
         return _onnx_call(model, path, x)
+    if path.int8:
+        from distilled_shufflenet.inference.backends import TorchInt8Backend
+
+        calibration = torch.randn((4, *x.shape[1:]), generator=torch.Generator().manual_seed(1))
+        backend = TorchInt8Backend(model, calibration, threads=torch.get_num_threads())  # right for speed only
+        return lambda: backend(x)
     key = (path.channels_last, path.compiled, path.bf16 if path.compiled else None, path.fused)
     if key not in variants:
         m = model if key == (False, False, None, False) else copy.deepcopy(model)

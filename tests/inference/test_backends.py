@@ -67,3 +67,27 @@ def test_auto_picks_an_agreeing_backend_and_says_why(student, info) -> None:
     assert strict.backend.name == "torch-fp32"
     left = {c.name: c.why_not for c in strict.candidates if not c.kept}
     assert "ort-int8" in left and left["ort-int8"]
+
+
+def test_torch_int8_runs_int8_operators_and_any_batch(student, info) -> None:
+    """The PT2E model holds quantize / dequantize pairs (what inductor turns into int8 kernels); the
+    compiled backend agrees with fp32 like ort-int8 and takes batches other than the one it was exported
+    with. (One test: each backend compiles, which takes seconds.)"""
+    if backend_support("torch-int8"):
+        pytest.skip(backend_support("torch-int8"))
+    from distilled_shufflenet.inference.quantize import quantize_pt2e
+    from distilled_shufflenet.models import fuse_for_inference
+
+    graph = quantize_pt2e(fuse_for_inference(student), example_clip(info, batch=2, seed=6))
+    ops = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
+    assert any("quantize_per_tensor" in o for o in ops) and any("dequantize_per_channel" in o for o in ops)
+    backend = create_backend("torch-int8", student, info, threads=1, calibration=example_clip(info, batch=4, seed=6))
+    assert backend.name == "torch-int8"
+    x = example_clip(info, batch=3, seed=5)
+    with torch.inference_mode():
+        expected = torch.softmax(student(x), 1)
+    got = torch.softmax(backend(x), 1)
+    assert got.dtype == torch.float32 and (got - expected).abs().max() <= 5e-2
+    assert backend(x[:1]).shape == (1, 4)
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_pt2e(student, torch.zeros(3, 8, 32, 32))

@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from distilled_shufflenet.inference.backends import OrtBackend
+from distilled_shufflenet.inference.backends import OrtBackend, TorchInt8Backend, backend_support
 from distilled_shufflenet.inference.export import example_clip, export_model, onnx_bytes, read_onnx, read_torchscript
 from distilled_shufflenet.inference.graph import static_graph
 from distilled_shufflenet.inference.quantize import quantize_onnx, top1_agreement
@@ -119,6 +119,10 @@ def test_int8_agrees_with_fp32_on_a_trained_model(student, info) -> None:
     int8 = OrtBackend(data, threads=1)(test)
     assert top1_agreement(int8, fp32) >= 0.95
     assert not torch.equal(int8, fp32.float())  # it is another model, not the fp32 one
+    if backend_support("torch-int8") is None:  # PyTorch's own int8 path, on the same clips
+        int8 = TorchInt8Backend(model, calibration, threads=1)(test)
+        assert top1_agreement(int8, fp32) >= 0.95
+        assert not torch.equal(int8, fp32.float())
 
 
 def test_conv2d_layout_matches(student, info) -> None:

@@ -5,6 +5,8 @@ torch-fp32      PyTorch eager, BatchNorm folded into the convolutions (``fuse_fo
 torch-bf16      the same with bf16 weights and activations, channels-last-3d (CPUs with native bf16)
 torch-compile   ``torch.compile`` of the fp32 (or, where native, bf16) model with BatchNorm frozen in;
                 compiled once per backend, and inductor's on-disk cache makes later runs start fast
+torch-int8      PyTorch's x86 int8 path: torchao's PT2E quantisation (:func:`~.quantize.quantize_pt2e`)
+                compiled by inductor, whose oneDNN kernels run the convolutions in int8
 ort-fp32        ONNX Runtime on the clean exported graph (:func:`~.export.onnx_bytes`)
 ort-int8        ONNX Runtime on its QDQ int8 quantisation (:func:`~.quantize.quantize_onnx`)
 ==============  ==================================================================================
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import math
 import statistics
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -33,8 +37,9 @@ from distilled_shufflenet.bench import bf16_support
 from distilled_shufflenet.inference.source import ModelInfo
 from distilled_shufflenet.models import fuse_for_inference
 
-BACKENDS = ("torch-fp32", "torch-bf16", "torch-compile", "ort-fp32", "ort-int8")
-# what ``--backend auto`` tries unless told otherwise: torch-compile takes minutes to compile a large model
+BACKENDS = ("torch-fp32", "torch-bf16", "torch-compile", "torch-int8", "ort-fp32", "ort-int8")
+# what ``--backend auto`` tries unless told otherwise: torch-compile and torch-int8 compile, which takes a
+# minute or more for a large model
 AUTO_CANDIDATES = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
 # auto keeps a candidate whose class probabilities differ from fp32 by at most this much, same top-1
 DEFAULT_TOLERANCE = 0.02
@@ -87,6 +92,26 @@ class TorchBackend(Backend):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with torch.inference_mode(), _compile_context(self.compiled):
             return self.module(x).float()
+
+
+class TorchInt8Backend(Backend):
+    """PyTorch's x86 int8 path: the model, BatchNorm folded, quantised by :func:`~.quantize.quantize_pt2e`
+    (calibrated on ``calibration`` clips) and compiled by inductor on its first call."""
+
+    name = "torch-int8"
+
+    def __init__(self, model: nn.Module, calibration: Tensor, *, threads: int | None = None) -> None:
+        from distilled_shufflenet.inference.quantize import quantize_pt2e
+
+        self.threads = set_threads(threads)
+        self.module = torch.compile(quantize_pt2e(fuse_for_inference(model), calibration), dynamic=False)
+
+    def __call__(self, clips: Tensor) -> Tensor:
+        torch.set_num_threads(self.threads)
+        # no_grad, not inference_mode: inductor's freezing of the quantised weights needs the former
+        with torch.no_grad(), _compile_context(True), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="To copy construct from a tensor")  # inside inductor
+            return self.module(clips.float()).float()
 
 
 def _compile_context(compiled: bool) -> contextlib.AbstractContextManager:
@@ -162,17 +187,24 @@ def backend_support(name: str) -> str | None:
             import onnxruntime  # noqa: F401
         except ImportError:
             return "onnxruntime is not installed (pip install onnxruntime)"
+    if name == "torch-int8" and importlib.util.find_spec("torchao") is None:
+        return "torchao is not installed (pip install torchao)"
     return None
 
 
 def create_backend(name: str, model: nn.Module, info: ModelInfo, *, threads: int | None = None,
                    calibration: Tensor | None = None) -> Backend:
-    """Backend ``name`` for a PyTorch ``model``. ``ort-*`` export it first; ``ort-int8`` quantises the
-    export, calibrated on ``calibration`` clips (``(N, 3, T, H, W)``; random clips when ``None``, which
+    """Backend ``name`` for a PyTorch ``model``. ``ort-*`` export it first; ``ort-int8`` and ``torch-int8``
+    quantise, calibrated on ``calibration`` clips (``(N, 3, T, H, W)``; random clips when ``None``, which
     suits timing but not accuracy)."""
     why = backend_support(name)
     if why:
         raise ValueError(f"backend {name}: not available here: {why}")
+    if name == "torch-int8":
+        from distilled_shufflenet.inference.export import example_clip
+
+        clips = calibration if calibration is not None else example_clip(info, batch=4, seed=1)
+        return TorchInt8Backend(model, clips, threads=threads)
     if name.startswith("torch-"):
         if name == "torch-compile":
             precision = "bf16" if bf16_support()[0] else "fp32"

@@ -1,4 +1,5 @@
-"""int8 models: ONNX Runtime static quantisation of the clean exported graph.
+"""int8 models, two ways: ONNX Runtime static quantisation of the clean exported graph, and PyTorch's x86
+int8 path (torchao's PT2E quantisation, compiled by inductor; :func:`quantize_pt2e`).
 
 QDQ format (QuantizeLinear / DequantizeLinear pairs around each convolution, which ONNX Runtime fuses
 into int8 convolution kernels), weights int8 per output channel, activations uint8 calibrated by
@@ -12,12 +13,13 @@ give a model that runs at the right speed but classifies poorly.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 # nodes quantised; everything else (Reshape, Transpose, ReduceMean, Concat) moves int8 data as it is
 _OP_TYPES = ["Conv", "Gemm", "MatMul", "Relu", "MaxPool", "Concat", "Split", "Reshape", "Transpose"]
@@ -75,3 +77,44 @@ def top1_agreement(a: Tensor, b: Tensor) -> float:
 def seeded_clips(n: int, shape: tuple[int, int, int, int], seed: int = 0) -> Tensor:
     """``n`` random normalised clips of ``shape`` ``(C, T, H, W)``."""
     return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _import_torchao() -> tuple:
+    """torchao's PT2E entry points; its import warns about CUDA kernels it cannot load on a CPU build."""
+    quiet = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+    return xiq, prepare_pt2e, convert_pt2e
+
+
+def quantize_pt2e(model: nn.Module, calibration: Tensor) -> nn.Module:
+    """The int8 model of ``model`` in PyTorch's x86 path::
+
+        model ──torch.export (dynamic batch)──> ──prepare_pt2e (X86InductorQuantizer)──> ──calibrate──>
+              ──convert_pt2e──> quantize / dequantize pairs around every convolution and linear layer
+
+    int8 weights per output channel, uint8 activations calibrated by min/max on ``calibration`` clips
+    ``(N, 3, T, H, W)`` (real ones for accuracy); pass a model with BatchNorm folded (``fuse_for_inference``). Run the result
+    under ``torch.compile`` with inductor's ``freezing``: inductor replaces each pair and its operator by
+    one oneDNN int8 kernel. Eager, the result only simulates int8 (slowly)."""
+    if calibration.dim() != 5 or calibration.shape[0] < 1:
+        raise ValueError(f"calibration: expected clips (N, 3, T, H, W) with N >= 1, got {tuple(calibration.shape)}")
+    xiq, prepare_pt2e, convert_pt2e = _import_torchao()
+    model = model.eval()
+    example = calibration[:1].float().repeat(2, 1, 1, 1, 1)  # a batch of 1 would fix the batch size to 1
+    batch = torch.export.Dim.AUTO
+    with torch.no_grad():
+        graph = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(graph, quantizer)
+        for clip in calibration.float():
+            prepared(clip[None])
+        return convert_pt2e(prepared)
