@@ -9,10 +9,11 @@ machine (other processes, clock changes) hits all of them alike::
 Execution paths (see :data:`PATHS`): ``fp32`` eager, ``fp32+cl3d`` channels-last-3d weights and input,
 ``fp32+fused`` eager with BatchNorm folded into the convolutions (``fuse_for_inference``),
 ``bf16`` / ``bf16+cl3d`` under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (only on CPUs with native
-bf16 arithmetic), ``fp32+compile`` / ``bf16+compile`` through ``torch.compile``, and ``ort-fp32`` /
-``ort-int8``: the model exported with fixed shapes and run in ONNX Runtime, fp32 or QDQ int8 (calibrated on
-random clips: right for speed, not for accuracy). A model given as an ``.onnx`` file runs as it is in ONNX
-Runtime (path ``onnx-file``; its GMACs are not counted).
+bf16 arithmetic), ``fp32+compile`` / ``bf16+compile`` through ``torch.compile``, ``int8+compile``
+(PyTorch's x86 int8 path: torchao PT2E quantisation compiled by inductor, calibrated on random clips),
+and ``ort-fp32`` / ``ort-int8``: the model exported with fixed shapes and run in ONNX Runtime, fp32 or
+QDQ int8 (calibrated on random clips: right for speed, not for accuracy). A model given as an ``.onnx``
+file runs as it is in ONNX Runtime (path ``onnx-file``; its GMACs are not counted).
 
 Cost is counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions
 and matrix products only, as FLOPs = 2 x multiply-accumulates. FPS follows the paper: frames per second of
