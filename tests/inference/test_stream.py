@@ -160,3 +160,17 @@ def test_stalled_stream_ends_cleanly_with_the_windows_so_far(student, info, make
                             StreamConfig(hop=4, stall_timeout=0.5))
     assert report.stopped.startswith("stalled") and report.frames == 20
     assert report.windows and report.windows[-1].last_frame == 19
+
+
+def test_int8_without_readable_clips_warns_of_random_calibration(checkpoint, make_video) -> None:
+    """A live source gives no clip to calibrate on before the stream starts: say so; a file input does."""
+    from distilled_shufflenet.inference.runner import PredictConfig, build_backend
+
+    said: list[str] = []
+    build_backend(PredictConfig(str(checkpoint), ("rtsp://camera/stream",), backend="ort-int8", threads=1),
+                  ["rtsp://camera/stream"], said.append)
+    assert any("ort-int8" in s and "random clips" in s for s in said)
+    said.clear()
+    video = str(make_video("calibrate.mp4", 24))
+    build_backend(PredictConfig(str(checkpoint), (video,), backend="ort-int8", threads=1), [video], said.append)
+    assert not any("random clips" in s for s in said)

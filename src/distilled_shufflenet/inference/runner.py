@@ -100,6 +100,11 @@ def build_backend(config: PredictConfig, sources: list[str], log: Callable[[str]
         backend, info = file_backend(config.model, threads=config.threads)
         return PredictResult(backend, info)
     clips = _real_clips(info, sources, 8)
+    int8 = [b for b in ((config.backend,) if config.backend != "auto" else config.auto_candidates) if "int8" in b]
+    if clips is None and int8:
+        log(f"warning: {', '.join(int8)}: no clip could be read from the inputs (live sources only), so int8 is "
+            "calibrated on random clips and may classify poorly; for a camera, export an int8 model calibrated "
+            "on your data first (dsn export CKPT --quantize int8 --data-root DIR) and predict with it")
     if config.backend == "auto":
         probe = clips if clips is not None else example_clip(info, batch=2)
         choice = auto_backend(model, info, probe, threads=config.threads, candidates=config.auto_candidates,
