@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from distilled_shufflenet.engine import runtime
-from distilled_shufflenet.engine.loop import make_loader
 from distilled_shufflenet.engine.config import TrainConfig
 from distilled_shufflenet.engine.evaluate import EvalConfig
+from distilled_shufflenet.engine.loop import make_loader
 
 
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 2), (3, 3), (64, 4)])

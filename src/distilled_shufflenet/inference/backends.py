@@ -197,27 +197,25 @@ def create_backend(name: str, model: nn.Module, info: ModelInfo, *, threads: int
     """Backend ``name`` for a PyTorch ``model``. ``ort-*`` export it first; ``ort-int8`` and ``torch-int8``
     quantise, calibrated on ``calibration`` clips (``(N, 3, T, H, W)``; random clips when ``None``, which
     suits timing but not accuracy)."""
+    from distilled_shufflenet.inference.export import example_clip, onnx_bytes
+
     why = backend_support(name)
     if why:
         raise ValueError(f"backend {name}: not available here: {why}")
+    if name.endswith("-int8") and calibration is None:
+        calibration = example_clip(info, batch=4, seed=1)
     if name == "torch-int8":
-        from distilled_shufflenet.inference.export import example_clip
-
-        clips = calibration if calibration is not None else example_clip(info, batch=4, seed=1)
-        return TorchInt8Backend(model, clips, threads=threads)
+        return TorchInt8Backend(model, calibration, threads=threads)
     if name.startswith("torch-"):
         if name == "torch-compile":
             precision = "bf16" if bf16_support()[0] else "fp32"
             return TorchBackend(model, precision=precision, compiled=True, threads=threads)
         return TorchBackend(model, precision=name.removeprefix("torch-"), threads=threads)
-    from distilled_shufflenet.inference.export import example_clip, onnx_bytes
-
     data = onnx_bytes(model, info)
     if name == "ort-int8":
         from distilled_shufflenet.inference.quantize import quantize_onnx
 
-        clips = calibration if calibration is not None else example_clip(info, batch=4, seed=1)
-        data = quantize_onnx(data, clips)
+        data = quantize_onnx(data, calibration)
     return OrtBackend(data, threads=threads, name=name)
 
 

@@ -101,17 +101,17 @@ def quantize_pt2e(model: nn.Module, calibration: Tensor) -> nn.Module:
               ──convert_pt2e──> quantize / dequantize pairs around every convolution and linear layer
 
     int8 weights per output channel, uint8 activations calibrated by min/max on ``calibration`` clips
-    ``(N, 3, T, H, W)`` (real ones for accuracy); pass a model with BatchNorm folded (``fuse_for_inference``). Run the result
-    under ``torch.compile`` with inductor's ``freezing``: inductor replaces each pair and its operator by
-    one oneDNN int8 kernel. Eager, the result only simulates int8 (slowly)."""
+    ``(N, 3, T, H, W)`` (real ones for accuracy); pass a model with BatchNorm folded
+    (``fuse_for_inference``). Run the result under ``torch.compile`` with inductor's ``freezing``: inductor
+    replaces each pair and its operator by one oneDNN int8 kernel. Eager, the result only simulates int8
+    (slowly)."""
     if calibration.dim() != 5 or calibration.shape[0] < 1:
         raise ValueError(f"calibration: expected clips (N, 3, T, H, W) with N >= 1, got {tuple(calibration.shape)}")
     xiq, prepare_pt2e, convert_pt2e = _import_torchao()
     model = model.eval()
     example = calibration[:1].float().repeat(2, 1, 1, 1, 1)  # a batch of 1 would fix the batch size to 1
-    batch = torch.export.Dim.AUTO
     with torch.no_grad():
-        graph = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+        graph = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
         quantizer = xiq.X86InductorQuantizer()
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
         prepared = prepare_pt2e(graph, quantizer)
