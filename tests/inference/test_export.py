@@ -125,6 +125,16 @@ def test_int8_agrees_with_fp32_on_a_trained_model(student, info) -> None:
         assert not torch.equal(int8, fp32.float())
 
 
+def test_int8_quantises_the_convolutions_but_not_the_classifier(student, info) -> None:
+    proto = onnx.load_from_string(quantize_onnx(onnx_bytes(student, info), example_clip(info, batch=2)))
+    made_by = {out: n.op_type for n in proto.graph.node for out in n.output}
+    weights = {n.op_type: made_by.get(n.input[1], "fp32 initializer")
+               for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    assert weights.get("Conv") == "DequantizeLinear"  # int8 weights
+    # the classifier's weights stay fp32: quantised, they made the logits' error five times larger
+    assert weights.get("Gemm", weights.get("MatMul")) == "fp32 initializer", weights
+
+
 def test_conv2d_layout_matches(student, info) -> None:
     x = example_clip(info, batch=2)
     graph = static_graph(fuse_for_inference(student), x[:1], convs="conv2d")

@@ -7,6 +7,7 @@ import time
 
 import av
 import pytest
+import torch
 
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.data import VideoDecodeError
@@ -174,3 +175,17 @@ def test_int8_without_readable_clips_warns_of_random_calibration(checkpoint, mak
     video = str(make_video("calibrate.mp4", 24))
     build_backend(PredictConfig(str(checkpoint), (video,), backend="ort-int8", threads=1), [video], said.append)
     assert not any("random clips" in s for s in said)
+
+
+def test_calibration_clips_spread_over_the_inputs(info, make_video) -> None:
+    """Inputs are often listed class by class: the clips for int8 calibration come from videos across the
+    list (live sources skipped), and from windows across the video when there are few."""
+    from distilled_shufflenet.inference.runner import _real_clips
+
+    videos = [str(make_video(f"spread{n}.mp4", n)) for n in (20, 22, 24, 26, 28)]
+    clips = _real_clips(info, ["rtsp://camera/stream", *videos], 2)
+    first, last = (_real_clips(info, [v], 1) for v in (videos[0], videos[-1]))
+    torch.testing.assert_close(clips, torch.cat((first, last)))
+    one = _real_clips(info, videos[:1], 3)
+    assert len(one) == 3 and not torch.equal(one[0], one[2])  # three windows of the one video
+    assert _real_clips(info, ["rtsp://camera/stream"], 2) is None

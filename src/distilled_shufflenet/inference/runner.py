@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from distilled_shufflenet.data import VideoDecodeError, VideoReader, uniform_windows
@@ -74,16 +76,18 @@ class PredictResult:
 
 
 def _real_clips(info: ModelInfo, sources: list[str], limit: int) -> torch.Tensor | None:
-    """Up to ``limit`` clips from the file inputs (for auto's check and int8 calibration)."""
+    """Up to ``limit`` clips from the file inputs (for auto's check and int8 calibration), drawn from
+    inputs spread over the list, windows spread over each video: inputs are often listed class by class,
+    and calibrating on the first few videos alone would see one class."""
+    files = [s for s in sources if not is_live_source(s)]
+    picks = [files[int(i)] for i in np.unique(np.linspace(0, len(files) - 1, min(limit, len(files))).round())]
+    per_video = math.ceil(limit / len(picks)) if picks else 0
     transform, clips = clip_transform(info), []
     clip_len, stride = info.preprocess.clip_len, info.frame_stride
-    for source in sources:
-        if is_live_source(source) or len(clips) >= limit:
-            continue
+    for source in picks:
         try:
             with VideoReader(source) as reader:
-                windows = uniform_windows(reader.info.num_frames, clip_len, stride, 2)
-                for w in windows:
+                for w in uniform_windows(reader.info.num_frames, clip_len, stride, per_video):
                     clips.append(transform(torch.from_numpy(reader.read(w))))
         except VideoDecodeError:
             continue  # reported when the video itself is predicted
