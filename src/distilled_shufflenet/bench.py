@@ -119,6 +119,12 @@ def bf16_support() -> tuple[bool, str]:
     return False, f"this CPU ({capability}) has neither AVX512-BF16 nor AMX, so bf16 would be emulated"
 
 
+def vnni_support() -> bool:
+    """Whether this CPU has VNNI (one instruction for a u8 x s8 product-sum into int32). Without it,
+    oneDNN's int8 convolutions sum pairs of products in 16 bits, which saturates for large activations."""
+    return bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
+
+
 def resolve_paths(
     names: Sequence[str] | None, *, compile: bool = False, force_bf16: bool = False
 ) -> tuple[list[ExecPath], dict[str, str]]:
@@ -415,6 +421,7 @@ def machine_info(config: BenchConfig) -> dict[str, Any]:
         "python_version": platform.python_version(),
         "bf16_native": native_bf16,
         "bf16_note": why,
+        "vnni": vnni_support(),
         "load_average": _load_average(),
         "input_shape": list(config.input_shape),
     }
@@ -700,7 +707,8 @@ def format_report(report: BenchReport) -> str:
     cfg, m = report.config, report.machine
     lines = [
         f"input {tuple(cfg.input_shape)} (N, C, T, H, W); {m['threads']} threads; {m['cpu_model']} "
-        f"({m['cpu_capability']}, {m['logical_cpus']} logical CPUs); torch {m['torch_version']}",
+        f"({m['cpu_capability']}{'' if m.get('vnni', True) else ', no VNNI'}, {m['logical_cpus']} logical CPUs); "
+        f"torch {m['torch_version']}",
         f"warm-up {cfg.warmup}, {cfg.repeats} repeats, interleaved round-robin; load average (1, 5, 15 min) "
         f"at start {_loads(m.get('load_average'))}, at end {_loads(m.get('load_average_end'))}",
         "",

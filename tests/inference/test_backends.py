@@ -69,9 +69,9 @@ def test_auto_picks_an_agreeing_backend_and_says_why(student, info) -> None:
     assert "ort-int8" in left and left["ort-int8"]
 
 
-def test_torch_int8_runs_int8_operators_and_any_batch(student, info) -> None:
-    """The PT2E model holds quantize / dequantize pairs (what inductor turns into int8 kernels); the
-    compiled backend agrees with fp32 like ort-int8 and takes batches other than the one it was exported
+def test_torch_int8_runs_int8_kernels_and_any_batch(student, info) -> None:
+    """The PT2E model holds quantize / dequantize pairs, which inductor turns into int8 kernels for every
+    convolution; the compiled backend agrees with fp32 like ort-int8 and takes batches other than the one it was exported
     with. (One test: each backend compiles, which takes seconds.)"""
     if backend_support("torch-int8"):
         pytest.skip(backend_support("torch-int8"))
@@ -88,6 +88,27 @@ def test_torch_int8_runs_int8_operators_and_any_batch(student, info) -> None:
         expected = torch.softmax(student(x), 1)
     got = torch.softmax(backend(x), 1)
     assert got.dtype == torch.float32 and (got - expected).abs().max() <= 5e-2
+    # every convolution runs in oneDNN's int8 kernel, none in fp32 between a dequantise and a quantise
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        backend(x)
+    ran = [e.name for e in prof.events()]
+    convs = sum(isinstance(m, torch.nn.Conv3d) for m in student.modules())
+    assert sum("qconv" in n for n in ran) == convs and not [n for n in ran if "convolution" in n]
     assert backend(x[:1]).shape == (1, 4)
     with pytest.raises(ValueError, match="calibration"):
         quantize_pt2e(student, torch.zeros(3, 8, 32, 32))
+
+
+def test_int8_activations_use_half_the_range_without_vnni(monkeypatch) -> None:
+    """Without VNNI, oneDNN's int8 kernels sum product pairs in 16 bits: activations must stay in 0..127."""
+    if backend_support("torch-int8"):
+        pytest.skip(backend_support("torch-int8"))
+    from distilled_shufflenet.inference import quantize
+
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, (1, 3, 3), padding=(0, 1, 1)), torch.nn.ReLU(),
+                                torch.nn.Conv3d(4, 4, 1))
+    clips = torch.randn(2, 3, 4, 8, 8)
+    for vnni, top in ((False, 127), (True, 255)):
+        monkeypatch.setattr(quantize, "vnni_support", lambda vnni=vnni: vnni)
+        graph = quantize.quantize_pt2e(model, clips)
+        assert {int(n.args[4]) for n in graph.graph.nodes if "quantize_per_tensor" in str(n.target)} == {top}

@@ -1,0 +1,132 @@
+"""Copies of a video model whose 3D convolutions and pools are 2D ones over frames, for int8.
+
+PyTorch's x86 int8 path (:func:`~.quantize.quantize_pt2e` compiled by inductor) runs a convolution in
+oneDNN's int8 kernel only when it is a 2D convolution whose weight is a constant 4-D tensor. The
+student's factorised convolutions compute 2D convolutions from a slice of their 5-D weight, which the
+pattern does not match, and its full 3D convolutions (the stem, the stride-2 shortcuts) are 3D: left as
+they are, every one of them runs in fp32 between a dequantise and a quantise, at no gain. This copy
+turns each ``Conv3d`` into the 2D convolution it amounts to, with a 4-D weight of its own::
+
+    (1, k, k)           2D convolution over the N*T frames                      (N*T, C, H, W)
+    (k, 1, 1)           2D convolution over (T, H*W), a free reshape              (N, C, T, H*W)
+    (kt, kh, kw)        2D convolution over the frames of each time window, the kt frames of a window
+                        stacked on the channels (a copy of the input, kt / stride_t times its size)
+    max-pool (1, k, k)  2D max-pool over the frames
+
+The copy computes the same function as the model, at any clip size, and keeps its module names; its
+state dict differs (it is for quantisation, not for checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distilled_shufflenet.models.student import SpatialMaxPool
+
+
+class _FrameOp(nn.Module):
+    """Applies ``op`` to every frame: ``(N, C, T, H, W) -> (N, C', T, H', W')``."""
+
+    def __init__(self, op: nn.Module, time_stride: int = 1) -> None:
+        super().__init__()
+        self.op, self.time_stride = op, time_stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.time_stride > 1:
+            x = x[:, :, ::self.time_stride]
+        t = x.shape[2]
+        y = self.op(x.transpose(1, 2).flatten(0, 1))  # (N*T, C', H', W')
+        return y.unflatten(0, (-1, t)).transpose(1, 2)
+
+
+class TimeConv(nn.Module):
+    """A ``(k, 1, 1)`` ``Conv3d`` as the 2D convolution ``conv`` over ``(T, H*W)``."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.shape[3]
+        return self.conv(x.flatten(3)).unflatten(3, (h, -1))  # (N, C', T', H, W)
+
+
+class WindowConv(nn.Module):
+    """A ``(kt, kh, kw)`` ``Conv3d`` as the 2D convolution ``conv`` over the frames of each time window,
+    the ``kt`` frames of a window stacked on the channels (channel ``c * kt + k`` is frame ``k`` of input
+    channel ``c``)."""
+
+    def __init__(self, conv: nn.Conv2d, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.conv, self.kernel, self.stride, self.padding = conv, kernel, stride, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(x, (0, 0, 0, 0, self.padding, self.padding))
+        t = (x.shape[2] - self.kernel) // self.stride + 1
+        span = self.stride * (t - 1) + 1
+        windows = torch.stack([x[:, :, k:k + span:self.stride] for k in range(self.kernel)], 2)  # (N, C, kt, T', H, W)
+        y = self.conv(windows.permute(0, 3, 1, 2, 4, 5).flatten(0, 1).flatten(1, 2))  # (N*T', C', H', W')
+        return y.unflatten(0, (-1, t)).transpose(1, 2)
+
+
+def _conv2d(conv: nn.Conv3d, weight: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+            padding: tuple[int, int]) -> nn.Conv2d:
+    out = nn.Conv2d(weight.shape[1] * conv.groups, conv.out_channels, kernel, stride, padding, groups=conv.groups,
+                    bias=conv.bias is not None)
+    out.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+    if conv.bias is not None:
+        out.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+    return out
+
+
+def frame_conv(conv: nn.Conv3d) -> nn.Module | None:
+    """The 2D form of ``conv`` (same function), or ``None`` where it has none here (dilation, string
+    padding, a padding mode other than zeros) or should keep its 3D form: grouped convolutions (X3D's
+    depthwise ones), whose int8 kernels run many times slower than fp32 3D ones."""
+    if (isinstance(conv.padding, str) or conv.dilation != (1, 1, 1) or conv.padding_mode != "zeros"
+            or conv.groups != 1):
+        return None
+    (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    w = conv.weight
+    if kt == 1 and pt == 0:
+        return _FrameOp(_conv2d(conv, w[:, :, 0], (kh, kw), (sh, sw), (ph, pw)), st)
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        return TimeConv(_conv2d(conv, w[..., 0], (kt, 1), (st, 1), (pt, 0)))
+    return WindowConv(_conv2d(conv, w.flatten(1, 2), (kh, kw), (sh, sw), (ph, pw)), kt, st, pt)
+
+
+def frame_pool(pool: nn.Module) -> nn.Module | None:
+    """The 2D form of a max-pool over the frames (``SpatialMaxPool``, ``MaxPool3d`` with a ``(1, k, k)``
+    window), or ``None``."""
+    if isinstance(pool, SpatialMaxPool):
+        return _FrameOp(nn.MaxPool2d(3, 2, 1))
+    if isinstance(pool, nn.MaxPool3d):
+        k, s, p, d = (v if isinstance(v, tuple) else (v,) * 3
+                      for v in (pool.kernel_size, pool.stride, pool.padding, pool.dilation))
+        if k[0] == 1 and s[0] == 1 and p[0] == 0 and d == (1, 1, 1):
+            return _FrameOp(nn.MaxPool2d(k[1:], s[1:], p[1:], ceil_mode=pool.ceil_mode))
+    return None
+
+
+def frame_graph(model: nn.Module) -> nn.Module:
+    """An eval copy of ``model`` with every ``Conv3d`` and frame-wise max-pool it can rewrite as 2D ones
+    over frames (module names kept; see the module's description). ``copy.frame_ops`` counts them."""
+    graph = copy.deepcopy(model).eval()
+    count = 0
+    for parent in list(graph.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, nn.Conv3d):
+                new = frame_conv(child)
+            elif isinstance(child, (SpatialMaxPool, nn.MaxPool3d)):
+                new = frame_pool(child)
+            else:
+                continue
+            if new is not None:
+                parent._modules[name] = new
+                count += 1
+    graph.frame_ops = count
+    return graph
