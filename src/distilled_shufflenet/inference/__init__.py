@@ -7,7 +7,8 @@
 
 Pieces: :mod:`.source` (class names and preprocessing of checkpoints and exported files),
 :mod:`.graph` (export-ready copies with fixed shapes), :mod:`.export` (ONNX / TorchScript, ``dsn export``),
-:mod:`.quantize` (ONNX Runtime int8), :mod:`.backends` (PyTorch fp32 / bf16 / compiled, ONNX Runtime
+:mod:`.frames` (3D convolutions as 2D ones, for int8), :mod:`.quantize` (ONNX Runtime and PyTorch int8),
+:mod:`.backends` (PyTorch fp32 / bf16 / compiled, ONNX Runtime
 fp32 / int8, ``auto``), :mod:`.predict` (top-k per video), :mod:`.stream` (sliding window as a video
 decodes), :mod:`.annotate` (the labelled video), :mod:`.runner` (``dsn predict``).
 """
@@ -23,6 +24,7 @@ from distilled_shufflenet.inference.backends import (
     file_backend,
 )
 from distilled_shufflenet.inference.export import ExportConfig, export_model, onnx_bytes, read_onnx, run_export
+from distilled_shufflenet.inference.frames import frame_graph
 from distilled_shufflenet.inference.graph import static_graph
 from distilled_shufflenet.inference.predict import VideoPrediction, predict_files, predict_video
 from distilled_shufflenet.inference.quantize import quantize_onnx
@@ -33,6 +35,6 @@ from distilled_shufflenet.inference.stream import StreamConfig, StreamReport, Wi
 __all__ = [
     "AUTO_CANDIDATES", "BACKENDS", "Backend", "ExportConfig", "ModelFileError", "ModelInfo", "OrtBackend",
     "PredictConfig", "StreamConfig", "StreamReport", "TorchBackend", "VideoPrediction", "Window", "auto_backend",
-    "create_backend", "export_model", "file_backend", "load_model_source", "onnx_bytes", "predict_files",
+    "create_backend", "export_model", "file_backend", "frame_graph", "load_model_source", "onnx_bytes", "predict_files",
     "predict_video", "quantize_onnx", "read_onnx", "run_export", "run_predict", "static_graph", "stream_predict",
 ]
