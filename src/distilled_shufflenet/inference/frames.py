@@ -5,7 +5,8 @@ oneDNN's int8 kernel only when it is a 2D convolution whose weight is a constant
 student's factorised convolutions compute 2D convolutions from a slice of their 5-D weight, which the
 pattern does not match, and its full 3D convolutions (the stem, the stride-2 shortcuts) are 3D: left as
 they are, every one of them runs in fp32 between a dequantise and a quantise, at no gain. This copy
-turns each ``Conv3d`` into the 2D convolution it amounts to, with a 4-D weight of its own::
+turns each dense ``Conv3d`` into the 2D convolution it amounts to, with a 4-D weight of its own (grouped
+ones, such as X3D's depthwise convolutions, stay 3D: their int8 2D forms are far slower)::
 
     (1, k, k)           2D convolution over the N*T frames                      (N*T, C, H, W)
     (k, 1, 1)           2D convolution over (T, H*W), a free reshape              (N, C, T, H*W)
