@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distilled_shufflenet.data.sampling import center_window, random_window, uniform_windows, window_span
+from distilled_shufflenet.data.sampling import center_window, random_window, spread_indices, uniform_windows, window_span
 
 
 def test_random_window_is_a_strided_run_inside_the_video():
@@ -65,3 +65,9 @@ def test_bad_arguments_name_the_field(args, field):
         center_window(*args)
     with pytest.raises(ValueError, match="num_clips"):
         uniform_windows(10, 4, 1, 0)
+
+
+def test_spread_indices_cover_the_range_without_repeats() -> None:
+    assert spread_indices(10, 3) == [0, 4, 9]
+    assert spread_indices(3, 8) == [0, 1, 2]  # fewer items than asked: each once
+    assert spread_indices(5, 1) == [0] and spread_indices(0, 4) == []

@@ -71,8 +71,8 @@ def test_auto_picks_an_agreeing_backend_and_says_why(student, info) -> None:
 
 def test_torch_int8_runs_int8_kernels_and_any_batch(student, info) -> None:
     """The PT2E model holds quantize / dequantize pairs, which inductor turns into int8 kernels for every
-    convolution; the compiled backend agrees with fp32 like ort-int8 and takes batches other than the one it was exported
-    with. (One test: each backend compiles, which takes seconds.)"""
+    convolution; the compiled backend agrees with fp32 like ort-int8 and takes batches other than the one
+    it was exported with. (One test: each backend compiles, which takes seconds.)"""
     if backend_support("torch-int8"):
         pytest.skip(backend_support("torch-int8"))
     from distilled_shufflenet.inference.quantize import quantize_pt2e

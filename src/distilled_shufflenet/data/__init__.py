@@ -36,7 +36,7 @@ from distilled_shufflenet.data.datasets import (
     unlabelled,
 )
 from distilled_shufflenet.data.factory import DATASET_KINDS, build_dataset
-from distilled_shufflenet.data.sampling import center_window, random_window, uniform_windows
+from distilled_shufflenet.data.sampling import center_window, random_window, spread_indices, uniform_windows
 from distilled_shufflenet.data.transforms import (
     EvalTransform,
     TrainTransform,
@@ -85,6 +85,7 @@ __all__ = [
     "read_hmdb51_split",
     "read_ucf101_split",
     "read_video_list",
+    "spread_indices",
     "train_transform",
     "ucf101_splits_dir",
     "uniform_windows",

@@ -43,6 +43,13 @@ def center_window(num_frames: int, clip_len: int, stride: int) -> np.ndarray:
     return _window((room + 1) // 2, num_frames, clip_len, stride)  # the same as one uniform window
 
 
+def spread_indices(total: int, n: int) -> list[int]:
+    """Up to ``n`` distinct indices of ``range(total)`` spread evenly over it, the first and the last
+    included (for picking a few items of a list sorted by class, say)."""
+    n = min(n, total)
+    return [int(i) for i in np.unique(np.linspace(0, total - 1, n).round())] if n > 0 else []
+
+
 def uniform_windows(num_frames: int, clip_len: int, stride: int, num_clips: int) -> np.ndarray:
     """``(num_clips, clip_len)`` indices of windows spread evenly over the video (video-level evaluation).
 

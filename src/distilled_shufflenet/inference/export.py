@@ -271,16 +271,15 @@ class QuantizeReport:
 
 def dataset_clips(config: ExportConfig, info: ModelInfo, subset: str, limit: int | None) -> tuple[Tensor, Tensor | None]:
     """Centre clips ``(N, 3, T, crop, crop)`` of ``subset`` of the config's dataset, and their labels."""
-    from distilled_shufflenet.data import build_dataset, eval_transform
+    from distilled_shufflenet.data import build_dataset, eval_transform, spread_indices
 
     p = info.preprocess
     dataset = build_dataset(config.dataset, config.data_root, split=config.split, subset=subset, clip_len=p.clip_len,
                             frame_stride=info.frame_stride, sampling="center",
                             transform=eval_transform(p.crop_size, p.resize, p.mean, p.std), on_error="report")
-    n = len(dataset) if limit is None else min(limit, len(dataset))
     # spread the clips over the dataset (its videos are grouped by class)
-    picks = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int)) if n else []
-    samples = [dataset[int(i)] for i in picks]
+    picks = spread_indices(len(dataset), len(dataset) if limit is None else limit)
+    samples = [dataset[i] for i in picks]
     samples = [s for s in samples if "clip" in s]
     if not samples:
         raise ValueError(f"data_root {config.data_root}: no readable {subset} clip")

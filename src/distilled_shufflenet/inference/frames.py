@@ -76,8 +76,8 @@ class WindowConv(nn.Module):
 
 def _conv2d(conv: nn.Conv3d, weight: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
             padding: tuple[int, int]) -> nn.Conv2d:
-    out = nn.Conv2d(weight.shape[1] * conv.groups, conv.out_channels, kernel, stride, padding, groups=conv.groups,
-                    bias=conv.bias is not None)
+    """An ungrouped ``Conv2d`` with ``weight`` (a 4-D form of ``conv``'s) and ``conv``'s bias."""
+    out = nn.Conv2d(weight.shape[1], conv.out_channels, kernel, stride, padding, bias=conv.bias is not None)
     out.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
     if conv.bias is not None:
         out.bias = nn.Parameter(conv.bias.detach().clone(), requires_grad=False)

@@ -1,9 +1,9 @@
 """int8 models, two ways: ONNX Runtime static quantisation of the clean exported graph, and PyTorch's x86
 int8 path (torchao's PT2E quantisation, compiled by inductor; :func:`quantize_pt2e`).
 
-QDQ format (QuantizeLinear / DequantizeLinear pairs around each convolution, which ONNX Runtime fuses
-into int8 convolution kernels), weights int8 per output channel, activations uint8 calibrated by
-min/max over clips the caller provides::
+ONNX Runtime's (:func:`quantize_onnx`): QDQ format (QuantizeLinear / DequantizeLinear pairs around each
+convolution, which ONNX Runtime fuses into int8 convolution kernels), weights int8 per output channel,
+activations uint8 calibrated by min/max over clips the caller provides::
 
     fp32 ONNX ──quant_pre_process──> ──calibrate on clips──> ──quantize_static (QDQ, per-channel)──> int8 ONNX
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from distilled_shufflenet.data import VideoDecodeError, VideoReader, uniform_windows
+from distilled_shufflenet.data import VideoDecodeError, VideoReader, spread_indices, uniform_windows
 from distilled_shufflenet.inference.backends import AUTO_CANDIDATES, BACKENDS, AutoChoice, Backend, auto_backend, \
     create_backend, file_backend
 from distilled_shufflenet.inference.export import example_clip
@@ -80,7 +79,7 @@ def _real_clips(info: ModelInfo, sources: list[str], limit: int) -> torch.Tensor
     inputs spread over the list, windows spread over each video: inputs are often listed class by class,
     and calibrating on the first few videos alone would see one class."""
     files = [s for s in sources if not is_live_source(s)]
-    picks = [files[int(i)] for i in np.unique(np.linspace(0, len(files) - 1, min(limit, len(files))).round())]
+    picks = [files[i] for i in spread_indices(len(files), limit)]
     per_video = math.ceil(limit / len(picks)) if picks else 0
     transform, clips = clip_transform(info), []
     clip_len, stride = info.preprocess.clip_len, info.frame_stride
