@@ -81,6 +81,8 @@ def test_torch_int8_runs_int8_kernels_and_any_batch(student, info) -> None:
     graph = quantize_pt2e(fuse_for_inference(student), example_clip(info, batch=2, seed=6))
     ops = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
     assert any("quantize_per_tensor" in o for o in ops) and any("dequantize_per_channel" in o for o in ops)
+    pools = [n for n in graph.graph.nodes if "max_pool2d" in str(n.target)]  # the stem's, on int8 values
+    assert pools and all("dequantize_per_tensor" in str(n.args[0].target) for n in pools)
     backend = create_backend("torch-int8", student, info, threads=1, calibration=example_clip(info, batch=4, seed=6))
     assert backend.name == "torch-int8"
     x = example_clip(info, batch=3, seed=5)

@@ -57,3 +57,21 @@ def test_frame_graph_computes_the_model(name, clip) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
     assert list(model.state_dict()) != list(graph.state_dict())  # a copy for quantisation only
     assert any(isinstance(m, nn.Conv3d) for m in model.modules())  # the model itself is untouched
+
+
+def test_a_pool_after_a_convolution_over_frames_runs_on_its_frames() -> None:
+    """The pool (and the ReLU before it) move into the convolution's module, so that the quantiser sees
+    the pool's input come from the convolution; a pool after a convolution over time stays apart."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Sequential(nn.Conv3d(3, 4, (3, 5, 5), (1, 2, 2), (1, 2, 2)), nn.Identity(), nn.ReLU()), SpatialMaxPool(),
+        nn.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0)), nn.MaxPool3d((1, 2, 2), (1, 2, 2)),
+    ).eval()
+    graph = frame_graph(model)
+    host = graph[0][0]
+    assert [type(m) for m in host.post] == [nn.ReLU, nn.MaxPool2d]
+    assert isinstance(graph[0][2], nn.Identity) and isinstance(graph[1], nn.Identity)
+    assert not isinstance(graph[3], nn.Identity) and len(graph[3].post) == 0  # after a (3,1,1) convolution
+    x = torch.randn(2, 3, 5, 17, 19)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), rtol=1e-5, atol=1e-5)

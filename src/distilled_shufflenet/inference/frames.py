@@ -14,6 +14,13 @@ ones, such as X3D's depthwise convolutions, stay 3D: their int8 2D forms are far
                         stacked on the channels (a copy of the input, kt / stride_t times its size)
     max-pool (1, k, k)  2D max-pool over the frames
 
+A frame-wise max-pool that follows a convolution over frames (the student's stem) runs inside that
+convolution's module, with the ReLU between them, on its frames (``post``): between two modules the
+frames go back to a clip and out again, and the quantiser cannot follow int8 values through that
+reshaping, so the pool ran in fp32 on the largest activation of the network (the stem's output). On a
+2-core AVX2 CPU the paper preset's int8 model ran 16 % faster (median; 10 % for the fastest calls) with
+the pool merged, side by side in one process.
+
 The copy computes the same function as the model, at any clip size, and keeps its module names; its
 state dict differs (it is for quantisation, not for checkpoints).
 """
@@ -30,17 +37,19 @@ from distilled_shufflenet.models.student import SpatialMaxPool
 
 
 class _FrameOp(nn.Module):
-    """Applies ``op`` to every frame: ``(N, C, T, H, W) -> (N, C', T, H', W')``."""
+    """Applies ``op`` then the frame-wise modules ``post`` to every frame:
+    ``(N, C, T, H, W) -> (N, C', T, H', W')``."""
 
     def __init__(self, op: nn.Module, time_stride: int = 1) -> None:
         super().__init__()
         self.op, self.time_stride = op, time_stride
+        self.post = nn.Sequential()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.time_stride > 1:
             x = x[:, :, ::self.time_stride]
         t = x.shape[2]
-        y = self.op(x.transpose(1, 2).flatten(0, 1))  # (N*T, C', H', W')
+        y = self.post(self.op(x.transpose(1, 2).flatten(0, 1)))  # (N*T, C', H', W')
         return y.unflatten(0, (-1, t)).transpose(1, 2)
 
 
@@ -59,18 +68,19 @@ class TimeConv(nn.Module):
 class WindowConv(nn.Module):
     """A ``(kt, kh, kw)`` ``Conv3d`` as the 2D convolution ``conv`` over the frames of each time window,
     the ``kt`` frames of a window stacked on the channels (channel ``c * kt + k`` is frame ``k`` of input
-    channel ``c``)."""
+    channel ``c``), then the frame-wise modules ``post``."""
 
     def __init__(self, conv: nn.Conv2d, kernel: int, stride: int, padding: int) -> None:
         super().__init__()
         self.conv, self.kernel, self.stride, self.padding = conv, kernel, stride, padding
+        self.post = nn.Sequential()
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.pad(x, (0, 0, 0, 0, self.padding, self.padding))
         t = (x.shape[2] - self.kernel) // self.stride + 1
         span = self.stride * (t - 1) + 1
         windows = torch.stack([x[:, :, k:k + span:self.stride] for k in range(self.kernel)], 2)  # (N, C, kt, T', H, W)
-        y = self.conv(windows.permute(0, 3, 1, 2, 4, 5).flatten(0, 1).flatten(1, 2))  # (N*T', C', H', W')
+        y = self.post(self.conv(windows.permute(0, 3, 1, 2, 4, 5).flatten(0, 1).flatten(1, 2)))  # (N*T', C', H', W')
         return y.unflatten(0, (-1, t)).transpose(1, 2)
 
 
@@ -129,5 +139,37 @@ def frame_graph(model: nn.Module) -> nn.Module:
             if new is not None:
                 parent._modules[name] = new
                 count += 1
+    for seq in [m for m in graph.modules() if isinstance(m, nn.Sequential)]:
+        _merge_pools(seq)
     graph.frame_ops = count
     return graph
+
+
+def _leaves(seq: nn.Sequential) -> list[tuple[nn.Module, str]]:
+    """``(parent, name)`` of the modules ``seq`` runs, in order, nested sequential modules opened."""
+    out = []
+    for name, child in seq._modules.items():
+        out.extend(_leaves(child) if isinstance(child, nn.Sequential) else [(seq, name)])
+    return out
+
+
+def _merge_pools(seq: nn.Sequential) -> None:
+    """Move each frame-wise pool that ``seq`` runs right after a module over frames (``ReLU`` and
+    ``Identity`` modules between them allowed) into that module's ``post``, with the ``ReLU`` modules,
+    leaving ``Identity`` in their places."""
+    leaves = _leaves(seq)
+    for i, (parent, name) in enumerate(leaves):
+        pool = parent._modules[name]
+        if not (isinstance(pool, _FrameOp) and isinstance(pool.op, nn.MaxPool2d) and pool.time_stride == 1):
+            continue
+        j = i - 1
+        while j >= 0 and isinstance(leaves[j][0]._modules[leaves[j][1]], (nn.ReLU, nn.Identity)):
+            j -= 1
+        host = leaves[j][0]._modules[leaves[j][1]] if j >= 0 else None
+        if not isinstance(host, (_FrameOp, WindowConv)):
+            continue
+        for p, n in leaves[j + 1:i + 1]:
+            module = p._modules[n]
+            if not isinstance(module, nn.Identity):
+                host.post.append(module.op if module is pool else module)
+                p._modules[n] = nn.Identity()
