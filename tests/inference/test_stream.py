@@ -13,6 +13,7 @@ from distilled_shufflenet.cli import main
 from distilled_shufflenet.data import VideoDecodeError
 from distilled_shufflenet.inference.backends import TorchBackend
 from distilled_shufflenet.inference.predict import predict_video
+from distilled_shufflenet.inference.runner import PredictConfig
 from distilled_shufflenet.inference.stream import StreamConfig, stream_predict
 
 
@@ -131,6 +132,25 @@ def test_cli_predict_files_json(checkpoint, make_video, tmp_path, capsys) -> Non
     video = json.loads(doc.read_text())["videos"][0]
     assert video["clips"] == 2 and len(video["top"]) == 3 and not video["error"]
     assert "p.avi" in capsys.readouterr().out
+
+
+def test_cli_auto_times_the_named_candidates_within_the_tolerance(checkpoint, make_video, capsys) -> None:
+    video = str(make_video("c.avi", 20))
+    code = main(["predict", str(checkpoint), video, "--candidates", "ort-fp32", "--tolerance", "0.05",
+                 "--threads", "1", "--clips", "1"])
+    assert code == 0
+    summary = capsys.readouterr().out.split("c.avi")[0]
+    assert "backend auto: chose" in summary and "ort-fp32" in summary
+    assert "torch-bf16" not in summary and "ort-int8" not in summary  # only fp32 and the named candidate
+    assert main(["predict", str(checkpoint), video, "--candidates", "ort-fp32", "--tolerance", "1e-12",
+                 "--threads", "1", "--clips", "1"]) == 0
+    summary = capsys.readouterr().out.split("c.avi")[0]
+    assert "chose torch-fp32" in summary and "outside the tolerance of fp32 (probabilities within 1e-12" in summary
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(checkpoint), video, "--candidates", "torch-fp32,onnx-gpu"])
+    assert exit_.value.code == 2 and "onnx-gpu" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tolerance"):
+        PredictConfig(str(checkpoint), (video,), auto_tolerance=0.0)
 
 
 def test_exported_file_predicts_like_the_checkpoint(checkpoint, make_video, tmp_path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distilled_shufflenet.cli import name_list
 from distilled_shufflenet.data.prepare import PrepareConfig, prepare_videos
 from distilled_shufflenet.data.synth import DEFAULT_CLASSES, SYNTH_CLASSES, SynthConfig, generate_synth_actions
 
@@ -28,12 +29,7 @@ def _classes(text: str) -> tuple[str, ...]:
         if not 1 <= n <= len(SYNTH_CLASSES):
             raise argparse.ArgumentTypeError(f"expected 1..{len(SYNTH_CLASSES)} classes, got {n}")
         return SYNTH_CLASSES[:n]
-    names = tuple(c.strip() for c in text.split(",") if c.strip())
-    unknown = [c for c in names if c not in SYNTH_CLASSES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown class {', '.join(unknown) or text!r}; "
-                                         f"known: {', '.join(SYNTH_CLASSES)}")
-    return names
+    return name_list(text, SYNTH_CLASSES, "class")
 
 
 def add_synth_parser(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

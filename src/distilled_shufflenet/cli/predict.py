@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distilled_shufflenet.inference.backends import BACKENDS
+from distilled_shufflenet.cli import name_list
+from distilled_shufflenet.inference.backends import AUTO_CANDIDATES, BACKENDS, DEFAULT_TOLERANCE
 from distilled_shufflenet.inference.predict import format_predictions
 from distilled_shufflenet.inference.runner import PredictConfig, run_predict
 from distilled_shufflenet.inference.stream import StreamConfig
+
+
+def _backend_list(text: str) -> tuple[str, ...]:
+    """``--candidates``: comma-separated backend names."""
+    return name_list(text, BACKENDS, "backend")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
                    help="how to run the model (default: %(default)s: time the candidates here, keep the fastest "
                         "that agrees with fp32)")
+    p.add_argument("--candidates", default=",".join(AUTO_CANDIDATES), type=_backend_list, metavar="LIST",
+                   help="comma-separated backends --backend auto times (default: %(default)s; torch-compile and "
+                        "torch-int8 compile first, a minute or more for the paper preset, so they are timed only "
+                        "when named here)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="largest class-probability difference to fp32 that --backend auto accepts, with the same "
+                        "top-1 on every probe clip (default: %(default)s; the int8 backends moved a trained demo "
+                        "student's probabilities by up to 0.08)")
     p.add_argument("--threads", type=int, default=None, help="threads for the model (default: torch's default)")
     p.add_argument("--clips", type=int, default=5, help="clips per video without --stream (default: %(default)s)")
     p.add_argument("--topk", type=int, default=5, help="classes shown (default: %(default)s)")
@@ -61,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
                                    realtime=args.realtime, stall_timeout=args.stall_timeout),
         output=args.output,
         annotate=args.annotate,
+        auto_candidates=args.candidates,
+        auto_tolerance=args.tolerance,
     )
     quiet = args.quiet
 

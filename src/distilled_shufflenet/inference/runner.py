@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 
 from distilled_shufflenet.data import VideoDecodeError, VideoReader, spread_indices, uniform_windows
-from distilled_shufflenet.inference.backends import AUTO_CANDIDATES, BACKENDS, AutoChoice, Backend, auto_backend, \
-    create_backend, file_backend
+from distilled_shufflenet.inference.backends import AUTO_CANDIDATES, BACKENDS, DEFAULT_TOLERANCE, AutoChoice, Backend, \
+    auto_backend, create_backend, file_backend
 from distilled_shufflenet.inference.export import example_clip
 from distilled_shufflenet.inference.predict import VideoPrediction, clip_transform, expand_inputs, is_live_source, \
     predict_files
@@ -41,7 +41,8 @@ class PredictConfig:
     stream_config: StreamConfig = field(default_factory=StreamConfig)
     output: str | None = None  # JSON lines (.jsonl) or CSV (.csv) of the windows, written as they come
     annotate: str | None = None  # the annotated video (.mp4)
-    auto_candidates: tuple[str, ...] = AUTO_CANDIDATES
+    auto_candidates: tuple[str, ...] = AUTO_CANDIDATES  # what auto times
+    auto_tolerance: float = DEFAULT_TOLERANCE  # largest class-probability difference to fp32 auto accepts
 
     def __post_init__(self) -> None:
         self.inputs = tuple(self.inputs)
@@ -49,6 +50,13 @@ class PredictConfig:
             raise ValueError("inputs: no video given")
         if self.backend != "auto" and self.backend not in BACKENDS:
             raise ValueError(f"backend: unknown {self.backend!r}; expected auto or one of {', '.join(BACKENDS)}")
+        self.auto_candidates = tuple(self.auto_candidates)
+        unknown = [b for b in self.auto_candidates if b not in BACKENDS]
+        if unknown or not self.auto_candidates:
+            raise ValueError(f"candidates: unknown {', '.join(map(repr, unknown)) or 'none given'}; expected some of "
+                             f"{', '.join(BACKENDS)}")
+        if not 0 < self.auto_tolerance <= 1:
+            raise ValueError(f"tolerance: expected a class-probability difference in (0, 1], got {self.auto_tolerance!r}")
         for name in ("clips", "topk"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)!r}")
@@ -111,7 +119,7 @@ def build_backend(config: PredictConfig, sources: list[str], log: Callable[[str]
     if config.backend == "auto":
         probe = clips if clips is not None else example_clip(info, batch=2)
         choice = auto_backend(model, info, probe, threads=config.threads, candidates=config.auto_candidates,
-                              calibration=clips)
+                              tolerance=config.auto_tolerance, calibration=clips)
         log(choice.summary())
         return PredictResult(choice.backend, info, auto=choice)
     backend = create_backend(config.backend, model, info, threads=config.threads, calibration=clips)
