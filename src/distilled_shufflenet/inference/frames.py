@@ -158,18 +158,22 @@ def _merge_pools(seq: nn.Sequential) -> None:
     ``Identity`` modules between them allowed) into that module's ``post``, with the ``ReLU`` modules,
     leaving ``Identity`` in their places."""
     leaves = _leaves(seq)
-    for i, (parent, name) in enumerate(leaves):
-        pool = parent._modules[name]
+
+    def at(k: int) -> nn.Module:  # looked up each time: earlier merges leave Identity in the tree
+        return leaves[k][0]._modules[leaves[k][1]]
+
+    for i in range(len(leaves)):
+        pool = at(i)
         if not (isinstance(pool, _FrameOp) and isinstance(pool.op, nn.MaxPool2d) and pool.time_stride == 1):
             continue
         j = i - 1
-        while j >= 0 and isinstance(leaves[j][0]._modules[leaves[j][1]], (nn.ReLU, nn.Identity)):
+        while j >= 0 and isinstance(at(j), (nn.ReLU, nn.Identity)):
             j -= 1
-        host = leaves[j][0]._modules[leaves[j][1]] if j >= 0 else None
+        host = at(j) if j >= 0 else None
         if not isinstance(host, (_FrameOp, WindowConv)):
             continue
-        for p, n in leaves[j + 1:i + 1]:
-            module = p._modules[n]
-            if not isinstance(module, nn.Identity):
-                host.post.append(module.op if module is pool else module)
-                p._modules[n] = nn.Identity()
+        for k in range(j + 1, i + 1):
+            if not isinstance(at(k), nn.Identity):
+                host.post.append(pool.op if k == i else at(k))
+                parent, name = leaves[k]
+                parent._modules[name] = nn.Identity()

@@ -110,8 +110,9 @@ def build_backend(config: PredictConfig, sources: list[str], log: Callable[[str]
                              f"(--backend auto), the PyTorch backends need a checkpoint")
         backend, info = file_backend(config.model, threads=config.threads)
         return PredictResult(backend, info)
-    clips = _real_clips(info, sources, 8)
     int8 = [b for b in ((config.backend,) if config.backend != "auto" else config.auto_candidates) if "int8" in b]
+    # real clips serve auto's check and int8's calibration only: no decoding for a backend that needs neither
+    clips = _real_clips(info, sources, 8) if config.backend == "auto" or int8 else None
     if clips is None and int8:
         log(f"warning: {', '.join(int8)}: no clip could be read from the inputs (live sources only), so int8 is "
             "calibrated on random clips and may classify poorly; for a camera, export an int8 model calibrated "
