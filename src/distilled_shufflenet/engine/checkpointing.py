@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,13 +34,25 @@ from distilled_shufflenet.checkpoint import CheckpointError, atomic_save, read_c
 from distilled_shufflenet.engine.runtime import Runtime, all_gather_objects, rng_state, unwrap
 
 if TYPE_CHECKING:
-    from distilled_shufflenet.engine.config import TrainConfig
     from distilled_shufflenet.models import Preprocess
 
 FORMAT = "distilled_shufflenet.run/1"
 LAST = "last.pt"
 BEST = "best.pt"
 CONFIG = "config.yaml"
+
+
+class RunConfig(Protocol):
+    """What a run checkpoint reads of its run's config (``TrainConfig`` and the configs built on it).
+
+    A protocol rather than the class itself, so that this module stays below ``engine.config``, which
+    reads saved configs back from checkpoints when a run resumes."""
+
+    command: str
+    seed: int
+    batch_size: int
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -135,7 +147,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
 
 # --------------------------------------------------------------------------- resumable run state
 def run_checkpoint(net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, rt: Runtime,
-                   state: TrainState, config: "TrainConfig", classes: Sequence[str], preprocess: "Preprocess",
+                   state: TrainState, config: RunConfig, classes: Sequence[str], preprocess: "Preprocess",
                    metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The checkpoint of a run at this point (see the module docstring).  Every rank must call it: the
     generator states of all ranks are gathered."""

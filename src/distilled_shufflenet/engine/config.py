@@ -22,6 +22,7 @@ from typing import Any, Mapping, TypeVar
 
 import yaml
 
+from distilled_shufflenet.engine.checkpointing import read_run_config, resolve_checkpoint_path
 from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS, default_workers
 from distilled_shufflenet.io import atomic_write_text
 
@@ -359,8 +360,6 @@ def resolve_config(
     cfg = build_config(cls, overrides, base=cfg, source="command line")
     if cfg.resume is None:
         return cfg
-    from distilled_shufflenet.engine.checkpointing import read_run_config, resolve_checkpoint_path
-
     saved = read_run_config(cfg.resume)
     saved.pop("resume", None)
     # the run folder is where the checkpoint is now, wherever the run was started
