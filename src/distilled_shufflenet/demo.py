@@ -603,7 +603,7 @@ def accuracy_fps_chart(results: dict[str, Any], path: Path) -> Path:
     """A PNG of video top-1 against CPU FPS at the demo input, one point per model."""
     from matplotlib.figure import Figure
 
-    from distilled_shufflenet.engine.plots import _save_figure
+    from distilled_shufflenet.io import save_figure
 
     fig = Figure(figsize=(6, 4), layout="tight")
     ax = fig.add_subplot()
@@ -616,7 +616,7 @@ def accuracy_fps_chart(results: dict[str, Any], path: Path) -> Path:
         ax.scatter(fps, top1)
         ax.annotate("\n".join(names), (fps, top1), fontsize=7, xytext=(4, 2), textcoords="offset points")
     _accuracy_fps_axes(ax)
-    return _save_figure(fig, path, dpi=100)
+    return save_figure(fig, path, dpi=100)
 
 
 def _accuracy_fps_axes(ax: Any) -> None:
@@ -696,7 +696,7 @@ def seed_summary_chart(summary: dict[str, Any], path: Path) -> Path:
     FPS at the demo input (the median over the runs)."""
     from matplotlib.figure import Figure
 
-    from distilled_shufflenet.engine.plots import _save_figure
+    from distilled_shufflenet.io import save_figure
 
     fig = Figure(figsize=(6.5, 4.2), layout="tight")
     ax = fig.add_subplot()
@@ -710,4 +710,4 @@ def seed_summary_chart(summary: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"{len(summary['runs'])} runs (seeds {', '.join(str(s) for s in summary['seeds'])}): "
                  "mean, min-max", fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    return _save_figure(fig, path, dpi=100)
+    return save_figure(fig, path, dpi=100)

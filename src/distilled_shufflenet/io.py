@@ -1,4 +1,4 @@
-"""Atomic file writes: every output of the project appears whole under its name, or not at all."""
+"""Atomic file writes: every output of the project (files, figures) appears whole under its name, or not at all."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import errno
 import os
 import re
 import tempfile
+from io import BytesIO
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @contextlib.contextmanager
@@ -43,6 +47,18 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def save_figure(fig: Figure, png_path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Render a matplotlib ``Figure`` built without pyplot (no global state, no display) on an Agg canvas
+    and write it as a PNG atomically, so a reader never sees half an image (runs redraw their figures
+    while they train). Returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib only where a figure is drawn
+
+    FigureCanvasAgg(fig)
+    buf = BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return atomic_write_bytes(buf.getvalue(), png_path)
 
 
 # `.NAME.PID.part`, `.NAME.PID.TOKEN.part` (video writers, copies) and `.NAME.PID.TOKEN.tmp` (atomic_write);

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from distilled_shufflenet.distill.targets import SlotLayout, TargetBuilder, TeacherAdapters, student_maps
-from distilled_shufflenet.engine.plots import _save_figure
+from distilled_shufflenet.io import save_figure
 from distilled_shufflenet.models import TapModel
 
 __all__ = ["plot_distillation", "plot_maps"]
@@ -69,7 +69,7 @@ def plot_maps(student: Mapping[str, Tensor], targets: Mapping[str, Tensor], layo
                     ax.set_ylabel(f"{tap}\n{who}", fontsize=8)
             fig.colorbar(image, ax=[axes[2 * row + r][c] for c in range(len(pairs))], shrink=0.8, pad=0.02)
     fig.suptitle(title or "channel means: teachers' targets vs the student's adapted maps", fontsize=9)
-    return _save_figure(fig, png_path, dpi)
+    return save_figure(fig, png_path, dpi=dpi)
 
 
 @torch.no_grad()

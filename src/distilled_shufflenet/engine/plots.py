@@ -10,15 +10,13 @@ import csv
 import math
 import os
 import textwrap
-from io import BytesIO
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from distilled_shufflenet.io import atomic_write_bytes
+from distilled_shufflenet.io import save_figure
 
 # log.csv columns drawn by plot_curves: (panel title, [(column, label), ...])
 _CURVES = (
@@ -46,13 +44,6 @@ def _panels(csv_path: Path) -> tuple:
 # above this many classes the confusion matrix drops per-cell counts and class names on the axes
 _NAMED_CLASSES = 40
 _CELL_TEXT_CLASSES = 20
-
-
-def _save_figure(fig: Figure, png_path: str | os.PathLike, dpi: int) -> Path:
-    FigureCanvasAgg(fig)
-    buf = BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(buf.getvalue(), png_path)
 
 
 def _number(text: str | None) -> float:
@@ -124,7 +115,7 @@ def plot_curves(csv_path: str | os.PathLike, png_path: str | os.PathLike, *, tit
         else:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes, color="gray")
     fig.suptitle(title or Path(csv_path).parent.name or "training")
-    return _save_figure(fig, png_path, dpi=100)
+    return save_figure(fig, png_path, dpi=100)
 
 
 def plot_confusion(
@@ -170,4 +161,4 @@ def plot_confusion(
     ax.set_xlabel("predicted class" + named)
     ax.set_ylabel("true class" + named)
     ax.set_title(textwrap.fill(title, width=int(7 * side)), fontsize=10 if num <= _NAMED_CLASSES else 12)
-    return _save_figure(fig, png_path, dpi=120)
+    return save_figure(fig, png_path, dpi=120)
