@@ -123,3 +123,22 @@ def test_first_line_of_an_error() -> None:
 
     assert first_line(RuntimeError("bad header\nat offset 12")) == "bad header"
     assert first_line(EOFError()) == "EOFError"  # an empty message is named by its type
+
+
+def test_exported_models_are_named_and_torch_unsafe_advice_is_never_passed_on(tmp_path) -> None:
+    """An ONNX or TorchScript file given as a checkpoint is said to be one; no message repeats PyTorch's
+    advice to load with weights_only=False, which would run whatever code the file holds."""
+    model = Tiny().eval()
+    script = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(model.fc), str(script))
+    onnx_file = tmp_path / "model.onnx"
+    torch.onnx.export(model.fc, (torch.zeros(1, 6),), str(onnx_file), dynamo=False)
+    pickled = tmp_path / "module.pt"
+    torch.save(model, pickled)  # a whole module: a safe load refuses to unpickle its classes
+    for path, words in [(script, "an exported TorchScript model"), (onnx_file, "an exported ONNX model"),
+                        (pickled, "holds a pickled")]:
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(path)
+        message = str(err.value)
+        assert str(path) in message and words in message, message
+        assert "weights_only" not in message and "will likely succeed" not in message, message

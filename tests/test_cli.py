@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from distilled_shufflenet.cli import build_parser, main
 
@@ -64,3 +66,31 @@ def test_missing_hmdb51_videos_are_reported_with_the_flag_to_pass(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("dsn train: error: 2 of 2 videos listed in ") and "brush_hair_a.avi" in err
     assert err.rstrip().endswith("(pass --skip-missing to leave them out)") and "skip_missing" not in err
+
+
+def _distilled_checkpoint(path: Path) -> Path:
+    """A tiny student as dsn distill writes it: no classifier in the weights, no classes."""
+    from distilled_shufflenet.engine.checkpointing import save_checkpoint
+    from distilled_shufflenet.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("shufflenet2plus1d", num_classes=4, widths=(8, 16, 32), units=(1, 1, 1),
+                           adapter_channels=(16, 32), clip_len=8)
+    state = {k: v for k, v in student.state_dict().items() if not k.startswith("fc.")}
+    return save_checkpoint(path, {"command": "distill", "model_name": "shufflenet2plus1d",
+                                  "model_kwargs": dict(student.model_kwargs), "state_dict": state, "classes": [],
+                                  "preprocess": student.preprocess.to_dict()})
+
+
+@pytest.mark.parametrize("command", ["predict", "export", "evaluate"])
+def test_a_distilled_checkpoint_is_named_with_the_fine_tuning_to_run(command: str, tmp_path, capsys) -> None:
+    ckpt = _distilled_checkpoint(tmp_path / "distilled.pt")
+    args = {"predict": ["predict", str(ckpt), str(tmp_path / "clip.avi"), "--backend", "torch-fp32"],
+            "export": ["export", str(ckpt), "-o", str(tmp_path / "s.onnx")],
+            "evaluate": ["evaluate", str(ckpt), "--data-root", str(tmp_path), "--device", "cpu", "--no-progress"]}
+    assert main(args[command]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {ckpt}: a distilled student without a classifier" in err, err
+    assert f"dsn finetune --checkpoint {ckpt}" in err
+    assert "Missing key" not in err and "fc.weight" not in err
+    assert not (tmp_path / "s.onnx").exists()

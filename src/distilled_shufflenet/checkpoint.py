@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +25,11 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with an error naming the file on any failure."""
+    """``torch.load(path, weights_only=True)`` on CPU, with an error naming the file on any failure.
+
+    A model exported for inference (ONNX, TorchScript) is named as such, with what to give instead; the
+    error never passes on PyTorch's advice to load without ``weights_only``, which would run any code the
+    file holds."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path}: no such file")
@@ -34,22 +40,68 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     with open(path, "rb") as f:
         head = f.read(16)
     is_zip = head[:4] == b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+    if is_zip and _is_torchscript(path):
+        raise _exported(path, "TorchScript")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # weights_only refuses anything but tensors and plain containers
-        raise CheckpointError(
-            f"checkpoint {path}: not a PyTorch checkpoint, or it holds objects other than tensors and "
-            f"plain containers ({first_line(e)})"
-        ) from None
     except Exception as e:  # torch.load raises many types for damaged files; all mean the same here
+        if not is_zip and _is_onnx(path):
+            raise _exported(path, "ONNX") from None
+        if isinstance(e, pickle.UnpicklingError):
+            # weights_only refuses anything but tensors and plain containers
+            raise CheckpointError(
+                f"checkpoint {path}: not a PyTorch checkpoint, or it holds objects other than tensors and "
+                f"plain containers ({_load_reason(e)})"
+            ) from None
         if is_zip:
-            raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({first_line(e)})") from None
+            reason = _load_reason(e)
+            raise CheckpointError(f"checkpoint {path}: cannot be read, truncated or corrupt ({reason})") from None
         # the legacy reader's own errors (a KeyError of the first byte's code, ...) mean nothing to a user
         raise CheckpointError(
             f"checkpoint {path}: not a PyTorch checkpoint (neither torch.save's zip format nor its legacy "
             f"format; the file starts with {head[:8]!r}); pass a file written by torch.save or by a dsn command"
         ) from None
+
+
+def _exported(path: Path, kind: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path}: an exported {kind} model (written by dsn export), not a checkpoint of a run; give "
+        f"the checkpoint it was exported from (.pt or run folder), or run the exported file with dsn predict"
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A ``torch.jit.save`` archive: it holds the scripted code and its constants, which ``torch.save``'s
+    zip files never do."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _is_onnx(path: Path) -> bool:
+    """An ONNX model (checked only once ``torch.load`` has failed on the file)."""
+    try:
+        import onnx
+
+        return bool(onnx.load(str(path), load_external_data=False).graph.node)
+    except Exception:  # noqa: BLE001 - not ONNX, or onnx is not installed
+        return False
+
+
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def _load_reason(error: BaseException) -> str:
+    """What ``torch.load`` found wrong, without its advice to retry with ``weights_only=False``."""
+    found = _UNSAFE_GLOBAL.search(str(error))
+    if found:
+        return f"it holds a pickled {found[1]} object, which a safe load does not run"
+    text = first_line(error)
+    # PyTorch's hint starts with the version that changed the default; what follows it is the hint itself
+    text = re.split(r"\s*(?:\(\d\)\s*)?In PyTorch 2\.6|\s*This file can still be loaded", text)[0].strip(" .,")
+    return text if text and "weights_only" not in text else type(error).__name__
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

@@ -328,3 +328,31 @@ def test_missing_videos_advise_the_option_in_the_words_of_the_caller(tiny_checkp
     err = capsys.readouterr().err
     assert rc == 2 and gone.name in err
     assert err.rstrip().endswith("(pass --skip-missing to count them as unscored videos)") and "skip_missing" not in err
+
+
+@pytest.mark.slow
+def test_exported_files_are_evaluated_through_their_runtime(tiny_checkpoint: Path, tiny_synth: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """ONNX and TorchScript files score as their checkpoint does; an int8 file gets its own accuracy."""
+    views = ["--data-root", str(tiny_synth), "--clips", "2", "--crops", "1", "--workers", "0", "--no-progress"]
+    reference = evaluate_checkpoint(tiny_checkpoint, dataset="ucf101", data_root=str(tiny_synth), clips=2, crops=1,
+                                    workers=0, device="cpu", progress=False)
+    onnx_file, script = tmp_path / "m.onnx", tmp_path / "m.ts"
+    assert main(["export", str(tiny_checkpoint), "-o", str(onnx_file), "--threads", "1", "--quantize", "int8",
+                 "--data-root", str(tiny_synth), "--calibration-clips", "4"]) == 0
+    assert main(["export", str(tiny_checkpoint), "--format", "torchscript", "-o", str(script)]) == 0
+    for path, kind, precision in ((onnx_file, "onnx", "fp32"), (script, "torchscript", "fp32"),
+                                  (tmp_path / "m.int8.onnx", "onnx", "int8")):
+        out = tmp_path / f"eval-{path.name}"
+        assert main(["evaluate", str(path), *views, "--out", str(out)]) == 0, capsys.readouterr().err
+        data = json.loads((out / "report.json").read_text())
+        assert data["exported"]["format"] == kind and data["exported"]["precision"] == precision
+        assert data["video_level"]["scored"] == 8 and data["checkpoint"] == str(path.resolve())
+        if precision == "fp32":  # the same model: the same predictions
+            assert data["confusion_matrix"] == reference.confusion
+    capsys.readouterr()
+    # the ONNX graph's clip size is fixed: another one is refused by flag, before any video is read
+    assert main(["evaluate", str(onnx_file), *views, "--crop-size", "48"]) == 2
+    err = capsys.readouterr().err
+    assert "m.onnx takes clips of 8 frames of 32 x 32 pixels only" in err and "--crop-size" in err
+    assert "weights_only" not in err

@@ -53,6 +53,7 @@ def test_torchscript_round_trip(student, info, tmp_path) -> None:
     export_model(student, info, path, "torchscript")
     module, meta = read_torchscript(path)
     assert meta.classes == info.classes and meta.preprocess == info.preprocess
+    assert (meta.model_name, meta.precision) == ("shufflenet2plus1d", "fp32")  # text, as in an ONNX file
     x = example_clip(info, batch=2, seed=3)
     with torch.inference_mode():
         torch.testing.assert_close(module(x), student(x), rtol=0, atol=1e-4)

@@ -1,5 +1,5 @@
-"""``dsn evaluate``: clip and video level top-1 / top-5 of a checkpoint on a test split, with a JSON report
-and a confusion-matrix PNG."""
+"""``dsn evaluate``: clip and video level top-1 / top-5 of a checkpoint or an exported model on a test
+split, with a JSON report and a confusion-matrix PNG."""
 
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ _DEFAULTS = {f.name: f.default if f.default_factory is dataclasses.MISSING else 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="top-1 / top-5 of a checkpoint on a test split, clip and video level",
+        help="top-1 / top-5 of a checkpoint or exported model on a test split, clip and video level",
         description=(
-            "Evaluate a checkpoint of any registered model on a test split: clip level (one centre clip, "
-            "centre crop) and video level (softmax probabilities averaged over --clips x --crops views), "
+            "Evaluate a checkpoint of any registered model, or a model exported by dsn export (.onnx, int8 "
+            ".onnx, .ts: run on the CPU by ONNX Runtime or TorchScript), on a test split: clip level (one "
+            "centre clip, centre crop) and video level (softmax probabilities averaged over --clips x --crops views), "
             "per-class accuracy and a confusion matrix. Videos that cannot be read count as wrong in the "
             "headline figures, which are also given over the scored videos alone. Clip length, crop and "
             "normalisation come from the checkpoint unless overridden. Defaults < --config FILE.yaml < flags."
@@ -41,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         shown = _DEFAULTS[name]
         p.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{help} (default: {shown})", **kwargs)
 
-    p.add_argument("checkpoint", help="checkpoint written by 'dsn train' (a run folder means its last.pt)")
+    p.add_argument("checkpoint", help="checkpoint written by 'dsn train' / 'dsn finetune' (a run folder means its "
+                   "last.pt), or a file written by 'dsn export'")
     p.add_argument("--config", metavar="FILE.yaml",
                    help="YAML file of evaluation settings, keys as the flags with '_' (flags override it)")
     option("--dataset", "dataset layout: official split files (ucf101, hmdb51) or a list file", choices=EVAL_DATASETS)

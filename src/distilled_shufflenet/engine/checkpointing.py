@@ -133,6 +133,16 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         model = create_model(name, **kwargs)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {where}: cannot rebuild model {name!r} with {kwargs} ({e})") from None
+    # a distilled student has no classifier yet: say so, rather than list the classifier's missing keys
+    head, state = getattr(model, "classifier_name", "fc") + ".", ckpt["state_dict"]
+    if (isinstance(state, Mapping) and any(k.startswith(head) for k in model.state_dict())
+            and not any(k.startswith(head) for k in state)):
+        what = "a distilled student" if ckpt.get("command") == "distill" else f"a {name} checkpoint"
+        raise CheckpointError(
+            f"checkpoint {where}: {what} without a classifier, so it cannot classify videos yet; fine-tune it "
+            f"with labels first (dsn finetune --checkpoint {where} --data-root DIR --output RUN) and use the "
+            f"checkpoint that writes"
+        )
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:

@@ -128,7 +128,9 @@ def read_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, M
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:  # noqa: BLE001 - torch.jit.load raises RuntimeError, ValueError, ...
         raise ModelFileError(f"TorchScript model {path}: not a TorchScript file, or damaged ({first_line(e)})") from None
-    return module.eval(), ModelInfo.from_metadata({k: v for k, v in extra.items() if v}, f"TorchScript model {path}")
+    # torch.jit.load hands the extra files back as bytes
+    meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items() if v}
+    return module.eval(), ModelInfo.from_metadata(meta, f"TorchScript model {path}")
 
 
 @dataclass
