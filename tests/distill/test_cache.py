@@ -3,7 +3,12 @@ refusal of stale or foreign caches, recomputation of a shard cut short, room on 
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +94,14 @@ def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, stude
                 maps = student_maps(student, clip, layout)
                 torch.testing.assert_close(loss_fn(maps, cached)[0], loss_fn(maps, fly)[0], rtol=1e-3, atol=1e-4)
     assert cache.failed == {}
-    # one of the K views per epoch, the same in every process
+    # one of the K views per epoch, the same in every process: another process opening the cache draws
+    # the same views (a draw from an unseeded or per-process generator would not)
     draws = {e: [cache.draw(i, e) for i in range(5)] for e in range(6)}
-    assert draws == {e: [cache.draw(i, e) for i in range(5)] for e in range(6)}
+    code = ("import json, sys; from distilled_shufflenet.distill.cache import TeacherCache; "
+            "c = TeacherCache.open(sys.argv[1]); print(json.dumps([[c.draw(i, e) for i in range(5)] for e in range(6)]))")
+    other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], capture_output=True, text=True,
+                           check=True)
+    assert json.loads(other.stdout) == [draws[e] for e in range(6)]
     assert {k for d in draws.values() for k in d} == {0, 1}
     sample = cache.sample(4, epoch=3)
     assert set(sample) == {"clip", "index", "view", "frame2d", "targets"} and sample["view"] == draws[3][4]
@@ -182,6 +192,63 @@ def test_a_shard_cut_short_is_detected_and_recomputed(tmp_path, videos, student,
         TeacherCache.open(tmp_path / "c", fingerprint, verify=True)
 
 
+def test_a_shard_that_cannot_be_read_is_recomputed_and_named(tmp_path, videos, student, teacher3d) -> None:
+    builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
+    spec = _spec(student)
+    expected = _build(tmp_path / "c", videos, builder, spec).targets(3, 0)
+    shard = tmp_path / "c" / "shard-00001.rank0.pt"
+    size = shard.stat().st_size
+    shard.write_bytes(bytes(size))  # zeroed, the same size: the size check alone passes
+    fingerprint = cache_fingerprint(builder, spec, videos)
+    with pytest.raises(TeacherCacheError, match=r"shard-00001\.rank0\.pt: cannot be read.*run the build again"):
+        TeacherCache.open(tmp_path / "c", fingerprint)
+    logs: list[str] = []
+    again = _build(tmp_path / "c", videos, builder, spec, logs)
+    assert any("recomputing shard-00001.rank0.pt: cannot be read" in line for line in logs)
+    for key, value in expected.items():
+        torch.testing.assert_close(again.targets(3, 0)[key], value)
+    # damaged while a run reads it: the error names the shard and the fix, not the zip reader
+    again._open.clear()
+    shard.write_bytes(bytes(shard.stat().st_size))
+    with pytest.raises(TeacherCacheError, match=rf"the shard {shard} cannot be read.*run the same command again"):
+        again.targets(3, 0)
+
+
+@pytest.mark.parametrize("edit", ["shard_size", "num_videos", "fingerprint"])
+def test_a_damaged_cache_json_is_refused_by_name(tmp_path, videos, student, teacher3d, edit) -> None:
+    builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
+    spec = _spec(student)
+    _build(tmp_path / "c", videos, builder, spec)
+    meta_path = tmp_path / "c" / "cache.json"
+    meta = json.loads(meta_path.read_text())
+    if edit == "fingerprint":
+        del meta["fingerprint"]["views"]
+    else:
+        meta[edit] += 1
+    meta_path.write_text(json.dumps(meta))
+    for attempt in (lambda: TeacherCache.open(tmp_path / "c", cache_fingerprint(builder, spec, videos)),
+                    lambda: _build(tmp_path / "c", videos, builder, spec)):
+        with pytest.raises(TeacherCacheError, match=r"cache\.json.*(edited|damaged).*delete the folder"):
+            attempt()
+
+
+def test_a_different_video_copied_over_a_cached_name_is_refused(tmp_path, videos, student, teacher3d) -> None:
+    own = tmp_path / "videos"
+    own.mkdir()
+    paths = []
+    for video in videos[:3]:
+        paths.append(own / video.name)
+        paths[-1].write_bytes(video.read_bytes())
+    builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
+    spec = _spec(student, views=1)
+    _build(tmp_path / "c", paths, builder, spec)
+    paths[1].write_bytes(videos[4].read_bytes())  # another video under the same name
+    with pytest.raises(TeacherCacheError, match=rf"1 video\(s\) changed since the cache was built.*{paths[1].name}"):
+        _build(tmp_path / "c", paths, builder, spec)
+    with pytest.raises(TeacherCacheError, match="changed since the cache was built"):
+        TeacherCache.open(tmp_path / "c", cache_fingerprint(builder, spec, paths), videos=paths)
+
+
 def test_the_size_is_printed_and_a_full_disk_refused(tmp_path, videos, student, teacher2d, teacher3d,
                                                       monkeypatch) -> None:
     import distilled_shufflenet.distill.cache as cache_module
@@ -192,12 +259,39 @@ def test_the_size_is_printed_and_a_full_disk_refused(tmp_path, videos, student, 
     # teacher's own 4 and 2 time steps, not the student's 2 and 1 slots)
     per_view = (64 * 4 + 64 * 16 + 128 + 128 * 2) * 2
     usage = cache_module.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=per_view * 9))
+    # room for the maps alone (33.3 KB) but not for the shards, which hold view records, scales and the
+    # file format's records too (46 KB written): refused before anything is computed, naming the folder
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=per_view * 12))
     logs: list[str] = []
-    with pytest.raises(TeacherCacheError, match=r"needs 33\.3 KB more .*disk has 30\.0 KB free"):
+    with pytest.raises(TeacherCacheError, match=rf"{tmp_path / 'c'}: needs 49\.7 KB more .*disk holding "
+                                                rf"{tmp_path / 'c'} has 39\.9 KB free.*--cache-views"):
         _build(tmp_path / "c", videos, builder, spec, logs)
     assert "= 33.3 KB (fp16, 3 shards)" in logs[0]
     assert not list((tmp_path / "c").glob("shard-*"))
+    # with the room the estimate asks for, the shards written fit in it
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=63_000))
+    cache = _build(tmp_path / "c", videos, builder, spec)
+    assert 0.85 * 49.7e3 < cache.size_bytes <= 49.7e3
+    # a shard measured on disk is the estimate of the rest: a resumed build needs room for 2 more such
+    (tmp_path / "c" / "shard-00001.rank0.json").unlink()
+    largest = max(p.stat().st_size / n for p, n in zip(sorted((tmp_path / "c").glob("shard-*.pt")), (2, 2, 1)))
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda _: usage._replace(free=int(2 * largest)))
+    with pytest.raises(TeacherCacheError, match="measured on the 2 shard"):
+        _build(tmp_path / "c", videos, builder, spec)
+
+
+def test_a_disk_that_fills_up_while_writing_names_the_shard(tmp_path, videos, student, teacher3d,
+                                                            monkeypatch) -> None:
+    import distilled_shufflenet.distill.cache as cache_module
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(cache_module, "atomic_save", full)
+    builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
+    with pytest.raises(TeacherCacheError, match=rf"disk is full .* while writing {tmp_path / 'c'}/shard-00000\.rank0\.pt"
+                                                r".*--cache-teachers"):
+        _build(tmp_path / "c", videos[:2], builder, _spec(student, views=1))
 
 
 def test_ranks_write_their_own_shards_and_read_all(tmp_path, videos, student, teacher2d, teacher3d) -> None:

@@ -121,8 +121,11 @@ def test_single_teacher_modes_give_every_slot_to_the_one_teacher(mode: str, teac
     assert sorted(parts) == sorted([f"mid/{mode}", f"final/{mode}"])
     assert tuple(parts[f"mid/{mode}"].shape) == (2, 64, 2, 2, 2)
     assert tuple(parts[f"final/{mode}"].shape) == (2, 128, 1, 1, 1)
-    with pytest.raises(ValueError, match="cannot be split"):
+    with pytest.raises(ValueError, match="cannot be split") as e:
         TargetBuilder(student, teacher2d, teacher3d).plan((8, 32, 32))
+    # the advice names the flags and config fields, not the library's arguments
+    assert "--teachers 2d or --teachers 3d" in str(e.value) and "--clip-len" in str(e.value)
+    assert "teachers='" not in str(e.value)
 
 
 def test_split_as_fraction_count_or_per_tap(student, teacher2d, teacher3d) -> None:
@@ -162,8 +165,12 @@ def test_channel_mismatch_names_the_teacher_and_offers_both_fixes(teacher3d, mak
     assert "one adapter per teacher" in msg
     assert "adapter_channels" not in msg  # the two teachers disagree: matching adapters cannot serve both
     wide3d = freeze(create_model("r3d_18", num_classes=5, widen_factor=0.5))
-    with pytest.raises(ValueError, match=r"build the student with adapter_channels=\[128, 256\]"):
+    with pytest.raises(ValueError, match=r"--model-arg adapter_channels=\[128,256\]") as e:
         TargetBuilder(student, wide2d, wide3d).plan((16, 32, 32))
+    # the advice names the flag and the config field, never a library call
+    assert "--per-teacher-adapters" in msg and "per_teacher_adapters: true" in msg
+    assert "TargetBuilder(" not in msg and "=True" not in msg
+    assert "config field model_kwargs" in str(e.value)
     with pytest.raises(ValueError, match="not frozen"):
         TargetBuilder(student, create_model("resnet18", widen_factor=0.25), teacher3d)
     with pytest.raises(ValueError, match="3D model"):

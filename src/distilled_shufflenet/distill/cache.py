@@ -12,7 +12,8 @@ alone (the ablation).
 On disk::
 
     DIR/cache.json                    what the cache holds: its fingerprint (teachers' weights and
-                                      settings, taps and stored shapes, views, preprocessing, video list)
+                                      settings, taps and stored shapes, views, preprocessing, video list
+                                      and each video's size and modification time)
     DIR/shard-00003.rank1.pt          videos [3S, 4S): views (n, K, 5 + T) int64, ok (n,) bool,
                                       parts {"mid/2d": (n, K, C, 1, H, W) fp16,
                                       "mid/3d": (n, K, C, t, H, W) fp16, ...}, scales
@@ -22,12 +23,14 @@ On disk::
 
 Shards are written atomically, one per ``shard_size`` videos, by the rank of ``torchrun`` that owns them
 (``shard % world_size == rank``; the name says which rank wrote it, and any rank reads any). A build
-that is killed resumes: shards whose record is present and whose size (and, with ``verify``, checksum)
-matches are kept, others are recomputed.
+that is killed resumes: shards whose record is present, whose size (and, with ``verify``, checksum)
+matches and which can be opened are kept, others are recomputed.  A ``cache.json`` that is damaged or
+disagrees with the shards' records is refused by name: which shard holds which videos cannot be told.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -52,10 +55,16 @@ from distilled_shufflenet.io import atomic_write_text
 
 __all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "cache_fingerprint", "state_dict_digest"]
 
-CACHE_FORMAT = "distilled_shufflenet.teacher_cache/2"
+CACHE_FORMAT = "distilled_shufflenet.teacher_cache/3"
 META = "cache.json"
 _FP16_PEAK = 32768.0  # largest magnitude stored unscaled (float16 reaches 65504)
 _SHARD = re.compile(r"^shard-(\d{5})\.rank(\d+)\.json$")
+_SHARD_KEYS = ("start", "stop", "views", "ok", "parts", "scales", "failures")
+# the disk-space check: room for the shards still to write, measured on a written shard (else estimated
+# from the stored shapes), times this margin
+_ROOM_MARGIN = 1.25
+# what the fix of a cache problem says, for the command line and the library alike
+_FLAGS = "dsn distill --cache-teachers DIR / --cache-views K, config fields cache_teachers / cache_views"
 
 
 class TeacherCacheError(ValueError):
@@ -83,6 +92,23 @@ def _videos_digest(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def _video_stats(paths: Sequence[Path]) -> list[list[int]]:
+    """``[size, modification time in ns]`` of each video: a different video copied over a cached name
+    changes them (moving the dataset does not)."""
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise TeacherCacheError(f"teacher cache: cannot read {p}: {e.strerror or e}") from None
+        out.append([int(st.st_size), int(st.st_mtime_ns)])
+    return out
+
+
+def _stats_digest(stats: Sequence[Sequence[int]]) -> str:
+    return hashlib.sha256(json.dumps([list(s) for s in stats]).encode()).hexdigest()
+
+
 def _layout_record(layout: SlotLayout) -> list[dict[str, Any]]:
     return [{"key": p.key, "teacher": p.teacher, "stored_shape": list(p.stored_shape)} for p in layout.parts]
 
@@ -91,7 +117,7 @@ def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[s
     """What a cache's contents depend on: each teacher (name, arguments, weights' digest, mean/std), the
     taps and the stored shape of each teacher's map there at the spec's clip size (not how the slots are
     split: that is applied when reading), the 3D teacher's frame stride, the views and the student's
-    preprocessing (:class:`ViewSpec`), and the list of videos."""
+    preprocessing (:class:`ViewSpec`), the list of videos and each one's size and modification time."""
     layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
     teachers = {}
     for kind in builder.kinds:
@@ -107,7 +133,8 @@ def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[s
         "teachers": teachers,
         "targets": targets,
         "views": spec.to_dict(),
-        "videos": {"count": len(paths), "digest": _videos_digest(paths)},
+        "videos": {"count": len(paths), "digest": _videos_digest(paths),
+                   "content": _stats_digest(_video_stats(paths))},
     }
 
 
@@ -160,6 +187,68 @@ def _sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _meta_problem(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with the structure of a ``cache.json``, or None."""
+    def count(key: str) -> Any:
+        value = meta.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+    fp = meta.get("fingerprint")
+    if not isinstance(fp, dict) or not all(isinstance(fp.get(k), dict) for k in ("teachers", "targets", "views", "videos")):
+        return "its fingerprint is missing or incomplete"
+    if not isinstance(fp["targets"].get("parts"), list):
+        return "its fingerprint has no target parts"
+    if count("shard_size") is None:
+        return f"shard_size is {meta.get('shard_size')!r}, expected a positive integer"
+    if count("num_videos") is None or meta["num_videos"] != fp["videos"].get("count"):
+        return f"num_videos is {meta.get('num_videos')!r}, its fingerprint counts {fp['videos'].get('count')!r} videos"
+    stats = meta.get("video_stats")
+    if not isinstance(stats, list) or len(stats) != meta["num_videos"]:
+        return "video_stats does not hold one entry per video"
+    return None
+
+
+def _changed_videos(meta: Mapping[str, Any], videos: Sequence[str | os.PathLike]) -> list[Path]:
+    """The videos whose size or modification time differ from those recorded when the cache was built (none
+    when the list itself differs: the fingerprint says that)."""
+    paths = [Path(p) for p in videos]
+    held = meta.get("video_stats") or []
+    if len(held) != len(paths) or meta["fingerprint"]["videos"].get("digest") != _videos_digest(paths):
+        return []
+    return [p for p, old, new in zip(paths, held, _video_stats(paths)) if list(old) != new]
+
+
+def _unreadable(shard: Path, videos: Sequence[int]) -> str | None:
+    """Why a shard cannot serve (it does not open, or is not the shard of ``videos``), or None."""
+    try:
+        data = torch.load(shard, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any failure to open means the same: recompute it
+        return f"cannot be read ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+    if not isinstance(data, dict) or any(k not in data for k in _SHARD_KEYS):
+        return "cannot be read (not a shard of a teacher cache)"
+    if [data["start"], data["stop"]] != list(videos):
+        return f"holds the videos [{data['start']}, {data['stop']}), its record says {list(videos)}"
+    return None
+
+
+def _check_room(root: Path, need: float, how: str) -> None:
+    """Refuse to start (or go on) when the disk holding ``root`` lacks room for ``need`` more bytes, with
+    :data:`_ROOM_MARGIN`; ``how`` says where the figure comes from."""
+    free = shutil.disk_usage(root).free
+    if need * _ROOM_MARGIN > free:
+        raise TeacherCacheError(
+            f"teacher cache {root}: needs {_human(need)} more ({how}; {_human(need * _ROOM_MARGIN)} with a "
+            f"{_ROOM_MARGIN - 1:.0%} margin), the disk holding {root} has {_human(free)} free; use a folder on a "
+            f"larger disk or fewer views ({_FLAGS}), or distil without the cache")
+
+
+def _no_room(root: Path, path: Path, e: OSError) -> TeacherCacheError:
+    return TeacherCacheError(
+        f"teacher cache {root}: the disk is full ({e.strerror}) while writing {path}; free some space and run the "
+        f"same command again (the shards written are kept), or use a folder on a larger disk or fewer views "
+        f"({_FLAGS}), or distil without the cache")
 
 
 def _dist() -> tuple[int, int]:
@@ -219,14 +308,15 @@ class TeacherCache:
         if meta is None:
             raise TeacherCacheError(f"teacher cache {root}: no {META} here; build the cache first")
         if fingerprint is not None:
-            cls._check_fingerprint(root, meta, fingerprint)
+            cls._check_fingerprint(root, meta, fingerprint, videos)
         files, problems = cls._scan(root, meta, verify=verify)
         missing = [i for i in range(cls._num_shards(meta)) if i not in files]
         if missing:
             why = "; ".join(problems[:3])
             raise TeacherCacheError(
                 f"teacher cache {root} is incomplete: {len(missing)} of {cls._num_shards(meta)} shards missing or "
-                f"damaged (first: {missing[:5]}){' - ' + why if why else ''}; run the build again, it resumes")
+                f"damaged (first: {missing[:5]}){' - ' + why if why else ''}; run the build again (the same "
+                "dsn distill command), it recomputes them")
         return cls(root, meta, files, videos, layout)
 
     @staticmethod
@@ -246,10 +336,16 @@ class TeacherCache:
             raise TeacherCacheError(f"teacher cache {path}: not a teacher cache of this version (format "
                                     f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
                                     f"{CACHE_FORMAT!r}); use another folder or delete it")
+        problem = _meta_problem(meta)
+        if problem:
+            raise TeacherCacheError(f"teacher cache {path} is damaged or was edited ({problem}), so which shard "
+                                    f"holds which videos cannot be trusted; delete the folder {root} to rebuild "
+                                    "the cache, or use another folder")
         return meta
 
     @staticmethod
-    def _check_fingerprint(root: Path, meta: Mapping[str, Any], fingerprint: Mapping[str, Any]) -> None:
+    def _check_fingerprint(root: Path, meta: Mapping[str, Any], fingerprint: Mapping[str, Any],
+                           videos: Sequence[str | os.PathLike] | None = None) -> None:
         # through JSON, so tuples and lists compare equal
         wanted = json.loads(json.dumps(fingerprint, default=str))
         held = sorted(meta["fingerprint"].get("teachers", {}))
@@ -260,6 +356,12 @@ class TeacherCache:
                 f"teacher(s), not of the {' and '.join(k.upper() for k in missing)} one(s) this run needs; use "
                 "another folder, or build the cache with every teacher the runs on it use")
         diffs = _differences(_restrict(meta["fingerprint"], list(wanted.get("teachers", {}))), wanted)
+        changed = _changed_videos(meta, videos) if videos is not None else []
+        if changed:  # the same names: say which videos changed rather than that a digest differs
+            diffs = [d for d in diffs if not d.startswith("videos: videos.content ")]
+            shown = ", ".join(str(p) for p in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            diffs.append(f"videos: {len(changed)} video(s) changed since the cache was built (another size or "
+                         f"modification time): {shown}")
         if diffs:
             raise TeacherCacheError(
                 f"teacher cache {root} was built for something else and cannot be used: " + "; ".join(diffs)
@@ -267,9 +369,11 @@ class TeacherCache:
 
     @classmethod
     def _scan(cls, root: Path, meta: Mapping[str, Any], *, verify: bool) -> tuple[dict[int, Path], list[str]]:
-        """The valid shard of each index, and what was wrong with the others."""
+        """The valid shard of each index, and what was wrong with the others.  A record whose videos are not
+        those ``cache.json`` gives its shard is a :class:`TeacherCacheError` (one of them was edited)."""
         files: dict[int, Path] = {}
         problems: list[str] = []
+        num_videos, shard_size = int(meta["num_videos"]), int(meta["shard_size"])
         for record in sorted(root.glob("shard-*.json")):
             m = _SHARD.match(record.name)
             if not m:
@@ -281,6 +385,15 @@ class TeacherCache:
             except (OSError, ValueError):
                 problems.append(f"{record.name}: unreadable record")
                 continue
+            if not isinstance(info, dict):
+                problems.append(f"{record.name}: unreadable record")
+                continue
+            expected = [index * shard_size, min((index + 1) * shard_size, num_videos)]
+            if info.get("videos") != expected:
+                raise TeacherCacheError(
+                    f"teacher cache {root}: {META} (shard_size {shard_size}, {num_videos} videos) gives shard "
+                    f"{index} the videos {expected}, but its record {record.name} says {info.get('videos')}: one "
+                    f"of them was edited or damaged; delete the folder {root} to rebuild the cache")
             if not shard.is_file():
                 problems.append(f"{shard.name}: missing")
                 continue
@@ -290,6 +403,10 @@ class TeacherCache:
                 continue
             if verify and _sha256_file(shard) != info.get("sha256"):
                 problems.append(f"{shard.name}: checksum differs from the record")
+                continue
+            unreadable = _unreadable(shard, expected)
+            if unreadable:
+                problems.append(f"{shard.name}: {unreadable}")
                 continue
             files.setdefault(index, shard)
         return files, problems
@@ -352,10 +469,10 @@ class TeacherCache:
         fingerprint = cache_fingerprint(builder, spec, paths)
         layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
         meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "num_videos": len(paths),
-                "shard_size": shard_size}
+                "shard_size": shard_size, "video_stats": _video_stats(paths)}
         existing = cls._read_meta(root)
         if existing is not None:
-            cls._check_fingerprint(root, existing, fingerprint)
+            cls._check_fingerprint(root, existing, fingerprint, paths)
             meta = existing  # it may hold more teachers than this builder uses
             shard_size = int(existing["shard_size"])  # the shards already written decide
         else:
@@ -372,30 +489,34 @@ class TeacherCache:
         if extra and len(done) < num_shards:
             raise TeacherCacheError(
                 f"teacher cache {root} is unfinished and also holds the {' and '.join(k.upper() for k in extra)} "
-                f"teacher's targets, which this run (teachers={builder.mode!r}) cannot compute; finish it with a "
+                f"teacher's targets, which this run (--teachers {builder.mode}) cannot compute; finish it with a "
                 "run of every teacher it holds, or use another folder")
         per_view = sum(int(np.prod(p["stored_shape"])) for p in _layout_record(layout)) * 2  # fp16 bytes
         total = len(paths) * spec.views * per_view
-        todo_videos = sum(min(shard_size, len(paths) - i * shard_size)
-                          for i in range(num_shards) if i not in done)
-        need = todo_videos * spec.views * per_view
+        videos_of = {i: min(shard_size, len(paths) - i * shard_size) for i in range(num_shards)}
+        todo = [i for i in range(num_shards) if i not in done]
+        # a shard's bytes: per video, measured on the shards written (the largest share), else the arrays'
+        # own size (maps, view records, scales); plus the file format's records of its tensors
+        per_shard = 1024 + 384 * (2 + 2 * len(layout.parts))
+        measured = max((done[i].stat().st_size / videos_of[i] for i in done), default=None)
+        per_video = measured or spec.views * (per_view + (5 + spec.clip_len) * 8 + 4 * len(layout.parts)) + 1
+        need = sum(videos_of[i] for i in todo) * per_video + len(todo) * per_shard
         if rank == 0:
             say(f"teacher cache {root}: {len(paths)} videos x {spec.views} views x {_human(per_view)} = "
                 f"{_human(total)} (fp16, {num_shards} shards); {len(done)} shards done, {_human(need)} to write")
             for p in problems:
                 say(f"teacher cache: recomputing {p}")
-        free = shutil.disk_usage(root).free
-        if need > free:
-            raise TeacherCacheError(
-                f"teacher cache {root}: needs {_human(need)} more ({todo_videos} videos x {spec.views} views x "
-                f"{_human(per_view)}), the disk has {_human(free)} free; use a folder on a larger disk, fewer "
-                "views, or distil without the cache")
+        how = f"measured on the {len(done)} shard(s) written" if measured else "estimated from the maps' sizes"
+        _check_room(root, need, how)
 
         if device is not None:
             builder = builder.to(device)
         started = time.monotonic()
         for n, shard in enumerate(mine):
-            cls._build_shard(root, shard, paths, shard_size, builder, layout, spec, batch_size, rank)
+            written = cls._build_shard(root, shard, paths, shard_size, builder, layout, spec, batch_size, rank)
+            if n == 0 and not measured and len(mine) > 1:  # the estimate checked against a real shard
+                left = sum(videos_of[i] for i in mine[1:]) * written.stat().st_size / videos_of[shard]
+                _check_room(root, left + (len(mine) - 1) * per_shard, f"measured on {written.name}")
             if progress:
                 rate = (n + 1) / max(time.monotonic() - started, 1e-9)
                 print(f"\rteacher cache [rank {rank}]: shard {n + 1}/{len(mine)} "
@@ -405,7 +526,7 @@ class TeacherCache:
 
     @staticmethod
     def _build_shard(root: Path, shard: int, paths: Sequence[Path], shard_size: int, builder: TargetBuilder,
-                     layout: SlotLayout, spec: ViewSpec, batch_size: int, rank: int) -> None:
+                     layout: SlotLayout, spec: ViewSpec, batch_size: int, rank: int) -> Path:
         start, stop = shard * shard_size, min((shard + 1) * shard_size, len(paths))
         n, k_views = stop - start, spec.views
         views = torch.zeros(n, k_views, 5 + spec.clip_len, dtype=torch.int64)
@@ -451,18 +572,31 @@ class TeacherCache:
         name = f"shard-{shard:05d}.rank{rank}"
         for old in root.glob(f"shard-{shard:05d}.rank*.json"):
             old.unlink(missing_ok=True)  # an invalid record of an earlier try, perhaps by another rank
-        atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts, "scales": scales,
-                     "failures": failures}, root / f"{name}.pt")
-        record = {"size": (root / f"{name}.pt").stat().st_size, "sha256": _sha256_file(root / f"{name}.pt"),
-                  "videos": [start, stop], "failed": len(failures)}
-        atomic_write_text(json.dumps(record), root / f"{name}.json")  # last: the shard is complete
+        written = root / f"{name}.pt"
+        try:
+            atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts, "scales": scales,
+                         "failures": failures}, written)
+            record = {"size": written.stat().st_size, "sha256": _sha256_file(written), "videos": [start, stop],
+                      "failed": len(failures)}
+            atomic_write_text(json.dumps(record), root / f"{name}.json")  # last: the shard is complete
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _no_room(root, written, e) from None
+            raise
+        return written
 
     # ------------------------------------------------------------------ reading
     def _shard(self, index: int) -> dict[str, Any]:
         if index in self._open:
             self._open.move_to_end(index)
             return self._open[index]
-        data = torch.load(self._files[index], map_location="cpu", weights_only=True, mmap=True)
+        path = self._files[index]
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - damaged since the cache was opened
+            raise TeacherCacheError(
+                f"teacher cache {self.root}: the shard {path} cannot be read ({type(e).__name__}); run the same "
+                "command again: building the cache recomputes shards that cannot be read") from None
         self._open[index] = data
         while len(self._open) > 8:
             self._open.popitem(last=False)

@@ -286,9 +286,10 @@ class TargetBuilder(nn.Module):
         if not 1 <= n <= slots - 1:
             raise ValueError(
                 f"tap {tap}: the student has {slots} time slot(s) here, which cannot be split between two "
-                f"teachers with split={s!r} (the 2D teacher would get {n}, the 3D teacher {slots - n}); use a "
-                f"longer clip (each tap's slots are T / its time stride {self.student_taps[tap].stride[0]}), "
-                "another split, or one teacher (teachers='2d' or '3d')")
+                f"teachers with split {s!r} (the 2D teacher would get {n}, the 3D teacher {slots - n}); use a "
+                f"longer clip (each tap's slots are T / its time stride {self.student_taps[tap].stride[0]}: "
+                "dsn distill --clip-len, config field clip_len), another split (--teacher-split, config field "
+                "teacher_split), or one teacher (--teachers 2d or --teachers 3d, config field teachers)")
         return n
 
     # ------------------------------------------------------------------ planning and checks
@@ -320,7 +321,8 @@ class TargetBuilder(nn.Module):
                 seen = f" ({t3} frames with stride3d={self.stride3d})" if kind == "3d" and self.stride3d > 1 else ""
                 raise ValueError(f"the {kind.upper()} teacher {model.model_name} needs a clip of at least {what} "
                                  f"for the taps {list(self.taps)}; the student's clip is {t}x{h}x{w} (T x H x W)"
-                                 f"{seen}: use longer clips or larger crops")
+                                 f"{seen}: use longer clips or larger crops (dsn distill --clip-len / "
+                                 "--crop-size, config fields clip_len / crop_size)")
         student_taps, parts = {}, []
         for tap in self.taps:
             c, slots, th, tw = self.student_taps[tap].out_shape(t, h, w)
@@ -349,9 +351,13 @@ class TargetBuilder(nn.Module):
             channels = {p.channels for p in layout.tap_parts(tap)}
             per_tap[tap] = channels.pop() if len(channels) == 1 else None
         if all(v is not None for v in per_tap.values()):
-            fixes.append(f"build the student with adapter_channels={[per_tap[t] for t in self.taps]}")
-        fixes.append("use one adapter per teacher (TargetBuilder(..., per_teacher_adapters=True) and "
-                     "TeacherAdapters: extra 1x1x1 adapters map the student's taps to each teacher's channels)")
+            widths = ",".join(str(per_tap[t]) for t in self.taps)
+            fixes.append(f"build the student with adapters of the teachers' widths (dsn distill "
+                         f"--model-arg adapter_channels=[{widths}], config field model_kwargs: "
+                         f"{{adapter_channels: [{widths}]}})")
+        fixes.append("use one adapter per teacher (dsn distill --per-teacher-adapters, config field "
+                     "per_teacher_adapters: true; extra 1x1x1 adapters map the student's taps to each teacher's "
+                     "channels)")
         raise ValueError("the teachers' channels do not match the student's adapters: " + "; ".join(lines)
                          + ". Fix: " + ", or ".join(fixes))
 
