@@ -158,3 +158,77 @@ def test_cli_export_int8_with_a_dataset(checkpoint, tiny_synth, tmp_path, capsys
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--quantize", "int8"]) == 2
     assert "--data-root" in capsys.readouterr().err
     assert not (tmp_path / "n.int8.onnx").exists() and not (tmp_path / "n.onnx").exists()
+
+
+def test_export_names_follow_the_format_predict_reads_them_by(checkpoint, tmp_path, capsys) -> None:
+    from distilled_shufflenet.cli import main
+    from distilled_shufflenet.inference.export import FORMATS
+    from distilled_shufflenet.inference.source import EXPORT_FORMATS, file_format
+
+    for fmt in FORMATS:  # one table: every name export accepts is read back as its format
+        assert EXPORT_FORMATS[fmt] and all(file_format(f"m{suffix}") == fmt for suffix in EXPORT_FORMATS[fmt])
+    for args, words in [(["-o", str(tmp_path / "s.txt")], "s.txt: a onnx model is written as NAME.onnx"),
+                        (["--format", "torchscript", "-o", str(tmp_path / "x.onnx")],
+                         "x.onnx: a torchscript model is written as NAME.ts or NAME.torchscript"),
+                        (["--format", "torchscript", "-o", str(tmp_path / "x.pt")], "x.pt: a torchscript model")]:
+        assert main(["export", str(checkpoint), *args]) == 2
+        assert words in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    assert main(["export", str(checkpoint), "--format", "torchscript", "-o", str(tmp_path / "x.torchscript")]) == 0
+    assert read_torchscript(tmp_path / "x.torchscript")[1].classes == ("Bow", "Clap", "Kick", "Punch")
+
+
+def test_export_never_replaces_the_checkpoint_or_a_file_it_did_not_write(checkpoint, tmp_path, capsys) -> None:
+    from distilled_shufflenet.cli import main
+
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(checkpoint.read_bytes())
+    original = victim.read_bytes()
+    alias = tmp_path / "alias.onnx"
+    alias.symlink_to(victim)  # the same file under an export's name: never replaced, even with --force
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("my notes\n")
+    for args, words in [(["-o", str(victim)], "a onnx model is written as NAME.onnx"),
+                        (["-o", str(alias), "--force"], f"output {alias}: is the checkpoint being exported"),
+                        (["-o", str(notes)], f"output {notes}: exists and is not a model written by dsn export"),
+                        # the int8 file is checked too, before the fp32 one is written
+                        (["-o", str(notes), "--quantize", "int8",
+                          "--dataset", "folder", "--data-root", str(tmp_path)], "notes.int8.onnx: exists and is not")]:
+        if "--quantize" in args:
+            notes.rename(tmp_path / "notes.int8.onnx")
+        assert main(["export", str(victim), *args]) == 2
+        assert words in capsys.readouterr().err
+    assert victim.read_bytes() == original and (tmp_path / "notes.int8.onnx").read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias.onnx", "notes.int8.onnx", "victim.pt"]
+    # an earlier export is replaced; a foreign file only with --force
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(victim), "-o", str(out), "--threads", "1"]) == 0
+    assert main(["export", str(victim), "-o", str(out), "--threads", "1"]) == 0
+    assert main(["export", str(victim), "-o", str(tmp_path / "notes.int8.onnx"), "--force", "--threads", "1"]) == 0
+    assert read_onnx(tmp_path / "notes.int8.onnx")[1].classes == ("Bow", "Clap", "Kick", "Punch")
+    assert victim.read_bytes() == original
+
+
+def test_int8_calibrates_on_a_folder_of_unlabelled_videos_or_a_list(checkpoint, tiny_synth, tmp_path, capsys) -> None:
+    """Calibration needs no labels: any folder of videos will do; a list file is taken by --list-file. Both
+    check int8 on videos they did not calibrate on."""
+    from distilled_shufflenet.cli import main
+
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "f.onnx"), "--quantize", "int8", "--dataset",
+                 "folder", "--data-root", str(tiny_synth), "--calibration-clips", "4", "--test-clips", "3",
+                 "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "calibrated on 4 clips" in text and "3 test clips (the videos not calibrated on)" in text
+    assert "accuracy" not in text  # a folder has no labels
+    assert read_onnx(tmp_path / "f.int8.onnx")[1].precision == "int8"
+    videos = sorted(tiny_synth.rglob("*.avi"))[:6]
+    classes = ("Bow", "Clap", "Kick", "Punch")  # the checkpoint's
+    listing = tmp_path / "mine.csv"
+    listing.write_text("".join(f"{v},{classes[i % 4]}\n" for i, v in enumerate(videos)))
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "l.onnx"), "--quantize", "int8", "--list-file",
+                 str(listing), "--calibration-clips", "2", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "calibrated on 2 clips" in text and "4 test clips (the videos not calibrated on)" in text
+    assert "top-1 accuracy fp32" in text
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--dataset", "list"]) == 2
+    assert "--list-file FILE" in capsys.readouterr().err

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import argparse
 
+from distilled_shufflenet.data import DATASET_KINDS
 from distilled_shufflenet.inference.export import DEFAULT_OPSET, FORMATS
 from distilled_shufflenet.inference.export import ExportConfig, run_export
+from distilled_shufflenet.inference.source import EXPORT_FORMATS
+
+
+def _suffixes() -> str:
+    return "; ".join(f"{fmt} {' or '.join(EXPORT_FORMATS[fmt])}" for fmt in FORMATS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,18 +24,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "size, dynamic batch) or TorchScript. The file is run beside PyTorch on random clips (and on real "
             "ones with --data-root) and the largest absolute difference printed; it is written only if fp32 "
             "agrees within 1e-4. --quantize int8 writes an ONNX Runtime QDQ int8 model calibrated on clips of "
-            "a dataset and prints its top-1 agreement with fp32 on the test set."
+            "your videos (no labels needed: a dataset's train subset, a list, or any folder of videos with "
+            "--dataset folder) and prints its top-1 agreement with fp32 on clips it was not calibrated on. "
+            "An existing file is replaced only when it is an earlier export (or with --force); the "
+            "checkpoint itself never is."
         ),
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a run checkpoint (.pt) or run folder")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="(default: %(default)s)")
     p.add_argument("--output", "-o", default=None,
-                   help="file to write (default: beside the checkpoint, .onnx / .int8.onnx / .ts)")
+                   help=f"file to write, named with its format's suffix ({_suffixes()}; default: beside the "
+                        "checkpoint, with the int8 model as NAME.int8.onnx)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --output file even if it is not an earlier export")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 17 or newer (default: %(default)s)")
     p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime static int8 quantisation")
     p.add_argument("--data-root", default=None,
-                   help="dataset for the real check clips, int8 calibration (train subset) and agreement (test)")
-    p.add_argument("--dataset", default="ucf101", help="dataset kind of --data-root (default: %(default)s)")
+                   help="videos for the real check clips, the int8 calibration and the int8 agreement: a dataset "
+                        "(train subset calibrates, test subset checks), or any folder of videos with --dataset folder")
+    p.add_argument("--dataset", default=None, choices=DATASET_KINDS,
+                   help="kind of --data-root: ucf101, hmdb51 (official splits), folder (every video under it, no "
+                        "labels) or list (--list-file) (default: list with --list-file, else ucf101)")
+    p.add_argument("--list-file", default=None,
+                   help="CSV or text file of 'path,label' lines (paths relative to --data-root, default the list's "
+                        "folder); calibrates on videos spread over it, checks on the others")
     p.add_argument("--split", type=int, default=1, help="official split (default: %(default)s)")
     p.add_argument("--calibration-clips", type=int, default=32, help="clips to calibrate on (default: %(default)s)")
     p.add_argument("--test-clips", type=int, default=None, help="test clips for the agreement (default: all)")
@@ -45,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         quantize=args.quantize,
         data_root=args.data_root,
-        dataset=args.dataset,
+        dataset=args.dataset or ("list" if args.list_file else "ucf101"),
+        list_file=args.list_file,
+        force=args.force,
         split=args.split,
         calibration_clips=args.calibration_clips,
         test_clips=args.test_clips,

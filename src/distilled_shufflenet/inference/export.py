@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from distilled_shufflenet._text import first_line
 from distilled_shufflenet.inference.graph import static_graph
-from distilled_shufflenet.inference.source import META_KEYS, ModelFileError, ModelInfo
+from distilled_shufflenet.inference.source import EXPORT_FORMATS, META_KEYS, ModelFileError, ModelInfo
 from distilled_shufflenet.io import atomic_write_bytes
 from distilled_shufflenet.models import fuse_for_inference
 
@@ -210,8 +210,17 @@ def export_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, fmt
 # ---------------------------------------------------------------------------------------------- dsn export
 @dataclass
 class ExportConfig:
-    """What ``dsn export`` does. ``data_root`` (a dataset of ``dataset`` kind) gives real check clips
-    (test subset), int8 calibration clips (train subset) and the test set for the int8 agreement."""
+    """What ``dsn export`` does.
+
+    Data (``data_root``, or ``list_file`` for a ``list``) gives real check clips, the int8 calibration
+    clips and the clips of the int8 agreement; calibration needs no labels. ``ucf101`` / ``hmdb51``
+    calibrate on the train subset of ``split`` and check on its test subset; a ``list`` of ``path,label``
+    lines or a ``folder`` of unlabelled videos calibrates on videos spread over it and checks on the
+    others (with labels, a list also gives the accuracy of fp32 and int8).
+
+    ``output`` carries a suffix of its format (see :data:`~.source.EXPORT_FORMATS`); ``force`` lets it
+    replace an existing file that is not a model written by ``dsn export``; the checkpoint being exported
+    is never replaced."""
 
     checkpoint: str
     format: str = "onnx"
@@ -224,26 +233,77 @@ class ExportConfig:
     calibration_clips: int = 32
     test_clips: int | None = None
     threads: int | None = None
+    list_file: str | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
+        from distilled_shufflenet.data import DATASET_KINDS
+
         if self.format not in FORMATS:
             raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.quantize not in (None, "int8"):
             raise ValueError(f"quantize: expected int8, got {self.quantize!r}")
         if self.quantize and self.format != "onnx":
             raise ValueError("quantize: int8 models are ONNX files; use --format onnx")
-        if self.quantize and not self.data_root:
-            raise ValueError("quantize: int8 calibration needs clips of a dataset; pass --data-root (and --dataset)")
+        if self.dataset not in DATASET_KINDS:
+            raise ValueError(f"dataset: expected one of {', '.join(DATASET_KINDS)}, got {self.dataset!r}")
+        if self.dataset == "list" and not self.list_file:
+            raise ValueError("list_file: required with dataset 'list' (a CSV or text file of 'path,label' lines); "
+                             "pass --list-file FILE")
+        if self.dataset != "list" and self.list_file:
+            raise ValueError(f"list_file: only used with dataset 'list', got dataset {self.dataset!r}")
+        if self.quantize and not self.has_data:
+            raise ValueError("quantize: int8 calibration needs clips of your videos; pass --data-root DIR (a "
+                             "dataset, or any folder of videos with --dataset folder) or --list-file FILE")
         if self.opset < MIN_OPSET:
             raise ValueError(f"opset: expected {MIN_OPSET} or newer, got {self.opset}")
         if self.calibration_clips < 1:
             raise ValueError(f"calibration_clips: expected an integer >= 1, got {self.calibration_clips}")
+        if self.test_clips is not None and self.test_clips < 1:
+            raise ValueError(f"test_clips: expected an integer >= 1, got {self.test_clips}")
+        if self.output is not None:
+            check_suffix(self.output, self.format)
+
+    @property
+    def has_data(self) -> bool:
+        """Whether real clips were given (a dataset folder or a list file)."""
+        return bool(self.data_root or self.list_file)
 
     def default_output(self, checkpoint: Path, int8: bool = False) -> Path:
-        """``--output`` (default: the checkpoint's name with ``.onnx`` / ``.ts``); the int8 model goes
-        beside the fp32 one as ``<name>.int8.onnx``."""
-        base = Path(self.output) if self.output else checkpoint.with_suffix(".onnx" if self.format == "onnx" else ".ts")
+        """``--output`` (default: the checkpoint's name with its format's suffix, ``.onnx`` / ``.ts``); the
+        int8 model goes beside the fp32 one as ``<name>.int8.onnx``."""
+        base = Path(self.output) if self.output else checkpoint.with_suffix(EXPORT_FORMATS[self.format][0])
         return base.with_name(base.name.removesuffix(".onnx") + ".int8.onnx") if int8 else base
+
+
+def check_suffix(path: str | os.PathLike, fmt: str) -> None:
+    """Refuse an output name that does not end in a suffix of format ``fmt``: ``dsn predict`` and
+    ``dsn evaluate`` know an exported file's format by its suffix alone."""
+    suffixes = EXPORT_FORMATS[fmt]
+    if Path(path).suffix.lower() not in suffixes:
+        names = " or ".join(f"NAME{s}" for s in suffixes)
+        raise ValueError(f"output {path}: a {fmt} model is written as {names}, the name dsn predict knows it by; "
+                         f"choose such a name (or another --format)")
+
+
+def check_output(path: Path, checkpoint: Path, *, force: bool = False) -> None:
+    """Refuse to write ``path`` where that would lose a file: the ``checkpoint`` being exported (always),
+    a folder, or an existing file that is not a model written by ``dsn export`` (unless ``force``)."""
+    from distilled_shufflenet.inference.source import load_model_source
+
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise ValueError(f"output {path}: is a folder; expected a file name")
+    if os.path.samefile(path, checkpoint):
+        raise ValueError(f"output {path}: is the checkpoint being exported; choose another name")
+    if force:
+        return
+    try:
+        load_model_source(path)  # an earlier export reads back (by its suffix) with its metadata
+    except (ValueError, OSError):
+        raise ValueError(f"output {path}: exists and is not a model written by dsn export; choose another name, "
+                         f"or pass --force to replace it") from None
 
 
 @dataclass
@@ -259,6 +319,7 @@ class QuantizeReport:
     accuracy_int8: float | None
     max_abs_diff: float
     nodes: dict[str, int] = field(default_factory=dict)
+    test_source: str = "the test videos"  # where the test clips come from
 
     def summary(self) -> str:
         acc = ""
@@ -267,26 +328,54 @@ class QuantizeReport:
         ops = ", ".join(f"{n} {k}" for k, n in sorted(self.nodes.items(), key=lambda kv: -kv[1])[:6])
         return (f"wrote {self.path} (int8 QDQ, per-channel weights, {self.size_bytes / 1e6:.2f} MB; calibrated on "
                 f"{self.calibration_clips} clips; graph: {ops})\n"
-                f"int8 vs fp32 on {self.test_clips} test clips: top-1 agreement {100 * self.top1_agreement:.1f} %, "
+                f"int8 vs fp32 on {self.test_clips} test clips ({self.test_source}): top-1 agreement {100 * self.top1_agreement:.1f} %, "
                 f"largest logit difference {self.max_abs_diff:.3g}{acc}")
 
 
-def dataset_clips(config: ExportConfig, info: ModelInfo, subset: str, limit: int | None) -> tuple[Tensor, Tensor | None]:
-    """Centre clips ``(N, 3, T, crop, crop)`` of ``subset`` of the config's dataset, and their labels."""
-    from distilled_shufflenet.data import build_dataset, eval_transform, spread_indices
+def _export_dataset(config: ExportConfig, info: ModelInfo, subset: str, labels: bool) -> Any:
+    """``subset`` of the config's dataset as centre clips of the model's preprocessing (a list or a
+    folder has one set of videos only)."""
+    from distilled_shufflenet.data import build_dataset, eval_transform
 
     p = info.preprocess
-    dataset = build_dataset(config.dataset, config.data_root, split=config.split, subset=subset, clip_len=p.clip_len,
-                            frame_stride=info.frame_stride, sampling="center",
-                            transform=eval_transform(p.crop_size, p.resize, p.mean, p.std), on_error="report")
-    # spread the clips over the dataset (its videos are grouped by class)
-    picks = spread_indices(len(dataset), len(dataset) if limit is None else limit)
-    samples = [dataset[i] for i in picks]
-    samples = [s for s in samples if "clip" in s]
+    return build_dataset(config.dataset, config.data_root, list_file=config.list_file, split=config.split,
+                         subset=subset, classes=list(info.classes) if config.dataset == "list" else None,
+                         labels=labels and config.dataset != "folder", clip_len=p.clip_len,
+                         frame_stride=info.frame_stride, sampling="center",
+                         transform=eval_transform(p.crop_size, p.resize, p.mean, p.std), on_error="report")
+
+
+def _clips(dataset: Any, picks: list[int], what: str) -> tuple[Tensor, Tensor | None]:
+    """The clips ``(N, 3, T, crop, crop)`` of ``dataset``'s items ``picks`` that can be read, and their
+    labels where the dataset has them."""
+    samples = [s for s in (dataset[i] for i in picks) if "clip" in s]
     if not samples:
-        raise ValueError(f"data_root {config.data_root}: no readable {subset} clip")
+        raise ValueError(f"{getattr(dataset, 'source', 'the dataset')}: no readable {what} clip")
     labels = torch.tensor([s["label"] for s in samples]) if "label" in samples[0] else None
     return torch.stack([s["clip"] for s in samples]), labels
+
+
+def export_clips(config: ExportConfig, info: ModelInfo) -> tuple[Tensor | None, Tensor | None, Tensor | None, str]:
+    """``(calibration, test, test labels, where the test clips come from)`` of the config's data: centre
+    clips spread over the videos (which are often grouped by class); calibration clips only with
+    ``quantize``. A list or folder checks on the videos it did not calibrate on, unless it has no others."""
+    from distilled_shufflenet.data import spread_indices
+
+    test_set = _export_dataset(config, info, "test", labels=True)
+    one_set = config.dataset in ("list", "folder")
+    calibration_set = test_set if one_set else _export_dataset(config, info, "train", labels=False)
+    calibration = None
+    picked: list[int] = []
+    if config.quantize:
+        picked = spread_indices(len(calibration_set), config.calibration_clips)
+        calibration, _ = _clips(calibration_set, picked, "calibration")
+    pool, source = list(range(len(test_set))), "the test videos"
+    if one_set and picked:
+        rest = sorted(set(pool) - set(picked))
+        pool, source = (rest, "the videos not calibrated on") if rest else (pool, "the calibration videos: no others")
+    limit = len(pool) if config.test_clips is None else config.test_clips
+    test, labels = _clips(test_set, [pool[i] for i in spread_indices(len(pool), limit)], "test")
+    return calibration, test, labels, source
 
 
 def run_export(config: ExportConfig) -> list[ExportReport | QuantizeReport]:
@@ -297,31 +386,33 @@ def run_export(config: ExportConfig) -> list[ExportReport | QuantizeReport]:
     from distilled_shufflenet.inference.source import load_model_source
 
     set_threads(config.threads)
+    where = resolve_checkpoint_path(config.checkpoint)
+    outputs = [config.default_output(where)] + ([config.default_output(where, int8=True)] if config.quantize else [])
+    for out in outputs:  # before any work, and before a file that would be lost is touched
+        check_output(out, where, force=config.force)
     model, info = load_model_source(config.checkpoint)
     if model is None:
         raise ValueError(f"checkpoint {config.checkpoint}: an exported file; export from the training checkpoint")
-    where = resolve_checkpoint_path(config.checkpoint)
     check = {"random": example_clip(info, batch=2)}
-    test = labels = None
-    if config.data_root:
-        test, labels = dataset_clips(config, info, "test", config.test_clips)
+    calibration = test = labels = None
+    source = ""
+    if config.has_data:
+        calibration, test, labels, source = export_clips(config, info)
         check["real"] = test[:8]
     reports: list[ExportReport | QuantizeReport] = [
-        export_model(model, info, config.default_output(where), config.format, opset=config.opset,
-                     check_clips=check, threads=config.threads)]
+        export_model(model, info, outputs[0], config.format, opset=config.opset, check_clips=check,
+                     threads=config.threads)]
     if not config.quantize:
         return reports
-    calibration, _ = dataset_clips(config, info, "train", config.calibration_clips)
     data = quantize_onnx(onnx_bytes(model, info, opset=config.opset), calibration)
     runner = OrtBackend(data, threads=config.threads, name="ort-int8")
     with torch.inference_mode():
         fp32 = torch.cat([model(test[i:i + 8]) for i in range(0, len(test), 8)])
     int8 = torch.cat([runner(test[i:i + 8]) for i in range(0, len(test), 8)])
-    out = config.default_output(where, int8=True)
-    atomic_write_bytes(data, out)
+    atomic_write_bytes(data, outputs[1])
     reports.append(QuantizeReport(
-        str(out), len(data), len(calibration), len(test), top1_agreement(int8, fp32),
+        str(outputs[1]), len(data), len(calibration), len(test), top1_agreement(int8, fp32),
         None if labels is None else top1_agreement(fp32, torch.nn.functional.one_hot(labels, fp32.shape[1])),
         None if labels is None else top1_agreement(int8, torch.nn.functional.one_hot(labels, fp32.shape[1])),
-        float((int8 - fp32).abs().max()), runner.node_counts()))
+        float((int8 - fp32).abs().max()), runner.node_counts(), test_source=source))
     return reports

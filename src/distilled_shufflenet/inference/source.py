@@ -21,7 +21,10 @@ from distilled_shufflenet.models import Preprocess
 # metadata keys written into exported files (ONNX metadata_props, TorchScript extra files)
 META_KEYS = ("dsn.model_name", "dsn.model_kwargs", "dsn.classes", "dsn.preprocess", "dsn.frame_stride",
              "dsn.input_shape", "dsn.precision")
-EXPORT_SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript"}
+# the file names of each export format: dsn predict and dsn evaluate know a file's format by its suffix,
+# and dsn export writes the first one by default and refuses a name without one of them
+EXPORT_FORMATS = {"onnx": (".onnx",), "torchscript": (".ts", ".torchscript")}
+EXPORT_SUFFIXES = {suffix: fmt for fmt, suffixes in EXPORT_FORMATS.items() for suffix in suffixes}
 
 
 class ModelFileError(ValueError):
