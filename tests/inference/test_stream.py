@@ -23,11 +23,47 @@ def _frames_and_size(path) -> tuple[int, int, int]:
     return len(frames), frames[0].width, frames[0].height
 
 
+class _Recording:
+    """A backend that passes clips to another one and keeps the logits of every clip."""
+
+    name = "recording"
+
+    def __init__(self, backend) -> None:
+        self.backend, self.logits = backend, []
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        out = self.backend(clips)
+        self.logits += list(out)
+        return out
+
+
 def test_predict_video_averages_clips(student, info, make_video) -> None:
-    result = predict_video(TorchBackend(student, threads=1), info, str(make_video("a.avi", 30)), clips=3, topk=2)
+    backend = _Recording(TorchBackend(student, threads=1))
+    result = predict_video(backend, info, str(make_video("a.avi", 30)), clips=3, topk=2)
     assert result.clips == 3 and result.num_frames == 30 and not result.padded
-    assert [c for c, _ in result.top][0] in info.classes and len(result.top) == 2
-    assert result.top[0][1] >= result.top[1][1]
+    assert len(backend.logits) == 3  # three different windows, each run once
+    assert not torch.equal(backend.logits[0], backend.logits[1])
+    mean = torch.softmax(torch.stack(backend.logits), 1).mean(0)  # the probabilities of the three clips
+    expected = mean.topk(2)
+    assert [c for c, _ in result.top] == [info.classes[int(i)] for i in expected.indices]
+    assert [s for _, s in result.top] == pytest.approx(expected.values.tolist(), abs=1e-6)
+
+
+def test_video_scores_are_probabilities_averaged_over_every_clip(student, info, make_video) -> None:
+    """Clips with logits [0, 20], [5, 0], [5, 0]: class 0 by the mean probability, 0.662; averaging the
+    logits, or taking the first clip, would give class 1."""
+    from dataclasses import replace
+
+    per_clip = iter(torch.tensor([[0.0, 20.0], [5.0, 0.0], [5.0, 0.0]]))
+
+    def backend(clips: torch.Tensor) -> torch.Tensor:
+        return torch.stack([next(per_clip) for _ in clips])
+
+    two = replace(info, classes=("first", "second"))
+    result = predict_video(backend, two, str(make_video("a.avi", 30)), clips=3, topk=2)
+    expected = (2 * torch.softmax(torch.tensor([5.0, 0.0]), 0)[0] + torch.softmax(torch.tensor([0.0, 20.0]), 0)[0]) / 3
+    assert result.top[0][0] == "first" and result.top[0][1] == pytest.approx(float(expected), abs=1e-6)
+    assert result.top[0][1] == pytest.approx(0.662, abs=1e-3)
 
 
 def test_short_video_is_padded_and_says_so(student, info, make_video) -> None:
@@ -209,3 +245,49 @@ def test_calibration_clips_spread_over_the_inputs(info, make_video) -> None:
     one = _real_clips(info, videos[:1], 3)
     assert len(one) == 3 and not torch.equal(one[0], one[2])  # three windows of the one video
     assert _real_clips(info, ["rtsp://camera/stream"], 2) is None
+
+
+def test_cli_outputs_never_replace_an_input_or_the_model(checkpoint, make_video, tmp_path, capsys) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    same = videos / "same.mp4"
+    same.write_bytes(make_video("same.mp4", 12).read_bytes())
+    model = tmp_path / "model.pt"
+    model.write_bytes(checkpoint.read_bytes())
+    before = same.read_bytes(), model.read_bytes()
+    for inputs, extra, words in [([same], ["--out", str(same)], f"--out {same}: is one of the input videos"),
+                                 ([videos], ["--out", str(same)], f"--out {same}: is one of the input videos"),
+                                 ([same], ["--json", str(model)], f"--json {model}: is the model"),
+                                 ([same], ["--output", str(tmp_path / "w.jsonl"), "--json", str(tmp_path / "w.jsonl")],
+                                  "is also the file of")]:
+        assert main(["predict", str(model), *map(str, inputs), "--stream", "--backend", "torch-fp32", *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err, err
+    assert (same.read_bytes(), model.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "videos"]
+
+
+def test_cli_json_into_a_folder_that_cannot_be_written_fails_before_any_work(checkpoint, make_video, capsys) -> None:
+    code = main(["predict", str(checkpoint), str(make_video("j.avi", 12)), "--backend", "torch-fp32",
+                 "--json", "/proc/nope/r.json"])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert "--json: cannot write into /proc/nope" in captured.err and ".tmp" not in captured.err
+    assert "backend:" not in captured.out  # refused before the model was built or any video read
+
+
+def test_cli_stream_flags_without_stream_are_refused_by_name(checkpoint, make_video, capsys) -> None:
+    video = str(make_video("f.avi", 12))
+    for extra, words in [(["--hop", "8", "--smooth", "2"], "--hop, --smooth: go with --stream"),
+                         (["--stall-timeout", "3"], "--stall-timeout: goes with --stream"),
+                         (["--quiet"], "--quiet: goes with --stream")]:
+        assert main(["predict", str(checkpoint), video, "--backend", "torch-fp32", *extra]) == 2
+        assert words in capsys.readouterr().err
+
+
+def test_cli_empty_file_streamed_is_named_as_empty(checkpoint, tmp_path, capsys) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    assert main(["predict", str(checkpoint), str(empty), "--stream", "--backend", "torch-fp32"]) == 1
+    err = capsys.readouterr().err
+    assert f"video {empty}: cannot open: empty file (0 bytes)" in err and "Errno" not in err

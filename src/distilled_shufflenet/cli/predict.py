@@ -48,11 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--stream", action="store_true", help="label a sliding window as the video decodes")
     s.add_argument("--hop", type=int, default=None,
                    help="frames between windows, a multiple of the model's frame stride (default: half a window)")
-    s.add_argument("--smooth", type=int, default=4, help="windows averaged into the label (default: %(default)s)")
+    s.add_argument("--smooth", type=int, default=None,
+                   help=f"windows averaged into the label (default: {StreamConfig.smooth})")
     s.add_argument("--realtime", action="store_true",
                    help="pace a file at its own frame rate, as a camera would, and report label latency")
-    s.add_argument("--stall-timeout", type=float, default=10.0,
-                   help="seconds without a frame before a stream counts as stalled and ends (default: %(default)s)")
+    s.add_argument("--stall-timeout", type=float, default=None,
+                   help=f"seconds without a frame before a stream counts as stalled and ends (default: "
+                        f"{StreamConfig.stall_timeout:g})")
     s.add_argument("--output", metavar="PATH", default=None,
                    help="write the windows to this .jsonl or .csv file as they come")
     s.add_argument("--out", metavar="VIDEO.mp4", dest="annotate", default=None,
@@ -61,7 +63,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# the flags of the streaming group, by destination: without --stream they would be ignored
+_STREAM_FLAGS = {"hop": "--hop", "smooth": "--smooth", "realtime": "--realtime", "stall_timeout": "--stall-timeout",
+                 "output": "--output", "annotate": "--out", "quiet": "--quiet"}
+
+
 def run(args: argparse.Namespace) -> int:
+    given = [flag for dest, flag in _STREAM_FLAGS.items() if getattr(args, dest) not in (None, False)]
+    if given and not args.stream:
+        raise ValueError(f"{', '.join(given)}: {'go' if len(given) > 1 else 'goes'} with --stream (streaming "
+                         "prediction), and would be ignored without it; add --stream or leave "
+                         f"{'them' if len(given) > 1 else 'it'} out")
+    window = {k: v for k, v in (("hop", args.hop), ("smooth", args.smooth), ("stall_timeout", args.stall_timeout))
+              if v is not None}
     config = PredictConfig(
         model=args.model,
         inputs=tuple(args.inputs),
@@ -71,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
         topk=args.topk,
         json=args.json,
         stream=args.stream,
-        stream_config=StreamConfig(hop=args.hop, smooth=args.smooth, topk=min(args.topk, 3),
-                                   realtime=args.realtime, stall_timeout=args.stall_timeout),
+        stream_config=StreamConfig(topk=min(args.topk, 3), realtime=args.realtime, **window),
         output=args.output,
         annotate=args.annotate,
         auto_candidates=args.candidates,

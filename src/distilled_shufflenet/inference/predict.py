@@ -65,6 +65,28 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     return out
 
 
+def check_outputs(model: str, sources: Sequence[str], outputs: dict[str, str | None]) -> None:
+    """Before any work, refuse an output (``outputs``: flag -> path or None) that would destroy a file in
+    use: the model, one of the input videos, another output; and check that its folder can be written,
+    naming the folder, so that a long run does not end in an error about a temporary file."""
+    from distilled_shufflenet.io import check_writable_folder
+
+    inputs = {Path(s): "one of the input videos" for s in sources if not is_live_source(s)}
+    inputs[Path(model)] = "the model"
+    given = {flag: Path(path) for flag, path in outputs.items() if path is not None}
+    for flag, out in given.items():
+        other = next((f for f, o in given.items() if f != flag and o.absolute() == out.absolute()), None)
+        if other:
+            raise ValueError(f"{flag} {out}: is also the file of {other}; give each its own file")
+        if out.is_dir():
+            raise ValueError(f"{flag} {out}: is a folder; expected a file name")
+        if out.exists():
+            for path, what in inputs.items():
+                if path.exists() and not path.is_dir() and os.path.samefile(out, path):
+                    raise ValueError(f"{flag} {out}: is {what}, which it would overwrite; choose another file")
+        check_writable_folder(out.parent, flag)
+
+
 def clip_transform(info: ModelInfo):
     """The evaluation transform of ``info``'s preprocessing (centre crop)."""
     p = info.preprocess

@@ -19,8 +19,8 @@ from distilled_shufflenet.data import VideoDecodeError, VideoReader, spread_indi
 from distilled_shufflenet.inference.backends import AUTO_CANDIDATES, BACKENDS, DEFAULT_TOLERANCE, AutoChoice, Backend, \
     auto_backend, create_backend, file_backend
 from distilled_shufflenet.inference.export import example_clip
-from distilled_shufflenet.inference.predict import VideoPrediction, clip_transform, expand_inputs, is_live_source, \
-    predict_files
+from distilled_shufflenet.inference.predict import VideoPrediction, check_outputs, clip_transform, expand_inputs, \
+    is_live_source, predict_files
 from distilled_shufflenet.inference.source import ModelInfo, file_format, load_model_source
 from distilled_shufflenet.inference.stream import StreamConfig, StreamReport, Window, stream_predict
 
@@ -206,6 +206,7 @@ def run_predict(config: PredictConfig, log: Callable[[str], None] = print) -> Pr
     live = [s for s in sources if is_live_source(s)]
     if live and not config.stream:
         raise ValueError(f"input {live[0]}: a live source is predicted with --stream")
+    check_outputs(config.model, sources, {"--json": config.json, "--output": config.output, "--out": config.annotate})
     result = build_backend(config, sources, log)
     log(f"backend: {result.backend.describe()}")
     if not config.stream:

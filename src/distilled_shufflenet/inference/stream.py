@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import av
@@ -31,8 +32,9 @@ from av.video.reformatter import VideoReformatter
 
 from distilled_shufflenet.data import VideoDecodeError
 from distilled_shufflenet.data.sampling import window_span
+from distilled_shufflenet.data.video import _first_line as _av_reason
 from distilled_shufflenet.inference.backends import Backend
-from distilled_shufflenet.inference.predict import clip_transform, top_k
+from distilled_shufflenet.inference.predict import clip_transform, is_live_source, top_k
 from distilled_shufflenet.inference.source import ModelInfo
 
 
@@ -162,10 +164,18 @@ def open_source(source: str) -> av.container.InputContainer:
     options: dict[str, Any] = {}
     if source.startswith("/dev/video"):
         options["format"] = "v4l2"
+    if not is_live_source(source):  # what FFmpeg would only call "invalid data"
+        path = Path(source)
+        if not path.exists():
+            raise VideoDecodeError(source, "cannot open: no such file")
+        if path.is_dir():
+            raise VideoDecodeError(source, "cannot open: is a directory")
+        if path.stat().st_size == 0:
+            raise VideoDecodeError(source, "cannot open: empty file (0 bytes)")
     try:
         container = av.open(source, metadata_errors="ignore", timeout=10.0, **options)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VideoDecodeError(source, f"cannot open: {str(e).splitlines()[0]}") from None
+        raise VideoDecodeError(source, f"cannot open: {_av_reason(e)}") from None
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(source, "no video stream")
