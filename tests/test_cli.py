@@ -94,3 +94,12 @@ def test_a_distilled_checkpoint_is_named_with_the_fine_tuning_to_run(command: st
     assert f"dsn finetune --checkpoint {ckpt}" in err
     assert "Missing key" not in err and "fc.weight" not in err
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_models_states_the_checkpoints_of_every_model(capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    cards = out.split("\n\n")
+    assert len(cards) >= 11 and all("  checkpoints: " in card for card in cards)
+    assert "not stated" not in out
+    assert "X3D_S.pyth" in out.split("x3d_s  (")[1].split("checkpoints: ")[1].split("\n")[0]

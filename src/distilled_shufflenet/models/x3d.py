@@ -292,7 +292,11 @@ class X3D(TapModel):
 @register_model
 def x3d_s(*, num_classes: int = 400, dropout: float = 0.5) -> X3D:
     """X3D-S: 3.79 M parameters with 400 classes, 1.96 GMACs at its 13 x 160 x 160 clip (13 frames taken
-    every 6th, short side 182, centre crop 160); PyTorchVideo's ``X3D_S.pyth`` loads into it."""
+    every 6th, short side 182, centre crop 160).
+
+    Checkpoints: PyTorchVideo's Kinetics-400 ``X3D_S.pyth`` (weights under ``model_state``) loads as it is;
+    a ``dsn train`` checkpoint of it.
+    """
     preprocess = Preprocess(clip_len=13, crop_size=160, resize=182, mean=X3D_MEAN, std=X3D_STD, frame_stride=6)
     return X3D(num_classes=num_classes, dropout=dropout, preprocess=preprocess)
 
@@ -300,7 +304,11 @@ def x3d_s(*, num_classes: int = 400, dropout: float = 0.5) -> X3D:
 @register_model
 def x3d_m(*, num_classes: int = 400, dropout: float = 0.5) -> X3D:
     """X3D-M: X3D-S's network at a larger clip, 16 x 224 x 224 (16 frames taken every 5th, short side
-    256, centre crop 224): 4.73 GMACs; PyTorchVideo's ``X3D_M.pyth`` loads into it."""
+    256, centre crop 224): 4.73 GMACs.
+
+    Checkpoints: PyTorchVideo's Kinetics-400 ``X3D_M.pyth`` (weights under ``model_state``) loads as it is;
+    a ``dsn train`` checkpoint of it.
+    """
     preprocess = Preprocess(clip_len=16, crop_size=224, resize=256, mean=X3D_MEAN, std=X3D_STD, frame_stride=5)
     return X3D(num_classes=num_classes, dropout=dropout, preprocess=preprocess)
 
