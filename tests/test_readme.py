@@ -1,10 +1,12 @@
-"""The README's Python API example runs as written, and its picture of the method has the code's shapes."""
+"""The README's Python API example and its step-by-step chain run as written, and its picture of the method
+has the code's shapes."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 API_HEADING = "## The Python API in a dozen lines"
 METHOD_HEADING = "## How the method works"
+CHAIN_HEADING = "## From teachers to a fine-tuned student, step by step"
+# what the chain test adds to each command to run it on tiny data in seconds (sizes, lengths, workers)
+TINY_FLAGS = {
+    "data synth": ["--classes", "3", "--groups", "4", "--clips-per-group", "1", "--frames", "32", "--size", "80x60",
+                   "--workers", "1"],
+    "train": ["--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--num-workers", "0"],
+    "distill": ["--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--num-workers", "0"],
+    "finetune": ["--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--num-workers", "0"],
+    "evaluate": ["--clips", "2", "--crops", "1", "--workers", "0"],
+    "predict": ["--backend", "torch-fp32", "--clips", "1"],
+}
 
 
 def section(heading: str) -> str:
@@ -102,3 +115,61 @@ def test_method_picture_has_the_shapes_of_the_code() -> None:
     assert f"{pooled[0]} --+" in picture and f"{pooled[1]} --+" in picture
     assert f"concat {student.fc.in_features} -> fc" in picture and sum(pooled) == student.fc.in_features
     assert mid[0] == 256 and final[0] == 512  # the raw taps the adapters widen
+
+
+def chain_commands() -> list[list[str]]:
+    """The ``dsn`` commands of the README's step-by-step block, as argument lists after ``dsn``."""
+    block = code_block(CHAIN_HEADING).replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert commands and all(c[0] == "dsn" for c in commands), commands
+    return [c[1:] for c in commands]
+
+
+def test_the_chain_uses_the_presets_that_fit_the_distillation_recipe() -> None:
+    """The 2D teacher's preset builds the same narrow ResNet-18 as the distillation recipe's teacher (the
+    full-width ``resnet18.yaml`` does not fit ``distill_small.yaml``), and the 3D teacher's the same R3D-18."""
+    import yaml
+
+    commands = chain_commands()
+    distill = next(c for c in commands if c[0] == "distill")
+    recipe = yaml.safe_load((ROOT / distill[distill.index("--config") + 1]).read_text())
+    trained = {}
+    for c in commands:
+        if c[0] == "train":
+            preset = yaml.safe_load((ROOT / c[c.index("--config") + 1]).read_text())
+            trained[c[c.index("--output") + 1]] = (preset["model"], preset.get("model_kwargs") or {})
+    for slot in ("teacher2d", "teacher3d"):
+        name, _, path = distill[distill.index(f"--{slot}") + 1].partition(":")
+        run = str(Path(path).parent)
+        assert run in trained, f"--{slot} {path}: no command of the chain trains it"
+        assert trained[run] == (name, recipe[f"{slot}_kwargs"]) and recipe[slot] == name, (slot, trained[run])
+
+
+@pytest.mark.slow
+def test_the_chain_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command of the step-by-step block, in order, in a fresh folder (``configs/`` linked in), with
+    only ``TINY_FLAGS`` added: SynthActions, the two teachers, distillation, fine-tuning, evaluation and a
+    prediction. Then the loop of docs/distillation.md runs on the teachers the chain trained."""
+    from distilled_shufflenet.checkpoint import read_checkpoint
+    from distilled_shufflenet.cli import main
+
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    monkeypatch.chdir(tmp_path)
+    for argv in chain_commands():
+        name = " ".join(argv[:2]) if argv[0] == "data" else argv[0]
+        if main([*argv, *TINY_FLAGS[name]]) != 0:
+            errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+            pytest.fail(f"dsn {' '.join(argv)} failed: {' '.join(errors)[-2000:]}")
+    distilled = read_checkpoint(tmp_path / "runs" / "distill" / "last.pt")
+    assert distilled["step"] == 2 and distilled["config"]["teacher2d_kwargs"] == {"widen_factor": 0.25}
+    assert read_checkpoint(tmp_path / "runs" / "finetune" / "last.pt")["step"] == 2
+    assert "JumpingJacks" in capsys.readouterr().out  # the prediction lists the classes
+
+    page = ROOT / "docs" / "distillation.md"
+    loop = re.findall(r"^```python\n(.*?)^```$", page.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+    assert len(loop) == 1
+    namespace: dict = {}
+    exec(compile(loop[0], str(page), "exec"), namespace)  # noqa: S102
+    assert set(namespace["parts"]) >= {"mid/2d", "mid/3d", "final/2d", "final/3d"}
+    assert torch.isfinite(namespace["loss"])
