@@ -232,3 +232,41 @@ def test_int8_calibrates_on_a_folder_of_unlabelled_videos_or_a_list(checkpoint, 
     assert "top-1 accuracy fp32" in text
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "n.onnx"), "--dataset", "list"]) == 2
     assert "--list-file FILE" in capsys.readouterr().err
+
+
+def test_folding_batchnorm_divides_by_the_running_deviation_with_its_epsilon(student, info) -> None:
+    """With running variances near BatchNorm's eps, a fold that left eps out would scale each weight by
+    gamma / sqrt(var) instead of gamma / sqrt(var + eps): here a factor of up to sqrt(2) too large."""
+    conv, bn = student.stem[0][0], student.stem[0][1]
+    bn.running_var.uniform_(0.5e-5, 2e-5)  # eps is 1e-5
+    fused = fuse_for_inference(student)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+    torch.testing.assert_close(fused.stem[0][0].weight, conv.weight * scale.view(-1, 1, 1, 1, 1))
+    torch.testing.assert_close(fused.stem[0][0].bias, bn.bias - bn.running_mean * scale)
+    x = example_clip(info, batch=2)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), student(x), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_int8_is_calibrated_on_the_clips_it_is_given(student, info) -> None:
+    """The input's int8 range comes from the calibration clips, and the quantised model (simulated, eager)
+    stays within a few percent of the logit range of a model whose classes are far from uniform: a model
+    calibrated on anything else (zeros, say) clips its inputs and misses both."""
+    if backend_support("torch-int8"):
+        pytest.skip(backend_support("torch-int8"))
+    from distilled_shufflenet.inference.quantize import quantize_pt2e
+
+    with torch.no_grad():
+        student.fc.weight.mul_(40)  # logits spread over several units, not near-uniform probabilities
+    calibration = 2 * example_clip(info, batch=4, seed=6)
+    graph = quantize_pt2e(fuse_for_inference(student), calibration)
+    first = next(n for n in graph.graph.nodes if str(n.target).startswith("quantized_decomposed.quantize_per_tensor"))
+    _, scale, _, low, high, _ = first.args
+    covered = scale * (high - low)  # the span of input values int8 represents
+    spread = float(calibration.max() - calibration.min())
+    assert 0.25 * spread <= covered <= 1.5 * spread, (covered, spread)
+    x = 2 * example_clip(info, batch=3, seed=5)
+    with torch.no_grad():
+        fp32, int8 = student(x), graph(x)
+    assert float(fp32.max() - fp32.min()) > 2
+    assert float((int8 - fp32).abs().max()) <= 0.15 * float(fp32.max() - fp32.min())
