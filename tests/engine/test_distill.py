@@ -21,9 +21,10 @@ from distilled_shufflenet.models import create_model
 
 STUDENT = dict(widths=[8, 16, 32], units=[1, 1, 1], adapter_channels=[64, 128], clip_len=16)
 CLIP = ["--clip-len", "16", "--crop-size", "32", "--resize", "36", "--frame-stride", "1"]
-# a narrow 3D teacher whose channels match the student's adapters; the 2D teacher gets adapters of its own
+# a narrow 3D teacher whose channels match the student's adapters; the 2D teacher gets adapters of its own.
+# Random weights, on purpose: the tests check the machinery, not what the student learns
 TEACHERS = ["--teacher2d", "resnet18", "--teacher3d", "r3d_18", "--teacher3d-arg", "widen_factor=0.25",
-            "--per-teacher-adapters"]
+            "--per-teacher-adapters", "--allow-random-teachers"]
 QUIET = ["--num-workers", "0", "--no-progress", "--device", "cpu", "--no-tensorboard", "--batch-size", "4"]
 
 
@@ -93,11 +94,13 @@ def test_teachers_that_cannot_fill_the_slots_fail_before_any_step(tiny_synth: Pa
                  "--clip-len", "8", "--crop-size", "32", *TEACHERS, *QUIET, "--output", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "tap final" in err and "Traceback" not in err
+    assert "--teachers 2d" in err and "--clip-len" in err and "teachers='" not in err
     assert not (tmp_path / "r" / "last.pt").exists()
     code = main(["distill", "--data-root", str(tiny_synth), *student_args(), *CLIP, "--teacher2d", "resnet18",
-                 "--teacher3d", "r3d_18", *QUIET, "--output", str(tmp_path / "r")])
+                 "--teacher3d", "r3d_18", "--allow-random-teachers", *QUIET, "--output", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert code == 2 and "adapter_channels" in err and "per" in err
+    assert code == 2 and "adapter_channels" in err and "--per-teacher-adapters" in err
+    assert "TargetBuilder(" not in err and "per_teacher_adapters=True" not in err  # flags, not library calls
 
 
 def test_a_teacher_file_of_another_architecture_is_named(tmp_path: Path, tiny_synth: Path, capsys) -> None:
@@ -141,7 +144,7 @@ def test_two_processes_under_torchrun_distil_the_same_weights(tiny_synth: Path, 
     assert ckpt["step"] == 24 // 4 and ckpt["data"]["world_size"] == 2
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].split(",")[0] == "1"
-    assert json.dumps(ckpt["metrics"])  # finite figures, written once by rank 0
+    assert json.dumps(ckpt["metrics"], allow_nan=False)  # finite figures, written once by rank 0
 
 
 @pytest.mark.slow
@@ -149,7 +152,7 @@ def test_distill_with_the_teacher_cache_reuses_it_and_refuses_a_stale_one(tiny_s
                                                                           capsys) -> None:
     cache = tmp_path / "cache"
     common = ["--dataset", "ucf101", "--data-root", str(tiny_synth), *student_args(), *CLIP, *QUIET, "--epochs", "1",
-              "--cache-teachers", str(cache), "--cache-views", "2", "--teacher2d", "resnet18",
+              "--cache-teachers", str(cache), "--cache-views", "2", "--allow-random-teachers", "--teacher2d", "resnet18",
               "--teacher2d-arg", "widen_factor=0.25", "--teacher3d", "r3d_18", "--teacher3d-arg", "widen_factor=0.25"]
     assert main(["distill", *common, "--output", str(tmp_path / "a")]) == 0
     first = capsys.readouterr().out
@@ -199,3 +202,114 @@ def test_cached_views_keep_targets_beyond_the_float16_range() -> None:
     assert "label" not in sample
     assert torch.isfinite(sample["targets"]["final/3d"]).all()
     assert torch.equal(sample["targets"]["final/3d"].float(), big)
+
+
+def test_a_teacher_without_weights_is_refused_unless_random_teachers_are_allowed(tiny_synth: Path, tmp_path: Path,
+                                                                                 capsys) -> None:
+    run = tmp_path / "r"
+    code = main(["distill", "--data-root", str(tiny_synth), *student_args(), *CLIP, *TEACHERS[:-1], *QUIET,
+                 "--output", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "teacher2d: resnet18 is given without a weights file" in err
+    assert "--teacher2d resnet18:FILE" in err and "--allow-random-teachers" in err and "Traceback" not in err
+    assert not run.exists()  # refused before any work
+    # the library names the config fields; a teacher given with its file needs no permission
+    weights = tmp_path / "r3d.pt"
+    torch.save(create_model("r3d_18", widen_factor=0.25).state_dict(), weights)
+    with pytest.raises(ValueError, match=r"teacher3d: r3d_18 .*allow_random_teachers: true"):
+        DistillConfig(data_root=str(tiny_synth), teachers="3d", teacher3d="r3d_18").validate()
+    DistillConfig(data_root=str(tiny_synth), teachers="3d", teacher3d=f"r3d_18:{weights}").validate()
+    DistillConfig(data_root=str(tiny_synth), allow_random_teachers=True).validate()
+
+
+def test_distill_help_says_validation_holds_out_training_videos(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    validation = text.split("--validation, --no-validation")[1].split("--val-fraction")[0]
+    assert "held-out videos" in validation and "official test split" not in validation
+
+
+def test_a_busy_run_folder_is_refused_before_the_teacher_cache_is_built(tiny_synth: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    import socket
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        run.mkdir()
+        holder = {"pid": other.pid, "host": socket.gethostname(), "command": "dsn distill", "started": "then"}
+        (run / ".lock").write_text(json.dumps(holder))
+        code = main(["distill", "--dataset", "ucf101", "--data-root", str(tiny_synth), *student_args(), *CLIP,
+                     *TEACHERS, *QUIET, "--cache-teachers", str(cache), "--output", str(run)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"in use by dsn distill (pid {other.pid}" in err
+        assert not cache.exists()  # nothing was computed for a run that cannot go on
+    finally:
+        other.kill()
+        other.wait()
+    assert json.loads((run / ".lock").read_text())["pid"] == other.pid  # the holder's lock is left alone
+
+
+def test_a_run_that_trains_no_step_is_an_error_naming_the_videos(tmp_path: Path, capsys) -> None:
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    for i in range(6):
+        (footage / f"broken{i}.avi").write_bytes(b"not a video at all" * 40)
+    run = tmp_path / "r"
+    code = main(["distill", "--data-root", str(footage), *student_args(), *CLIP, *TEACHERS, *QUIET, "--epochs", "1",
+                 "--val-fraction", "0", "--no-maps-png", "--output", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "epoch 1: no training step was made" in err and "Traceback" not in err
+    assert "broken0.avi" in err and "broken5.avi" in err
+    assert not (run / "last.pt").exists()
+
+
+def test_without_the_cache_the_2d_teacher_sees_a_seeded_random_frame_of_each_clip() -> None:
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from distilled_shufflenet.distill import DistillLoss
+    from distilled_shufflenet.engine.distill import Distillation
+
+    seen = []
+
+    class Targets(torch.nn.Module):  # records the frame each clip shows the 2D teacher
+        def forward(self, clips: torch.Tensor, index: torch.Tensor) -> dict:
+            seen.append(index.clone())
+            return {}
+
+    objective = Distillation(Targets(), DistillLoss(), SimpleNamespace(taps=(), keys=()))
+    rt = SimpleNamespace(device=torch.device("cpu"), autocast=nullcontext)
+    clips = torch.zeros(64, 3, 16, 1, 1)
+    torch.manual_seed(7)
+    objective._targets({}, clips, rt, frame="random")
+    torch.manual_seed(7)  # the global generator, which a checkpoint saves and a resumed run restores
+    assert torch.equal(seen[0], torch.randint(0, 16, (64,)))
+    assert len(set(seen[0].tolist())) >= 12  # spread over the clip, not one fixed frame
+    objective._targets({}, clips, rt, frame="middle")  # validation: the middle frame
+    assert seen[1].tolist() == [8] * 64
+
+
+@pytest.mark.slow
+def test_tap_and_teacher_weights_reach_the_logged_loss(tiny_synth: Path, tmp_path: Path) -> None:
+    import csv
+
+    run = tmp_path / "r"
+    code = main(["distill", "--data-root", str(tiny_synth), *student_args(), *CLIP, *TEACHERS, *QUIET, "--epochs", "1",
+                 "--val-fraction", "0.25", "--no-maps-png", "--tap-weights", "0.2", "0.8", "--teacher-weights", "0",
+                 "1", "--output", str(run)])
+    assert code == 0
+    (row,) = list(csv.DictReader((run / "log.csv").open()))
+    value = {k: float(v) for k, v in row.items() if v}
+    for prefix in ("train_", "val_"):
+        total = value[f"{prefix}loss"]
+        mid, final = value[f"{prefix}mid"], value[f"{prefix}final"]
+        # each tap's loss is its 3D part alone (the 2D teacher weighs 0), the total 0.2 x mid + 0.8 x final
+        assert mid == pytest.approx(value[f"{prefix}mid_3d"], rel=1e-4)
+        assert final == pytest.approx(value[f"{prefix}final_3d"], rel=1e-4)
+        assert total == pytest.approx(0.2 * mid + 0.8 * final, rel=1e-4)
+        # the 2D parts are logged, and far enough from the 3D ones that a swap would show
+        assert abs(value[f"{prefix}mid_2d"] - mid) > 1e-2 * mid
+        assert abs(value[f"{prefix}final_2d"] - final) > 1e-2 * final
+        assert abs(total - (0.8 * mid + 0.2 * final)) > 1e-3 * total

@@ -54,6 +54,16 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_and_released(tmp_path: Path, ca
     assert not list((tmp_path / "run").glob(".*.tmp"))
 
 
+def test_a_process_may_take_a_lock_it_holds_again_until_the_outer_holder_releases(tmp_path: Path, capsys) -> None:
+    outer = RunLock(tmp_path / "run").acquire()  # e.g. distill, before building its teacher cache
+    inner = RunLock(tmp_path / "run").acquire()  # the training loop it then runs
+    inner.release()
+    assert (tmp_path / "run" / LOCK).exists()  # still held by the outer holder
+    outer.release()
+    assert not (tmp_path / "run" / LOCK).exists()
+    assert "taking it over" not in capsys.readouterr().err
+
+
 def test_a_lock_held_on_another_host_is_refused_with_how_to_clear_it(tmp_path: Path) -> None:
     _write_lock(tmp_path / "run", 1, host="elsewhere")
     with pytest.raises(RunFolderBusy, match=f"delete {tmp_path / 'run' / LOCK}"):

@@ -34,6 +34,7 @@ from distilled_shufflenet.data.datasets import find_videos
 from distilled_shufflenet.data.groups import holdout
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig, _need_path, _opt
+from distilled_shufflenet.engine.lock import RunLock
 from distilled_shufflenet.engine.loop import FitResult, Objective, StepResult, fit
 from distilled_shufflenet.engine.runtime import Runtime, all_reduce_sums, seed_everything, setup_runtime, teardown_runtime
 from distilled_shufflenet.engine.train import check_model_input, resolve_preprocess
@@ -55,6 +56,8 @@ class DistillConfig(TrainConfig):
     teacher2d_kwargs: dict = _opt({}, "2D teacher builder argument KEY=VALUE, repeatable (e.g. widen_factor=0.25)",
                                   flag="--teacher2d-arg")
     teacher3d_kwargs: dict = _opt({}, "3D teacher builder argument KEY=VALUE, repeatable", flag="--teacher3d-arg")
+    allow_random_teachers: bool = _opt(False, "distil from a teacher given without a weights file (random "
+                                              "weights: its maps teach nothing; for tests and timing only)")
     teacher3d_frame_stride: int = _opt(1, "the 3D teacher sees every n-th frame of the student's clip (e.g. 2 "
                                           "for a teacher trained at twice the student's --frame-stride)")
     teachers: str = _opt("both", "distil from both teachers (the paper) or from one alone (ablation)",
@@ -73,6 +76,8 @@ class DistillConfig(TrainConfig):
     extra_unlabelled: list[str] = _opt([], "another folder of unlabelled videos, repeatable")
     include_test: bool = _opt(False, "also distil on the dataset's TEST videos (the authors' variant; the "
                                      "student then sees the test videos before it is evaluated on them)")
+    validation: bool = _opt(True, "validate the distillation loss after every epoch on the held-out videos "
+                            "(--val-fraction of them; never a test split)")
     val_fraction: float = _opt(0.05, "share of the videos held out to validate the distillation loss (whole "
                                      "actor groups where the names have them, gXX); 0: no validation")
     # teacher cache
@@ -107,8 +112,8 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"teacher_weights: expected two weights >= 0, got {list(self.teacher_weights)}")
         used = {"both": (0, 1), "2d": (0,), "3d": (1,)}.get(self.teachers, (0, 1))
         if not any(self.teacher_weights[i] for i in used):
-            raise ValueError(f"teacher_weights: the weight of the teacher(s) distilled from (teachers="
-                             f"{self.teachers!r}) must be > 0, got {list(self.teacher_weights)}")
+            raise ValueError(f"teacher_weights: the weight of the teacher(s) distilled from (--teachers "
+                             f"{self.teachers}) must be > 0, got {list(self.teacher_weights)}")
         if self.teacher3d_frame_stride < 1:
             raise ValueError(f"teacher3d_frame_stride: expected a positive integer, got {self.teacher3d_frame_stride}")
         if self.cache_views < 1:
@@ -124,9 +129,16 @@ class DistillConfig(TrainConfig):
             if self.teachers in ("both", kind):
                 TeacherSpec.parse(getattr(self, f"teacher{kind}"), getattr(self, f"teacher{kind}_kwargs"),
                                   field_name=f"teacher{kind}")
-                path = TeacherSpec.parse(getattr(self, f"teacher{kind}")).path
-                if path is not None:
-                    _need_path(f"teacher{kind}", str(path))
+                spec = TeacherSpec.parse(getattr(self, f"teacher{kind}"))
+                if spec.path is not None:
+                    _need_path(f"teacher{kind}", str(spec.path))
+                elif not self.allow_random_teachers:
+                    raise ValueError(
+                        f"teacher{kind}: {spec.name} is given without a weights file, so it would be built with "
+                        f"random weights and its maps would teach the student nothing; give its weights with "
+                        f"--teacher{kind} {spec.name}:FILE (config field teacher{kind}: {spec.name}:FILE), or pass "
+                        "--allow-random-teachers (config field allow_random_teachers: true) to distil from random "
+                        "teachers on purpose (tests, timing)")
         super().validate()
 
 
@@ -361,7 +373,7 @@ def distill(config: DistillConfig) -> FitResult:
     Every check (config values, paths, teachers' files, whether the teachers' maps can fill the
     student's slots at this clip size, channel counts) happens before the first step.
     """
-    from distilled_shufflenet.distill import DistillLoss, TargetBuilder, TeacherAdapters
+    from distilled_shufflenet.distill import DistillLoss, TargetBuilder, TeacherAdapters, TeacherSpec
 
     config.validate()
     resume = read_run_checkpoint(config.resume) if config.resume else None
@@ -369,7 +381,11 @@ def distill(config: DistillConfig) -> FitResult:
     if resume is not None:
         name, kwargs = resume["model_name"], dict(resume["model_kwargs"])
     rt = setup_runtime(config.device, config.precision, channels_last=config.channels_last)
+    # the run folder is taken before any work: a second run into a busy folder must not build a cache first
+    lock = RunLock(config.output, command="dsn distill") if rt.is_main else None
     try:
+        if lock is not None:
+            lock.acquire()
         try:
             with torch.device("meta"):
                 probe = create_model(name, **kwargs)
@@ -383,6 +399,11 @@ def distill(config: DistillConfig) -> FitResult:
         student = create_model(name, **kwargs)
         student.preprocess = preprocess
         teacher2d, teacher3d = build_teachers(config, rt.device)
+        random = [f"teacher{kind}" for kind, t in (("2d", teacher2d), ("3d", teacher3d))
+                  if t is not None and TeacherSpec.parse(getattr(config, f"teacher{kind}")).path is None]
+        if random and rt.is_main:
+            print(f"warning: --allow-random-teachers: {' and '.join(random)} {'has' if len(random) == 1 else 'have'} "
+                  "random weights; the student learns nothing useful from them", file=sys.stderr)
         targets = TargetBuilder(student, teacher2d, teacher3d, teachers=config.teachers, split=config.teacher_split,
                                 per_teacher_adapters=config.per_teacher_adapters,
                                 stride3d=config.teacher3d_frame_stride)
@@ -421,6 +442,8 @@ def distill(config: DistillConfig) -> FitResult:
         return fit(student, train_set, val_set, config, objective, classes=[], preprocess=preprocess, runtime=rt,
                    resume=resume, trainable=lambda n: not n.startswith("fc."), on_epoch_end=on_epoch_end)
     finally:
+        if lock is not None:
+            lock.release()
         teardown_runtime(rt)
 
 

@@ -4,6 +4,10 @@
 the run.  A second run into the same folder is refused with a message naming the holder.  A lock whose
 process is gone (a killed run on this host) is taken over with a note.  A lock held on another host
 cannot be checked from here: the message says how to remove it once that run is known to be over.
+
+A process may take the lock of a folder it already holds (``distill`` locks the folder before building
+its teacher cache, then the training loop locks it again); the file goes when the outermost holder
+releases it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 from distilled_shufflenet.io import remove_stale_temporaries
 
 LOCK = ".lock"
+# lock files this process holds -> how many times it took each (nested holders)
+_HELD: dict[Path, int] = {}
 
 
 class RunFolderBusy(ValueError):
@@ -55,6 +61,11 @@ class RunLock:
             return {}  # half-written by a process killed while creating it
 
     def acquire(self) -> "RunLock":
+        key = self.path.absolute()
+        if _HELD.get(key):  # this process holds it already: a nested holder
+            _HELD[key] += 1
+            self.held = True
+            return self
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -75,6 +86,7 @@ class RunLock:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             self.held = True
+            _HELD[key] = 1
             remove_stale_temporaries(self.folder)
             return self
         raise RunFolderBusy(f"{self.field}: could not lock the run folder {self.folder}; another run keeps taking it")
@@ -95,10 +107,15 @@ class RunLock:
     def release(self) -> None:
         if not self.held:
             return
+        self.held = False
+        key = self.path.absolute()
+        _HELD[key] = _HELD.get(key, 1) - 1
+        if _HELD[key] > 0:  # an outer holder keeps it
+            return
+        del _HELD[key]
         holder = self._holder()
         if holder and holder.get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
-        self.held = False
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

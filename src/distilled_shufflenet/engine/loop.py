@@ -79,6 +79,10 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
+class NoTrainingStepError(ValueError):
+    """An epoch ended without a single training step: no clip of it could be read.  Nothing is saved."""
+
+
 class RunInterrupted(RuntimeError):
     """SIGINT or SIGTERM stopped the run after writing a checkpoint at the current step."""
 
@@ -519,6 +523,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
                unit="batch", dynamic_ncols=True, leave=False, disable=not (rt.is_main and config.progress))
     last = Path(config.output) / LAST
     outcome = None
+    drawn = stepped = 0  # batches drawn and steps made by this call
     batches = iter(loader)
     tick = time.perf_counter()
     try:
@@ -528,6 +533,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
             except StopIteration:
                 break
             got = time.perf_counter()
+            drawn += 1
             failures.add(batch)
             if not _all_have_clips(batch, rt):  # every sample of a batch failed to load: skip the step
                 tick = got
@@ -554,6 +560,7 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
             done = time.perf_counter()
             state.step += 1
             state.epoch_step += 1
+            stepped += 1
             m["loss"] += loss_sum
             m["clips"] += clips_n
             for c, v in zip(columns, reduced[4:]):
@@ -579,6 +586,12 @@ def train_one_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.O
                 save()
     finally:
         bar.close()
+    if not stepped and drawn:
+        # a run that trained nothing must not end as if it had: no checkpoint, an error naming the videos
+        what = failures.summary() if len(failures) else "no failure was reported on this process"
+        raise NoTrainingStepError(
+            f"epoch {state.epoch + 1}: no training step was made, as no clip of its {drawn} batch(es) could be "
+            f"read ({what}); check those videos (dsn data check) or leave them out, then run again")
     if rt.is_main and len(failures):
         tqdm.write(f"epoch {state.epoch + 1}: {failures.summary()}")
     return outcome

@@ -28,6 +28,7 @@ from distilled_shufflenet.data import FailureLog, LabelledVideoClips, build_data
 from distilled_shufflenet.data.groups import holdout
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
+from distilled_shufflenet.engine.lock import RunLock
 from distilled_shufflenet.engine.loop import (
     FitResult,
     NonFiniteLossError,
@@ -216,7 +217,10 @@ def run(config: TrainConfig, spec: ModelSpec) -> TrainResult:
     if resume is not None:
         spec = ModelSpec(resume["model_name"], dict(resume["model_kwargs"]))
     rt = setup_runtime(config.device, config.precision, channels_last=config.channels_last)
+    lock = RunLock(config.output, command=f"dsn {config.command}") if rt.is_main else None  # before any work
     try:
+        if lock is not None:
+            lock.acquire()
         if config.sync_bn and rt.distributed and rt.device.type != "cuda":
             raise ValueError("sync_bn: SyncBatchNorm needs CUDA devices (it is not implemented for CPU processes)")
         try:
@@ -243,6 +247,8 @@ def run(config: TrainConfig, spec: ModelSpec) -> TrainResult:
         return fit(model, train_set, val_set, config, classes=classes, preprocess=preprocess, runtime=rt,
                    resume=resume)
     finally:
+        if lock is not None:
+            lock.release()
         teardown_runtime(rt)
 
 
