@@ -55,10 +55,6 @@ KNOWN: frozenset[tuple[str, str]] = frozenset({
     # export.py checks an exported file with backends.py's OrtBackend, while backends.py converts a
     # checkpoint to ONNX with export.py's onnx_bytes
     ("inference.export", "inference.backends"),
-    # dsn evaluate runs exported files (.onnx, .ts) through the inference backends from inside the engine;
-    # the choice between a checkpoint and an exported file belongs above both
-    ("engine.evaluate", "inference.backends"),
-    ("engine.evaluate", "inference.source"),
 })
 
 

@@ -66,7 +66,8 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
 def _exported(path: Path, kind: str) -> CheckpointError:
     return CheckpointError(
         f"checkpoint {path}: an exported {kind} model (written by dsn export), not a checkpoint of a run; give "
-        f"the checkpoint it was exported from (.pt or run folder), or run the exported file with dsn predict"
+        f"the checkpoint it was exported from (.pt or run folder), or give the exported file to dsn predict or "
+        f"dsn evaluate"
     )
 
 

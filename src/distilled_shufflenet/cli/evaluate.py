@@ -14,7 +14,6 @@ from distilled_shufflenet.engine.evaluate import (
     REPORT_NAME,
     EvalConfig,
     default_out_dir,
-    evaluate_checkpoint,
 )
 from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS
 
@@ -103,7 +102,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = config.out if config.out is not None else str(default_out_dir(args.checkpoint, config))
-    report = evaluate_checkpoint(args.checkpoint, config, out=out)
+    from distilled_shufflenet.inference.evaluate import evaluate_file  # the backends load only when needed
+
+    report = evaluate_file(args.checkpoint, config, out=out)
     print(report.summary())
     print(f"wrote {out}/{REPORT_NAME} and {out}/{CONFUSION_NAME}")
     return 0

@@ -527,6 +527,16 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> tuple[Path, 
     return json_path, png_path
 
 
+def eval_config(config: EvalConfig | None = None, **options: Any) -> EvalConfig:
+    """``config`` (default: the defaults) with keyword ``options`` (its fields) applied; a ``ValueError``
+    listing the known options for an unknown one."""
+    try:
+        return replace(config, **options) if config is not None else EvalConfig(**options)
+    except TypeError as e:
+        known = ", ".join(f.name for f in fields(EvalConfig))
+        raise ValueError(f"evaluate: {e}; known options: {known}") from None
+
+
 def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = None, **options: Any) -> EvalReport:
     """``dsn evaluate``: evaluate the checkpoint at ``path`` on a test split and write the report.
 
@@ -534,34 +544,32 @@ def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = Non
     ``splits_dir``, ``split``, ``subset``, ``clips``, ``crops``, ...) say what to evaluate on.  The model,
     its class names and its preprocessing (clip length, crop, resize, mean/std) come from the checkpoint;
     the config's non-None preprocessing fields override them.  With ``out`` set, ``report.json`` and
-    ``confusion.png`` are written there.
-
-    ``path`` may also be a file written by ``dsn export`` (``.onnx``, int8 ``.onnx``, ``.ts``): it runs on
-    the CPU in its own runtime, with the class names and preprocessing of its metadata; an ONNX file takes
-    the clip size it was exported at only. The report says which file, format and precision it scored.
+    ``confusion.png`` are written there. (Files written by ``dsn export`` are evaluated by
+    :func:`distilled_shufflenet.inference.evaluate.evaluate_file`.)
     """
-    try:
-        cfg = replace(config, **options) if config is not None else EvalConfig(**options)
-    except TypeError as e:
-        known = ", ".join(f.name for f in fields(EvalConfig))
-        raise ValueError(f"evaluate_checkpoint: {e}; known options: {known}") from None
+    cfg = eval_config(config, **options)
     from distilled_shufflenet.checkpoint import CheckpointError
     from distilled_shufflenet.engine.checkpointing import LAST, load_checkpoint, resolve_checkpoint_path
-    from distilled_shufflenet.inference.source import file_format
 
     if Path(path).is_dir() and not (Path(path) / LAST).is_file():
         raise CheckpointError(f"checkpoint {path}: a folder without {LAST}; pass a checkpoint file, or the run "
                               "folder of a finished or stopped training run")
     path = resolve_checkpoint_path(path)  # a run folder means its last.pt
-    exported = None
-    if file_format(path) is None:
-        model, checkpoint = load_checkpoint(path)
-    else:
-        model, checkpoint, exported = _exported_model(path, cfg)
-        cfg = replace(cfg, device="cpu")
+    model, checkpoint = load_checkpoint(path)
+    return evaluate_model(path, model, checkpoint, cfg)
+
+
+def evaluate_model(path: Path, model: nn.Module, checkpoint: dict[str, Any], config: EvalConfig, *,
+                   input_shape: Sequence[int] | None = None, extra_info: dict[str, Any] | None = None) -> EvalReport:
+    """Evaluate ``model``, read from ``path``, as :func:`evaluate_checkpoint` does: ``checkpoint`` holds
+    the fields of a run checkpoint that evaluation reads (``model_name``, ``model_kwargs``, ``classes``,
+    ``config["frame_stride"]``, ``epoch``) and ``model.preprocess`` the trained preprocessing.
+    ``input_shape`` (C, T, H, W) is the one clip size a model takes (an ONNX file's), checked against the
+    preprocessing before any video is read; ``extra_info`` goes into the report as it is."""
+    cfg = config
     pre = _preprocess(checkpoint, model, cfg)
-    if exported and exported.get("input_shape"):
-        _check_fixed_shape(path, exported["input_shape"], pre)
+    if input_shape:
+        _check_fixed_shape(path, input_shape, pre)
     # joins the process group under torchrun (so that only rank 0 writes), and checks device and precision
     # before any video is read
     rt = setup_runtime(cfg.device, cfg.precision)
@@ -570,8 +578,7 @@ def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = Non
             check_writable_folder(cfg.out, "out")
             remove_stale_temporaries(cfg.out, recursive=False)
         report = _evaluate_loaded(path, model, checkpoint, pre, cfg)
-        if exported:
-            report.info["exported"] = exported
+        report.info.update(extra_info or {})
         if cfg.out is not None and rt.is_main:
             write_report(report, cfg.out)
     finally:
@@ -579,41 +586,8 @@ def evaluate_checkpoint(path: str | os.PathLike, config: EvalConfig | None = Non
     return report
 
 
-class _ExportedModel(nn.Module):
-    """An exported file (ONNX, TorchScript) run by its inference backend, as a module :func:`evaluate` calls:
-    ``(N, 3, T, H, W)`` clips -> ``(N, classes)`` logits, on the CPU."""
-
-    def __init__(self, backend: Any, preprocess: Any) -> None:
-        super().__init__()
-        self.backend = backend
-        self.preprocess = preprocess
-
-    def forward(self, clips: Tensor) -> Tensor:
-        return self.backend(clips.cpu()).to(clips.device)
-
-
-def _exported_model(path: Path, cfg: EvalConfig) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """The model of an exported file as :func:`evaluate` runs it, the checkpoint fields evaluation reads
-    (from the file's metadata), and what the report says of the file."""
-    from distilled_shufflenet.inference.backends import file_backend
-    from distilled_shufflenet.inference.source import file_format
-
-    if cfg.device == "cuda":
-        raise ValueError(f"device: {path} is an exported file, which runs on the CPU (ONNX Runtime or "
-                         "TorchScript); pass --device cpu, or evaluate the checkpoint it was exported from on the GPU")
-    backend, info = file_backend(str(path))
-    if cfg.precision != "fp32":
-        raise ValueError(f"precision: {path} is an exported file; it runs at the precision it was exported at "
-                         f"({info.precision}), so leave --precision at fp32")
-    checkpoint = {"model_name": info.model_name, "model_kwargs": dict(info.model_kwargs), "classes": list(info.classes),
-                  "config": {"frame_stride": info.frame_stride}, "epoch": None}
-    described = {"format": file_format(path), "precision": info.precision, "backend": backend.name,
-                 "input_shape": list(info.input_shape) if info.input_shape else None}
-    return _ExportedModel(backend, info.preprocess), checkpoint, described
-
-
 def _check_fixed_shape(path: Path, shape: Sequence[int], pre: dict[str, Any]) -> None:
-    """An ONNX file takes clips of the size it was exported at only (``shape``: C, T, H, W)."""
+    """A model that takes clips of one size only (``shape``: C, T, H, W), as an ONNX file does."""
     _, frames, height, width = shape
     if (pre["clip_len"], pre["crop_size"], pre["crop_size"]) != (frames, height, width):
         raise ValueError(
