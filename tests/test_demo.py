@@ -240,3 +240,45 @@ def test_supervised_epochs_hold_the_step_budget_with_full_batches_only(steps, vi
     epochs = _epochs(steps, videos, batch)
     per_epoch = max(1, videos // batch)  # the last incomplete batch is dropped
     assert epochs * per_epoch >= steps and (epochs - 1) * per_epoch < steps
+
+
+@pytest.mark.parametrize("how", ["signal in a stage", "KeyboardInterrupt"])
+def test_ctrl_c_in_dsn_demo_exits_130_and_advises_the_same_command(monkeypatch, capsys, tmp_path, how):
+    import signal
+
+    import distilled_shufflenet.demo as demo
+    from distilled_shufflenet.engine.checkpointing import TrainState
+    from distilled_shufflenet.engine.distill import DistillConfig
+    from distilled_shufflenet.engine.loop import _interrupted
+
+    run = tmp_path / "my demo"
+    stage = DistillConfig(output=str(run / "stages" / "distill_both"))
+
+    def interrupted(cfg):
+        if how == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        raise _interrupted(signal.SIGINT, TrainState(epoch=0, epoch_step=2, step=2), stage)  # what the loop raises
+
+    monkeypatch.setattr(demo, "run_demo", interrupted)
+    code = main(["demo", "--quick", "--no-progress", "--seed", "3", "--output", str(run)])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err
+    assert f"dsn demo --quick --output '{run}' --seed 3 --no-progress" in err  # quoted: the path has a space
+    assert "--resume" not in err and "dsn distill" not in err
+
+
+def test_dsn_demo_refuses_an_output_folder_that_is_not_a_demo_run(tiny_synth, tmp_path, capsys):
+    import shutil
+
+    dataset = tmp_path / "my_dataset"
+    shutil.copytree(tiny_synth, dataset)
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    assert main(["demo", "--quick", "--no-progress", "--output", str(dataset)]) == 2
+    err = capsys.readouterr().err
+    assert f"output: {dataset} holds other files (" in err and "no demo run" in err and "dsn demo --output" in err
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before  # nothing written into it
+    # an empty folder, or one with only hidden files, is a new run's folder
+    from distilled_shufflenet.demo import check_run_folder
+
+    (tmp_path / "empty" / ".hidden").mkdir(parents=True)
+    check_run_folder(tmp_path / "empty")

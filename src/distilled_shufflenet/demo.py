@@ -308,6 +308,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     cfg.validate()
     run = Path(cfg.output)
     stages_dir = run / "stages"
+    check_run_folder(run)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run / "demo_config.json")
     done = DemoResult(run_dir=run, results={})
@@ -413,6 +414,23 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     accuracy_fps_chart(done.results, run / "accuracy_fps.png")
     print(f"demo run folder: {run} (results.md, results.json, accuracy_fps.png, stages/)")
     return done
+
+
+def check_run_folder(run: Path) -> None:
+    """Refuse a run folder that holds files and is not a demo run (no ``demo_config.json``): a dataset, say.
+    The demo writes its data, stages and results there, and would mix them with the user's files."""
+    if not run.exists():
+        return
+    if not run.is_dir():
+        raise ValueError(f"output: {run} is a file; dsn demo --output takes a folder (a new one, or a demo run)")
+    if (run / "demo_config.json").is_file():
+        return  # a demo run: its finished stages are reused
+    found = sorted(p.name for p in run.iterdir() if not p.name.startswith("."))
+    if found:
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise ValueError(f"output: {run} holds other files ({shown}) and no demo run (no demo_config.json); the demo "
+                         "writes its data, stages and results into its folder: give dsn demo --output a new or empty "
+                         "folder, or an earlier demo run to continue it")
 
 
 def check_teacher_files(cfg: DemoConfig) -> None:

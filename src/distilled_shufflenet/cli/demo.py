@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
+import sys
 
 _EPILOG = """\
 what it does:
@@ -47,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from distilled_shufflenet.demo import SHIPPED_TEACHERS, DemoConfig, run_demo
+    from distilled_shufflenet.engine.loop import RunInterrupted
 
     if args.summary:
         return _summary(args)
@@ -59,9 +63,31 @@ def _demo(args: argparse.Namespace) -> int:
     if args.seed is not None:
         values["seed"] = args.seed
     config = DemoConfig.quick(**values) if args.quick else DemoConfig(**values)
-    result = run_demo(config)
+    try:
+        result = run_demo(config)
+    except (RunInterrupted, KeyboardInterrupt) as e:
+        # the stage under way wrote a checkpoint (or had its last one) and the finished ones are kept: the same
+        # command reuses them and resumes it, which is the advice to give rather than the stage's own --resume
+        name = signal.Signals(e.signum).name if isinstance(e, RunInterrupted) else "SIGINT"
+        print(f"dsn demo: interrupted ({name}); the finished stages (and the last checkpoint of the one under way) "
+              f"are kept in {config.output}; run the same command again to continue from there:\n"
+              f"  {_same_command(args)}", file=sys.stderr)
+        return e.exit_code if isinstance(e, RunInterrupted) else 130
     print(f"stages run: {len(result.ran)}, reused: {len(result.reused)}")
     return 0
+
+
+def _same_command(args: argparse.Namespace) -> str:
+    """The ``dsn demo`` command that continues this run (its output folder spelt out)."""
+    words = ["dsn", "demo"] + (["--quick"] if args.quick else [])
+    words += ["--output", args.output or ("runs/demo_quick" if args.quick else "runs/demo")]
+    for flag, value in (("--seed", args.seed), ("--teachers-from", args.teachers_from),
+                        ("--train-teachers", args.train_teachers)):
+        if value is not None:
+            words += [flag, str(value)]
+    if not args.progress:
+        words.append("--no-progress")
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _summary(args: argparse.Namespace) -> int:
