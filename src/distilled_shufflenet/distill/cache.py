@@ -13,7 +13,7 @@ On disk::
 
     DIR/cache.json                    what the cache holds: its fingerprint (teachers' weights and
                                       settings, taps and stored shapes, views, preprocessing, video list
-                                      and each video's size and modification time)
+                                      and each video's size and first and last blocks)
     DIR/shard-00003.rank1.pt          videos [3S, 4S): views (n, K, 5 + T) int64, ok (n,) bool,
                                       parts {"mid/2d": (n, K, C, 1, H, W) fp16,
                                       "mid/3d": (n, K, C, t, H, W) fp16, ...}, scales
@@ -60,6 +60,7 @@ META = "cache.json"
 _FP16_PEAK = 32768.0  # largest magnitude stored unscaled (float16 reaches 65504)
 _SHARD = re.compile(r"^shard-(\d{5})\.rank(\d+)\.json$")
 _SHARD_KEYS = ("start", "stop", "views", "ok", "parts", "scales", "failures")
+_BLOCK = 16384  # bytes read at each end of a video for the fingerprint
 # the disk-space check: room for the shards still to write, measured on a written shard (else estimated
 # from the stored shapes), times this margin
 _ROOM_MARGIN = 1.25
@@ -92,20 +93,26 @@ def _videos_digest(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def _video_stats(paths: Sequence[Path]) -> list[list[int]]:
-    """``[size, modification time in ns]`` of each video: a different video copied over a cached name
-    changes them (moving the dataset does not)."""
-    out = []
+def _video_stats(paths: Sequence[Path]) -> list[list[Any]]:
+    """``[size, digest of the first and last blocks]`` of each video: a different video copied over a cached
+    name changes them, while moving or copying the dataset (new modification times) does not.  Two small
+    reads per video, not a hash of the whole file: the dataset may be hundreds of gigabytes."""
+    out: list[list[Any]] = []
     for p in paths:
         try:
-            st = os.stat(p)
+            with open(p, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                h = hashlib.sha256(f.read(_BLOCK))
+                if size > _BLOCK:
+                    f.seek(max(_BLOCK, size - _BLOCK))
+                    h.update(f.read(_BLOCK))
         except OSError as e:
             raise TeacherCacheError(f"teacher cache: cannot read {p}: {e.strerror or e}") from None
-        out.append([int(st.st_size), int(st.st_mtime_ns)])
+        out.append([int(size), h.hexdigest()[:16]])
     return out
 
 
-def _stats_digest(stats: Sequence[Sequence[int]]) -> str:
+def _stats_digest(stats: Sequence[Sequence[Any]]) -> str:
     return hashlib.sha256(json.dumps([list(s) for s in stats]).encode()).hexdigest()
 
 
@@ -117,7 +124,7 @@ def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[s
     """What a cache's contents depend on: each teacher (name, arguments, weights' digest, mean/std), the
     taps and the stored shape of each teacher's map there at the spec's clip size (not how the slots are
     split: that is applied when reading), the 3D teacher's frame stride, the views and the student's
-    preprocessing (:class:`ViewSpec`), the list of videos and each one's size and modification time."""
+    preprocessing (:class:`ViewSpec`), the list of videos and each one's size and first and last 16 KiB."""
     layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
     teachers = {}
     for kind in builder.kinds:
@@ -211,8 +218,8 @@ def _meta_problem(meta: Mapping[str, Any]) -> str | None:
 
 
 def _changed_videos(meta: Mapping[str, Any], videos: Sequence[str | os.PathLike]) -> list[Path]:
-    """The videos whose size or modification time differ from those recorded when the cache was built (none
-    when the list itself differs: the fingerprint says that)."""
+    """The videos whose size or first and last blocks differ from those recorded when the cache was built
+    (none when the list itself differs: the fingerprint says that)."""
     paths = [Path(p) for p in videos]
     held = meta.get("video_stats") or []
     if len(held) != len(paths) or meta["fingerprint"]["videos"].get("digest") != _videos_digest(paths):
@@ -361,7 +368,7 @@ class TeacherCache:
             diffs = [d for d in diffs if not d.startswith("videos: videos.content ")]
             shown = ", ".join(str(p) for p in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
             diffs.append(f"videos: {len(changed)} video(s) changed since the cache was built (another size or "
-                         f"modification time): {shown}")
+                         f"content): {shown}")
         if diffs:
             raise TeacherCacheError(
                 f"teacher cache {root} was built for something else and cannot be used: " + "; ".join(diffs)
