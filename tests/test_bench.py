@@ -25,6 +25,8 @@ from distilled_shufflenet.bench import (
     write_json,
 )
 from distilled_shufflenet.cli import main
+from distilled_shufflenet.inference import backends
+from distilled_shufflenet.inference.backends import BACKENDS
 from distilled_shufflenet.models import Preprocess, _registry, create_model, list_models
 
 TINY_STUDENT = "shufflenet2plus1d:widths=8|16|32,units=1|1|1,adapter_channels=16|32,stem_channels=8,head_pool=mean"
@@ -106,26 +108,30 @@ def test_config_rejects_bad_fields() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- paths
-def test_resolve_paths_defaults_compile_and_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "bf16_support", lambda: (True, "AMX tiles"))
+def test_paths_are_the_backends_plus_the_eager_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backends, "bf16_support", lambda: (True, "AMX tiles"))
+    assert PATHS == ("fp32", "fp32+cl3d") + BACKENDS
     run, skipped = resolve_paths(None)
-    assert [p.name for p in run] == ["fp32", "fp32+cl3d", "fp32+fused", "bf16", "bf16+cl3d"] and not skipped
+    assert run == list(bench.DEFAULT_PATHS) and not skipped
     run, _ = resolve_paths(None, compile=True)
-    assert [p.name for p in run][-3:] == ["fp32+compile", "bf16+compile", "int8+compile"]
-    assert PATHS["int8+compile"].precision == "int8"
+    assert run[-3:] == ["torch-compile", "torch-compile-bf16", "torch-int8"]
+    # the names the paths had before they were the backends' are read as those backends
+    run, _ = resolve_paths(["fp32+fused", "int8+compile", "bf16+cl3d", "bf16"])
+    assert run == ["torch-fp32", "torch-int8", "torch-bf16"]
     with pytest.raises(ValueError, match="valid paths: " + ", ".join(PATHS).replace("+", r"\+")):
         resolve_paths(["fp32", "fp16"])
 
 
 def test_bf16_paths_skipped_with_reason_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "bf16_support", lambda: (False, "no native bf16 here"))
-    run, skipped = resolve_paths(["fp32", "bf16", "bf16+cl3d"])
-    assert [p.name for p in run] == ["fp32"]
-    assert skipped == {"bf16": "no native bf16 here", "bf16+cl3d": "no native bf16 here"}
-    run, skipped = resolve_paths(["fp32", "bf16"], force_bf16=True)
-    assert [p.name for p in run] == ["fp32", "bf16"] and not skipped
+    monkeypatch.setattr(backends, "bf16_support", lambda: (False, "no native bf16 here, so bf16 would be emulated"))
+    run, skipped = resolve_paths(["fp32", "torch-bf16", "ov-bf16"])
+    assert run == ["fp32"]
+    assert set(skipped) == {"torch-bf16", "ov-bf16"} and "emulated" in skipped["ov-bf16"]
+    # forcing times PyTorch's emulated bf16; OpenVINO's stays skipped
+    run, skipped = resolve_paths(["fp32", "torch-bf16", "ov-bf16"], force_bf16=True)
+    assert run == ["fp32", "torch-bf16"] and list(skipped) == ["ov-bf16"]
     with pytest.raises(ValueError, match="every path asked for is skipped"):
-        resolve_paths(["bf16"])
+        resolve_paths(["ov-bf16"])
 
 
 class _Probe(nn.Module):
@@ -140,37 +146,38 @@ class _Probe(nn.Module):
         return {
             "input_cl3d": x.is_contiguous(memory_format=cl3d) and not x.is_contiguous(),
             "weight_cl3d": w.is_contiguous(memory_format=cl3d) and not w.is_contiguous(),
-            "autocast": torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16,
         }
 
 
-@pytest.mark.parametrize(
-    "path, expected",
-    [("fp32", (False, False, False)), ("fp32+cl3d", (True, True, False)), ("bf16", (False, False, True)),
-     ("bf16+cl3d", (True, True, True))],
-)
-def test_paths_run_in_their_precision_and_layout(path: str, expected: tuple) -> None:
+@pytest.mark.parametrize("path, expected", [("fp32", (False, False)), ("fp32+cl3d", (True, True))])
+def test_eager_paths_run_in_their_layout(path: str, expected: tuple) -> None:
     model = _Probe().eval()
-    variants: dict = {}
-    seen = bench._make_call(model, PATHS[path], torch.randn(1, 3, 4, 8, 8), variants)()
-    assert (seen["input_cl3d"], seen["weight_cl3d"], seen["autocast"]) == expected
+    seen = bench._make_call(model, path, torch.randn(1, 3, 4, 8, 8))()
+    assert (seen["input_cl3d"], seen["weight_cl3d"]) == expected
     # a channels-last path works on its own copy: the shared model keeps its layout
     assert model.conv.weight.is_contiguous()
 
 
-def test_fused_path_runs_a_folded_copy_with_the_same_outputs() -> None:
+def test_backend_paths_run_the_backend_of_that_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench path is the backend ``dsn predict --backend`` builds under that name, with the model's
+    outputs (BatchNorm folded into a copy; the original untouched)."""
     model = create_model("shufflenet2plus1d", num_classes=3, stem_channels=8, widths=(8, 16, 32),
                          units=(1, 1, 1), adapter_channels=(16, 32), clip_len=8)
     with torch.no_grad():
         model.train()(torch.randn(2, 3, 8, 32, 32))  # BatchNorm statistics that are not the identity
     model.eval()
     x = torch.randn(1, 3, 8, 32, 32)
-    variants: dict = {}
+    built: list = []
+    real = backends.create_backend
+    monkeypatch.setattr(bench, "create_backend", lambda name, *a, **k: built.append(real(name, *a, **k)) or built[-1])
     with torch.no_grad():
-        fused_out = bench._make_call(model, PATHS["fp32+fused"], x, variants)()
-        torch.testing.assert_close(fused_out, model(x), rtol=1e-4, atol=1e-5)
-    (fused,) = variants.values()
-    assert fused.folded_batchnorms == 30 and not any(isinstance(m, nn.BatchNorm3d) for m in fused.modules())
+        expected = model(x)
+    for name in ("torch-fp32", "ort-fp32", "ov-fp32"):
+        if backends.backend_support(name):
+            continue
+        out = bench._make_call(model, name, x)()
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    assert [b.name for b in built] == [n for n in ("ort-fp32", "ov-fp32") if not backends.backend_support(n)]
     assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # the original is untouched
 
 
@@ -293,7 +300,7 @@ def test_peak_share_uses_the_ceiling_of_the_same_precision(one_conv: str, monkey
         return (lambda: a @ a), 2 * 64**3 * (10**6 if dtype == torch.float32 else 1), 64
 
     monkeypatch.setattr(bench, "matmul_problem", problem)
-    config = _tiny_config(one_conv, frames=4, size=8, paths=("fp32", "bf16"), force_bf16=True, repeats=1)
+    config = _tiny_config(one_conv, frames=4, size=8, paths=("fp32", "torch-bf16"), force_bf16=True, repeats=1)
     report = run_benchmark(config)
     ceilings = report.ceilings_gflops
     assert set(ceilings) == {"fp32", "bf16"} and ceilings["fp32"] > 1000 * ceilings["bf16"]
@@ -375,7 +382,7 @@ def test_cli_prints_table_and_writes_json(one_conv: str, tmp_path, capsys: pytes
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--paths", "fp32,fastest"], "unknown execution path 'fastest'; valid paths: fp32, fp32+cl3d"),
+        (["--paths", "fp32,fastest"], "unknown path 'fastest'; valid paths: fp32, fp32+cl3d, torch-fp32"),
         (["--models", "no_such_model"], "unknown model 'no_such_model'; known models:"),
         (["--repeats", "0"], "repeats: expected an integer >= 1"),
     ],

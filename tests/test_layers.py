@@ -47,9 +47,6 @@ LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 # still breaks a rule, so an entry must go as soon as its import is fixed. (importer, imported), names
 # below the package.
 KNOWN: frozenset[tuple[str, str]] = frozenset({
-    # CPU-feature detection (bf16, VNNI) lives in bench.py, above inference/; it moves to the low `machine`
-    ("inference.backends", "bench"),
-    ("inference.quantize", "bench"),
     # the ONNX / TorchScript readers live in export.py, which builds on source.py's ModelInfo
     ("inference.source", "inference.export"),
     # export.py checks an exported file with backends.py's OrtBackend, while backends.py converts a

@@ -6,14 +6,15 @@ machine (other processes, clock changes) hits all of them alike::
     warm-up:  for each (model, path): call it `warmup` times        (compiles the torch.compile paths)
     measure:  for r in range(repeats): for each (model, path): time one call
 
-Execution paths (see :data:`PATHS`): ``fp32`` eager, ``fp32+cl3d`` channels-last-3d weights and input,
-``fp32+fused`` eager with BatchNorm folded into the convolutions (``fuse_for_inference``),
-``bf16`` / ``bf16+cl3d`` under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (only on CPUs with native
-bf16 arithmetic), ``fp32+compile`` / ``bf16+compile`` through ``torch.compile``, ``int8+compile``
-(PyTorch's x86 int8 path: torchao PT2E quantisation compiled by inductor, calibrated on random clips),
-and ``ort-fp32`` / ``ort-int8``: the model exported with fixed shapes and run in ONNX Runtime, fp32 or
-QDQ int8 (calibrated on random clips: right for speed, not for accuracy). A model given as an ``.onnx``
-file runs as it is in ONNX Runtime (path ``onnx-file``; its GMACs are not counted).
+Paths (see :data:`PATHS`): every backend of ``dsn predict --backend`` under its own name (``torch-fp32``,
+``torch-bf16``, ``torch-compile``, ``torch-compile-bf16``, ``torch-int8``, ``ort-fp32``, ``ort-int8``,
+``ov-fp32``, ``ov-bf16``, ``ov-int8``: :mod:`distilled_shufflenet.inference.backends`), built by the same
+``create_backend`` and timed by the same interleaved timer, so a figure here is what that backend gives a
+user; plus two paths only the bench needs: ``fp32``, the model eager as built (BatchNorm not folded), the
+baseline every speed-up is read against, and ``fp32+cl3d``, the same with channels-last-3d weights and
+input. The int8 paths are calibrated on random clips here: right for speed, not for accuracy. A model
+given as an exported file (``.onnx``, OpenVINO ``.xml``) runs as it is in each backend that can run it
+(its GMACs are not counted).
 
 Cost is counted by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode``, which counts convolutions
 and matrix products only, as FLOPs = 2 x multiply-accumulates. FPS follows the paper: frames per second of
@@ -31,12 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
-import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,9 +48,14 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from distilled_shufflenet import machine
 from distilled_shufflenet._text import first_line
+from distilled_shufflenet.inference.backends import BACKENDS, SPECS, backend_support, create_backend, file_backend, \
+    file_backends, time_calls
+from distilled_shufflenet.inference.quantize import seeded_clips
+from distilled_shufflenet.inference.source import ModelInfo, file_format
 from distilled_shufflenet.io import atomic_write_text
-from distilled_shufflenet.models import create_model, fuse_for_inference, list_models
+from distilled_shufflenet.models import Preprocess, create_model, list_models
 
 DEFAULT_MODELS = ("shufflenet2plus1d", "r3d_18", "mc3_18", "r2plus1d_18", "r3d_50", "x3d_s", "x3d_m")
 DEFAULT_REFERENCE = "r2plus1d_18"
@@ -62,97 +65,48 @@ TARGET_SPEEDUPS = {"r2plus1d_18": TARGET_SPEEDUP, "x3d_m": 1.5}
 
 
 # ---------------------------------------------------------------------------------------------- paths
-@dataclass(frozen=True)
-class ExecPath:
-    """One way of running a model: precision, memory layout, eager or compiled."""
-
-    name: str
-    bf16: bool = False
-    channels_last: bool = False
-    compiled: bool = False
-    fused: bool = False  # BatchNorm folded into the convolutions (fuse_for_inference)
-    int8: bool = False  # PyTorch's x86 int8 path (torchao PT2E quantisation, compiled by inductor)
-    # run in ONNX Runtime: "fp32" (the clean exported graph) or "int8" (its QDQ quantisation)
-    onnx: str | None = None
-
-    @property
-    def precision(self) -> str:
-        return "bf16" if self.bf16 else ("int8" if self.int8 or self.onnx == "int8" else "fp32")
+# paths only the bench needs: the model eager as built, the baseline of every speed-up, and channels-last-3d
+EAGER_PATHS = ("fp32", "fp32+cl3d")
+PATHS = EAGER_PATHS + BACKENDS
+# what the paths were called before they were named after the backends
+RENAMED = {"fp32+fused": "torch-fp32", "bf16": "torch-bf16", "bf16+cl3d": "torch-bf16", "fp32+compile": "torch-compile",
+           "bf16+compile": "torch-compile-bf16", "int8+compile": "torch-int8"}
+# the default set: quick to build (no compiling)
+DEFAULT_PATHS = ("fp32", "torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
+COMPILE_PATHS = ("torch-compile", "torch-compile-bf16", "torch-int8")
 
 
-PATHS: dict[str, ExecPath] = {
-    p.name: p
-    for p in (
-        ExecPath("fp32"),
-        ExecPath("fp32+cl3d", channels_last=True),
-        ExecPath("fp32+fused", fused=True),
-        ExecPath("bf16", bf16=True),
-        ExecPath("bf16+cl3d", bf16=True, channels_last=True),
-        ExecPath("fp32+compile", compiled=True),
-        ExecPath("bf16+compile", bf16=True, compiled=True),
-        ExecPath("int8+compile", int8=True, compiled=True, fused=True),
-        ExecPath("ort-fp32", onnx="fp32"),
-        ExecPath("ort-int8", onnx="int8"),
-    )
-}
-EAGER_PATHS = ("fp32", "fp32+cl3d", "fp32+fused", "bf16", "bf16+cl3d")
-COMPILE_PATHS = ("fp32+compile", "bf16+compile", "int8+compile")
-ONNX_PATHS = ("ort-fp32", "ort-int8")
-# the row name of an exported ONNX file given in --models
-ONNX_FILE_PATH = "onnx-file"
+def path_precision(name: str) -> str:
+    """The arithmetic of a path: ``fp32``, ``bf16`` or ``int8``."""
+    return "fp32" if name in EAGER_PATHS else SPECS[name].precision
 
 
-def bf16_support() -> tuple[bool, str]:
-    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX tiles), and why not when it does not.
-
-    Without them PyTorch emulates bf16 arithmetic, many times slower than fp32, which would say nothing
-    about the models.
-    """
-    if not torch.backends.mkldnn.is_available():
-        return False, "PyTorch was built without oneDNN (torch.backends.mkldnn.is_available() is False)"
-    cpu = torch.cpu
-    has_avx512_bf16 = bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
-    has_amx = bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)())
-    if has_avx512_bf16 or has_amx:
-        return True, "AMX tiles" if has_amx else "AVX512-BF16"
-    capability = torch.backends.cpu.get_cpu_capability()
-    return False, f"this CPU ({capability}) has neither AVX512-BF16 nor AMX, so bf16 would be emulated"
-
-
-def vnni_support() -> bool:
-    """Whether this CPU has VNNI (one instruction for a u8 x s8 product-sum into int32). Without it,
-    oneDNN's int8 convolutions sum pairs of products in 16 bits, which saturates for large activations."""
-    return bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
-
-
-def resolve_paths(
-    names: Sequence[str] | None, *, compile: bool = False, force_bf16: bool = False
-) -> tuple[list[ExecPath], dict[str, str]]:
+def resolve_paths(names: Sequence[str] | None, *, compile: bool = False,
+                  force_bf16: bool = False) -> tuple[list[str], dict[str, str]]:
     """The paths to run and the ones skipped (name -> reason).
 
-    ``names=None`` means every eager path, plus the compiled ones when ``compile``; named paths are run
-    as asked, except bf16 ones on a CPU without native bf16 unless ``force_bf16``.
+    ``names=None`` means :data:`DEFAULT_PATHS`, plus the compiled ones when ``compile``; a path this machine
+    cannot run (a missing package; bf16 on a CPU without native bf16, unless ``force_bf16`` for the
+    PyTorch ones) is skipped with the reason. Old names (``fp32+fused``, ``int8+compile``, ...) are read as
+    the backends they now are (:data:`RENAMED`).
     """
     if names is None:
-        names = EAGER_PATHS + (COMPILE_PATHS if compile else ())
+        names = DEFAULT_PATHS + (COMPILE_PATHS if compile else ())
+    names = [RENAMED.get(n, n) for n in names]
     unknown = [n for n in names if n not in PATHS]
     if unknown:
-        raise ValueError(f"paths: unknown execution path {unknown[0]!r}; valid paths: {', '.join(PATHS)}")
+        raise ValueError(f"paths: unknown path {unknown[0]!r}; valid paths: {', '.join(PATHS)}")
     if not names:
-        raise ValueError(f"paths: no execution path given; valid paths: {', '.join(PATHS)}")
-    native_bf16, why = bf16_support()
-    run: list[ExecPath] = []
+        raise ValueError(f"paths: no path given; valid paths: {', '.join(PATHS)}")
+    run: list[str] = []
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(names):  # keeps order, drops repeats
-        path = PATHS[name]
-        if path.bf16 and not native_bf16 and not force_bf16:
+        why = None if name in EAGER_PATHS else backend_support(name)
+        forced = force_bf16 and why and SPECS[name].engine == "torch" and SPECS[name].precision == "bf16"
+        if why and not forced:
             skipped[name] = why
-        elif path.onnx is not None and importlib.util.find_spec("onnxruntime") is None:
-            skipped[name] = "onnxruntime is not installed (pip install onnxruntime)"
-        elif path.int8 and importlib.util.find_spec("torchao") is None:
-            skipped[name] = "torchao is not installed (pip install torchao)"
         else:
-            run.append(path)
+            run.append(name)
     if not run:
         reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
         raise ValueError(f"paths: every path asked for is skipped ({reasons}); add fp32 or pass --force-bf16")
@@ -404,32 +358,9 @@ class BenchReport:
 
 
 def machine_info(config: BenchConfig) -> dict[str, Any]:
-    """CPU model, core and thread counts, torch version, load average: what a timing depends on."""
-    cpu_model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    native_bf16, why = bf16_support()
-    return {
-        "cpu_model": cpu_model,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "logical_cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "bf16_native": native_bf16,
-        "bf16_note": why,
-        "vnni": vnni_support(),
-        "load_average": _load_average(),
-        "input_shape": list(config.input_shape),
-    }
-
-
-def _load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages: other processes competing for the cores."""
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    """CPU model, instruction sets, core and thread counts, versions, load average: what a timing depends on."""
+    return {**machine.summary(), "threads": torch.get_num_threads(), "load_average": machine.load_average(),
+            "input_shape": list(config.input_shape)}
 
 
 def matmul_problem(dtype: torch.dtype = torch.float32, n: int = 2048) -> tuple[Callable[[], Tensor], int, int]:
@@ -484,7 +415,8 @@ def _create(spec: ModelSpec) -> nn.Module:
 
 
 def _cost(model: nn.Module, spec: ModelSpec, label: str, x: Tensor) -> int:
-    """FLOPs of ``model(x)``, or a ValueError naming the model when it cannot take ``x``."""
+    """FLOPs of ``model(x)``, or a ValueError naming the model when it cannot take ``x`` (and, for a model
+    built for another clip length, how to pass the right one through ``--models``)."""
     check = getattr(model, "check_input", None)
     try:
         if check is not None:
@@ -493,7 +425,12 @@ def _cost(model: nn.Module, spec: ModelSpec, label: str, x: Tensor) -> int:
     except (ValueError, RuntimeError) as e:
         first = first_line(e).removeprefix(f"{spec.name}: ")
         shown = label if not spec.kwargs else f"{label} ({spec})"
-        raise ValueError(f"model {shown} cannot take input {tuple(x.shape)}: {first}") from None
+        frames = x.shape[2]
+        built_for = getattr(model, "clip_len", None)
+        hint = "" if built_for in (None, frames) or "clip_len" in spec.kwargs else (
+            f"; in --models, add clip_len={frames} to its builder arguments for --frames {frames}, "
+            f"e.g. '{spec.name}:clip_len={frames}'")
+        raise ValueError(f"model {shown} cannot take input {tuple(x.shape)}: {first}{hint}") from None
 
 
 def _own_input(model: nn.Module) -> tuple[int, int, int] | None:
@@ -506,13 +443,12 @@ def _jobs(config: BenchConfig, labels: list[str], x: Tensor, generator: torch.Ge
     """``(label, model, params, flops, clip, (T, H, W))`` for every model at every input it is timed at:
     the common one ``x``, then with ``config.own_input`` its own clip where that differs; or only the
     ``input`` its spec names. Models are built once; clips of the same size are shared. For an exported
-    ``.onnx`` file, ``model`` is the call that runs it in ONNX Runtime."""
+    file (``.onnx``, ``.xml``), ``model`` is its path."""
     clips = {tuple(x.shape[2:]): x}
     jobs = []
     for spec, label in zip(config.models, labels):
-        if spec.name.lower().endswith(".onnx"):  # an exported file runs as it is, in ONNX Runtime only
-            call, params = _onnx_file(spec.name, x)
-            jobs.append((label, call, params, 0, x, tuple(x.shape[2:])))
+        if file_format(spec.name) in ("onnx", "openvino"):  # an exported file runs as it is
+            jobs.append((label, spec.name, _file_params(spec.name, x), 0, x, tuple(x.shape[2:])))
             continue
         model = _create(spec)
         own = _own_input(model)
@@ -529,73 +465,72 @@ def _jobs(config: BenchConfig, labels: list[str], x: Tensor, generator: torch.Ge
     return jobs
 
 
-def _make_call(model: nn.Module, path: ExecPath, x: Tensor, variants: dict) -> Callable[[], Tensor]:
-    """A no-argument callable running one forward of ``model`` in ``path``.
+def bench_info(model: nn.Module, x: Tensor) -> ModelInfo:
+    """The :class:`ModelInfo` the backends need to export ``model`` for clips shaped like ``x``."""
+    t, size = x.shape[2], x.shape[-1]
+    p = getattr(model, "preprocess", None) or Preprocess(t, size, size, (0.0,) * 3, (1.0,) * 3)
+    p = Preprocess(t, size, max(p.resize, size), p.mean, p.std)
+    classes = tuple(f"class{i}" for i in range(int(getattr(model, "num_classes", 0) or 1)))
+    return ModelInfo(getattr(model, "model_name", "model"), {}, classes, p)
 
-    Eager paths of the same layout share one model (autocast leaves the weights alone); the
-    channels-last and compiled ones get their own copy, as ``Module.to`` works in place.
-    """
-    if path.onnx is not None:
-        return _onnx_call(model, path, x)
-    if path.int8:
-        from distilled_shufflenet.inference.backends import TorchInt8Backend
-        from distilled_shufflenet.inference.quantize import seeded_clips
 
+def _make_call(model: nn.Module, path: str, x: Tensor) -> Callable[[], Tensor]:
+    """A no-argument callable running one forward of ``model`` on ``x`` in ``path``: the bench-only eager
+    paths here, every other one through the backend of that name (int8 calibrated on random clips)."""
+    threads = torch.get_num_threads()
+    if path in EAGER_PATHS:
+        m = model
+        if path == "fp32+cl3d":
+            m = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+
+        def call() -> Tensor:
+            with torch.inference_mode():
+                return m(x)
+
+        return call
+    spec = SPECS[path]
+    if spec.engine == "torch" and spec.precision != "int8":  # built directly: --force-bf16 may time emulated bf16
+        from distilled_shufflenet.inference.backends import TorchBackend
+
+        backend = TorchBackend(model, precision=spec.precision, compiled=spec.compiled, threads=threads)
+    else:
         calibration = seeded_clips(4, tuple(x.shape[1:]), seed=1)  # random: right for speed, not accuracy
-        backend = TorchInt8Backend(model, calibration, threads=torch.get_num_threads())
-        return lambda: backend(x)
-    key = (path.channels_last, path.compiled, path.bf16 if path.compiled else None, path.fused)
-    if key not in variants:
-        m = model if key == (False, False, None, False) else copy.deepcopy(model)
-        if path.fused:
-            m = fuse_for_inference(m)
-        if path.channels_last:
-            m = m.to(memory_format=torch.channels_last_3d)
-        if path.compiled:
-            m = torch.compile(m)
-        variants[key] = m
-    m = variants[key]
-    if path.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    if not path.bf16:
-        return lambda: m(x)
-
-    def call() -> Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return m(x)
-
-    return call
-
-
-def _onnx_call(model: nn.Module, path: ExecPath, x: Tensor) -> Callable[[], Tensor]:
-    """The model exported with fixed shapes for ``x`` (BatchNorm folded), in ONNX Runtime on the
-    current thread count; int8 is calibrated on random clips (right for speed, not for accuracy)."""
-    from distilled_shufflenet.inference.backends import create_backend
-    from distilled_shufflenet.inference.source import ModelInfo
-    from distilled_shufflenet.models import Preprocess
-
-    p = getattr(model, "preprocess", None) or Preprocess(x.shape[2], x.shape[-1], x.shape[-1], (0.0,) * 3, (1.0,) * 3)
-    p = Preprocess(x.shape[2], x.shape[-1], max(p.resize, x.shape[-1]), p.mean, p.std)
-    info = ModelInfo(getattr(model, "model_name", "model"), {}, (), p)
-    backend = create_backend(f"ort-{path.onnx}", model, info, threads=torch.get_num_threads())
+        backend = create_backend(path, model, bench_info(model, x), threads=threads, calibration=calibration)
     return lambda: backend(x)
 
 
-def _onnx_file(path: str, x: Tensor) -> tuple[Callable[[], Tensor], int]:
-    """A call running the ONNX file ``path`` on ``x`` in ONNX Runtime, and its parameter count."""
-    import onnx
-    import onnx.numpy_helper
-
-    from distilled_shufflenet.inference.backends import OrtBackend
-    from distilled_shufflenet.inference.export import read_onnx
-
-    data, info = read_onnx(path)
+def _file_params(path: str, x: Tensor) -> int:
+    """Parameters of an exported file (its weights' element count), after checking it takes ``x``."""
+    _, info = file_backend(path, threads=1)
     if info.input_shape and tuple(info.input_shape) != tuple(x.shape[1:]):
         raise ValueError(f"model {path}: exported for clips {tuple(info.input_shape)}, the bench input is "
                          f"{tuple(x.shape[1:])}; pass --frames {info.input_shape[1]} --size {info.input_shape[2]}")
-    params = sum(onnx.numpy_helper.to_array(t).size for t in onnx.load_from_string(data).graph.initializer)
-    backend = OrtBackend(data, threads=torch.get_num_threads(), name=ONNX_FILE_PATH)
-    return (lambda: backend(x)), int(params)
+    if file_format(path) == "onnx":
+        import onnx
+        import onnx.numpy_helper
+
+        graph = onnx.load(path).graph
+        return int(sum(onnx.numpy_helper.to_array(t).size for t in graph.initializer))
+    from distilled_shufflenet.inference.source import read_ir
+
+    ov_model, _ = read_ir(path)
+    return int(sum(math.prod(op.get_output_shape(0)) for op in ov_model.get_ops()  # weights, not shape constants
+                   if op.get_type_name() == "Constant" and op.get_output_element_type(0).is_real()
+                   and len(op.get_output_shape(0)) > 0))
+
+
+def _file_calls(path: str, x: Tensor, paths: list[str]) -> list[tuple[str, Callable[[], Tensor]]]:
+    """``(backend, call)`` for each of ``paths`` that can run the exported file (every one that can, when
+    none of ``paths`` can)."""
+    _, info = file_backend(path, threads=1)
+    can = [b for b in file_backends(path, info) if backend_support(b) is None]
+    chosen = [b for b in paths if b in can] or can
+    calls = []
+    for name in chosen:
+        backend, _ = file_backend(path, backend=name, threads=torch.get_num_threads())
+        calls.append((name, lambda b=backend: b(x)))
+    return calls
 
 
 def run_benchmark(config: BenchConfig) -> BenchReport:
@@ -610,44 +545,50 @@ def run_benchmark(config: BenchConfig) -> BenchReport:
         torch.set_num_threads(previous_threads)
 
 
-def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) -> BenchReport:
-    machine = machine_info(config)
+def _run(config: BenchConfig, paths: list[str], skipped: dict[str, str]) -> BenchReport:
+    info = machine_info(config)
     generator = torch.Generator().manual_seed(config.seed)
     x = torch.randn(config.input_shape, generator=generator)  # (N, 3, T, H, W)
     torch.manual_seed(config.seed)
 
     jobs = _jobs(config, _labels(config.models), x, generator)
-    pairs: list[tuple[int, ExecPath, Callable[[], Tensor]]] = []
-    variants: dict[int, dict] = {}  # per model, shared by its inputs
-    for i, (_, model, _, _, clip, _) in enumerate(jobs):
-        if not isinstance(model, nn.Module):  # an exported .onnx file: one path, its own
-            pairs.append((i, ExecPath(ONNX_FILE_PATH), model))
-            continue
-        pairs += [(i, p, _make_call(model, p, clip, variants.setdefault(id(model), {}))) for p in paths]
+    pairs: list[tuple[int, str, Callable[[], Tensor]]] = []
+    building = tqdm(total=len(jobs), desc="dsn bench: building", unit="model", file=sys.stderr,
+                    disable=not config.progress, leave=False)
+    for i, (label, model, _, _, clip, _) in enumerate(jobs):
+        building.set_postfix_str(label)
+        if isinstance(model, str):  # an exported file, run as it is
+            pairs += [(i, name, call) for name, call in _file_calls(model, clip, paths)]
+        else:
+            pairs += [(i, p, _make_call(model, p, clip)) for p in paths]
+        building.update(1)
+    building.close()
 
     # the matmul ceilings take part in the round-robin too, so that they see the same machine
     problems = {"fp32": matmul_problem(torch.float32)}
-    if any(p.bf16 for p in paths):
+    if any(path_precision(p) == "bf16" for p in paths):
         problems["bf16"] = matmul_problem(torch.bfloat16)
     calls = [call for _, _, call in pairs] + [call for call, _, _ in problems.values()]
-    times = _measure(config, calls, [f"{jobs[i][0]} {p.name}" for i, p, _ in pairs] + list(problems),
-                     compiling=any(p.compiled for p in paths))
+    bar = tqdm(total=len(calls) * (max(config.warmup, 1) + config.repeats), desc="dsn bench", unit="call",
+               file=sys.stderr, disable=not config.progress, leave=False)
+    times = time_calls(calls, warmup=config.warmup, repeats=config.repeats, on_call=lambda _: bar.update(1))
+    bar.close()
     ceilings = {
         precision: flops / (min(t) / 1e3) / 1e9
         for (precision, (_, flops, _)), t in zip(problems.items(), times[len(pairs):])
     }
-    machine["ceiling_matmul_n"] = {precision: n for precision, (_, _, n) in problems.items()}
+    info["ceiling_matmul_n"] = {precision: n for precision, (_, _, n) in problems.items()}
 
     rows = []
     for (i, path, _), t in zip(pairs, times):  # the ceilings' times, after the pairs', are left out
         label, _, params, flops, _, thw = jobs[i]
         frames_per_call = config.batch * thw[0]
         median = statistics.median(t)
-        ceiling = ceilings.get(path.precision)
+        ceiling = ceilings.get(path_precision(path))
         rows.append(
             BenchRow(
                 model=label,
-                path=path.name,
+                path=path,
                 params=params,
                 macs=flops // 2,
                 flops=flops,
@@ -661,44 +602,9 @@ def _run(config: BenchConfig, paths: list[ExecPath], skipped: dict[str, str]) ->
                 input=thw,
             )
         )
-    machine["threads"] = torch.get_num_threads()
-    machine["load_average_end"] = _load_average()
-    return BenchReport(config, machine, ceilings, skipped, rows)
-
-
-def _measure(
-    config: BenchConfig, calls: list[Callable[[], Any]], names: list[str], *, compiling: bool
-) -> list[list[float]]:
-    """Milliseconds of each call, ``config.repeats`` times each: warm every call up, then time them
-    round-robin so that machine drift hits all alike."""
-    times: list[list[float]] = [[] for _ in calls]
-    bar = tqdm(total=len(calls) * (config.warmup + config.repeats), desc="dsn bench", unit="call",
-               file=sys.stderr, disable=not config.progress, leave=False)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        if compiling:
-            # freezing lets inductor fold BatchNorm into the convolutions and pre-pack their weights
-            stack.enter_context(torch._inductor.config.patch(freezing=True))
-        for call, name in zip(calls, names):
-            bar.set_postfix_str(f"warm-up {name}")
-            # one untimed call at least: it compiles the torch.compile paths
-            for _ in range(max(config.warmup, 1)):
-                call()
-            bar.update(config.warmup)
-        bar.set_postfix_str("measuring")
-        gc.collect()
-        gc.disable()  # a collection inside one timed call would land on whichever pair runs then
-        try:
-            for _ in range(config.repeats):
-                for k, call in enumerate(calls):
-                    start = time.perf_counter()
-                    call()
-                    times[k].append((time.perf_counter() - start) * 1e3)
-                    bar.update(1)
-        finally:
-            gc.enable()
-    bar.close()
-    return times
+    info["threads"] = torch.get_num_threads()
+    info["load_average_end"] = machine.load_average()
+    return BenchReport(config, info, ceilings, skipped, rows)
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -706,8 +612,7 @@ def format_report(report: BenchReport) -> str:
     """The report as one table plus notes, readable in a 100-column terminal."""
     cfg, m = report.config, report.machine
     lines = [
-        f"input {tuple(cfg.input_shape)} (N, C, T, H, W); {m['threads']} threads; {m['cpu_model']} "
-        f"({m['cpu_capability']}{'' if m.get('vnni', True) else ', no VNNI'}, {m['logical_cpus']} logical CPUs); "
+        f"input {tuple(cfg.input_shape)} (N, C, T, H, W); {m['threads']} threads; {machine.describe(m)}; "
         f"torch {m['torch_version']}",
         f"warm-up {cfg.warmup}, {cfg.repeats} repeats, interleaved round-robin; load average (1, 5, 15 min) "
         f"at start {_loads(m.get('load_average'))}, at end {_loads(m.get('load_average_end'))}",
@@ -763,7 +668,8 @@ def format_report(report: BenchReport) -> str:
     if busy:
         lines.append(busy)
     for name, why in report.skipped_paths.items():
-        lines.append(f"skipped {name}: {why} (force with --force-bf16)")
+        force = SPECS[name].engine == "torch" and SPECS[name].precision == "bf16" and "emulated" in why
+        lines.append(f"skipped {name}: {why}{' (force with --force-bf16)' if force else ''}")
     speedups = report.speedups()
     if speedups:
         first = report.rows[0]

@@ -18,12 +18,15 @@ def _suffixes() -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export",
-        help="export a checkpoint to ONNX or TorchScript (class names and preprocessing inside), optionally int8",
+        help="export a checkpoint to ONNX, OpenVINO IR or TorchScript (class names and preprocessing inside), "
+             "optionally int8",
         description=(
             "Export a checkpoint with BatchNorm folded: ONNX (clean graph with shapes fixed for the model's clip "
-            "size, dynamic batch) or TorchScript. The file is run beside PyTorch on random clips (and on real "
+            "size, dynamic batch), the same graph as an OpenVINO IR (.xml + .bin, --format openvino), or "
+            "TorchScript. The file is run beside PyTorch on random clips (and on real "
             "ones with --data-root) and the largest absolute difference printed; it is written only if fp32 "
-            "agrees within 1e-4. --quantize int8 writes an ONNX Runtime QDQ int8 model calibrated on clips of "
+            "agrees within 1e-4. --quantize int8 writes a QDQ int8 model (ONNX, or an IR for OpenVINO's int8 "
+            "kernels with --format openvino) calibrated on clips of "
             "your videos (no labels needed: a dataset's train subset, a list, or any folder of videos with "
             "--dataset folder) and prints its top-1 agreement with fp32 on clips it was not calibrated on. "
             "An existing file is replaced only when it is an earlier export (or with --force); the "
@@ -34,11 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="onnx", help="(default: %(default)s)")
     p.add_argument("--output", "-o", default=None,
                    help=f"file to write, named with its format's suffix ({_suffixes()}; default: beside the "
-                        "checkpoint, with the int8 model as NAME.int8.onnx)")
+                        "checkpoint, with the int8 model as NAME.int8.onnx or NAME.int8.xml)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing --output file even if it is not an earlier export")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 17 or newer (default: %(default)s)")
-    p.add_argument("--quantize", choices=("int8",), default=None, help="ONNX Runtime static int8 quantisation")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="static int8 quantisation (QDQ), for ONNX Runtime (--format onnx) or OpenVINO (--format openvino)")
     p.add_argument("--data-root", default=None,
                    help="videos for the real check clips, the int8 calibration and the int8 agreement: a dataset "
                         "(train subset calibrates, test subset checks), or any folder of videos with --dataset folder")

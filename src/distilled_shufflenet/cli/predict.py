@@ -22,24 +22,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="top classes of videos (files, folders, URLs, cameras); --stream for a label per window",
         description=(
-            "Classify videos with a checkpoint or an exported model (.onnx, .ts). Without --stream: top-k "
+            "Classify videos with a checkpoint or an exported model (.onnx, OpenVINO .xml, .ts). Without --stream: top-k "
             "classes per video, averaged over --clips clips. With --stream: a sliding window over the video "
             "as it decodes, one smoothed label per window, written while it runs; timings per stage at the end."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help="checkpoint (.pt or run folder) or exported file (.onnx, .ts)")
+    p.add_argument("model", metavar="MODEL", help="checkpoint (.pt or run folder) or exported file (.onnx, .xml, .ts)")
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="video files, folders, URLs or capture devices")
     p.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS,
                    help="how to run the model (default: %(default)s: time the candidates here, keep the fastest "
-                        "that agrees with fp32)")
+                        "that agrees with fp32). An exported file runs only in the backends made for it (an fp32 "
+                        ".onnx in ort-fp32, ov-fp32, ov-bf16; an int8 one in ort-int8, ov-int8; an .xml in the ov-* "
+                        "of its precision; a .ts in TorchScript); another is refused. Which to use on which CPU: "
+                        "ov-int8 was the fastest measured on AVX-512 with VNNI and on AVX2 (see docs/inference.md)")
     p.add_argument("--candidates", default=",".join(AUTO_CANDIDATES), type=_backend_list, metavar="LIST",
-                   help="comma-separated backends --backend auto times (default: %(default)s; torch-compile and "
-                        "torch-int8 compile first, a minute or more for the paper preset, so they are timed only "
-                        "when named here)")
+                   help="comma-separated backends --backend auto times for a checkpoint (default: %(default)s; "
+                        "torch-compile, torch-compile-bf16 and torch-int8 compile first, a minute or more for the "
+                        "paper preset, so they are timed only when named here; bf16 ones only run on CPUs with "
+                        "native bf16)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help="largest class-probability difference to fp32 that --backend auto accepts, with the same "
-                        "top-1 on every probe clip (default: %(default)s; the int8 backends moved a trained demo "
-                        "student's probabilities by up to 0.08)")
+                        "top-1 on every probe clip (default: %(default)s; int8 backends moved a trained demo "
+                        "student's class probabilities by up to 0.08)")
     p.add_argument("--threads", type=int, default=None, help="threads for the model (default: torch's default)")
     p.add_argument("--clips", type=int, default=5, help="clips per video without --stream (default: %(default)s)")
     p.add_argument("--topk", type=int, default=5, help="classes shown (default: %(default)s)")

@@ -26,6 +26,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from distilled_shufflenet.machine import bf16_support
+
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -101,11 +103,9 @@ def default_workers(cap: int = 4) -> int:
 
 
 def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), as oneDNN reports it."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), as :mod:`~distilled_shufflenet.machine`
+    reads it."""
+    return bf16_support()[0]
 
 
 def check_precision(precision: str, device: torch.device) -> None:

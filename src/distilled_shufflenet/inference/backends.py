@@ -1,25 +1,34 @@
 """Ways to run a model on the CPU, behind one call: ``backend(clips) -> logits``.
 
-==============  ==================================================================================
-torch-fp32      PyTorch eager, BatchNorm folded into the convolutions (``fuse_for_inference``)
-torch-bf16      the same with bf16 weights and activations, channels-last-3d (CPUs with native bf16)
-torch-compile   ``torch.compile`` of the fp32 (or, where native, bf16) model with BatchNorm frozen in;
-                compiled once per backend, and inductor's on-disk cache makes later runs start fast
-torch-int8      PyTorch's x86 int8 path: torchao's PT2E quantisation (:func:`~.quantize.quantize_pt2e`)
-                compiled by inductor, whose oneDNN kernels run the convolutions in int8
-ort-fp32        ONNX Runtime on the clean exported graph (:func:`~.export.onnx_bytes`)
-ort-int8        ONNX Runtime on its QDQ int8 quantisation (:func:`~.quantize.quantize_onnx`)
-==============  ==================================================================================
+===================  ===========================================================================================
+torch-fp32           PyTorch eager, BatchNorm folded into the convolutions (``fuse_for_inference``)
+torch-bf16           the same with bf16 weights and activations, channels-last-3d (CPUs with native bf16)
+torch-compile        ``torch.compile`` of the fp32 model with BatchNorm frozen in; compiled once per backend,
+                     and inductor's on-disk cache makes later runs start fast
+torch-compile-bf16   the same in bf16 (CPUs with native bf16)
+torch-int8           PyTorch's x86 int8 path: torchao's PT2E quantisation (:func:`~.quantize.quantize_pt2e`)
+                     compiled by inductor, whose oneDNN kernels run the convolutions in int8
+ort-fp32             ONNX Runtime on the clean exported graph (:func:`~.export.onnx_bytes`)
+ort-int8             ONNX Runtime on its QDQ int8 quantisation (:func:`~.quantize.quantize_onnx`)
+ov-fp32              OpenVINO on the same graph, f32 arithmetic (:mod:`.openvino`)
+ov-bf16              OpenVINO in bf16 (CPUs with native bf16)
+ov-int8              OpenVINO on the QDQ int8 quantisation
+===================  ===========================================================================================
 
 Every backend runs on exactly ``threads`` threads: PyTorch's intra-op pool is set to it (a process-wide
-setting), ONNX Runtime's session gets it as ``intra_op_num_threads`` with one inter-op thread.
+setting), ONNX Runtime's session gets it as ``intra_op_num_threads`` with one inter-op thread, OpenVINO's
+compiled model as ``INFERENCE_NUM_THREADS`` with one stream. The same objects serve ``dsn predict`` and
+``dsn bench`` (whose rows are named after them), timed by the one interleaved timer :func:`time_calls`.
 :func:`auto_backend` times the candidates on this machine and keeps the fastest that agrees with fp32.
+An exported file runs only in the backends that can run it (:func:`file_backends`); any other is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
+import hashlib
 import importlib.util
 import math
 import statistics
@@ -33,16 +42,42 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distilled_shufflenet.bench import bf16_support
-from distilled_shufflenet.inference.source import ModelInfo
+from distilled_shufflenet.inference.source import ModelInfo, file_format
+from distilled_shufflenet.io import atomic_write_bytes
+from distilled_shufflenet.machine import bf16_support, vnni_support
 from distilled_shufflenet.models import fuse_for_inference
 
-BACKENDS = ("torch-fp32", "torch-bf16", "torch-compile", "torch-int8", "ort-fp32", "ort-int8")
-# what ``--backend auto`` tries unless told otherwise: torch-compile and torch-int8 compile, which takes a
-# minute or more for a large model
-AUTO_CANDIDATES = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8")
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend name means: the engine, the precision of its arithmetic, whether it compiles."""
+
+    name: str
+    engine: str  # "torch", "ort" (ONNX Runtime) or "ov" (OpenVINO)
+    precision: str  # "fp32", "bf16" or "int8"
+    compiled: bool = False
+
+
+_SPECS = (
+    BackendSpec("torch-fp32", "torch", "fp32"),
+    BackendSpec("torch-bf16", "torch", "bf16"),
+    BackendSpec("torch-compile", "torch", "fp32", compiled=True),
+    BackendSpec("torch-compile-bf16", "torch", "bf16", compiled=True),
+    BackendSpec("torch-int8", "torch", "int8", compiled=True),
+    BackendSpec("ort-fp32", "ort", "fp32"),
+    BackendSpec("ort-int8", "ort", "int8"),
+    BackendSpec("ov-fp32", "ov", "fp32"),
+    BackendSpec("ov-bf16", "ov", "bf16"),
+    BackendSpec("ov-int8", "ov", "int8"),
+)
+SPECS: dict[str, BackendSpec] = {s.name: s for s in _SPECS}
+BACKENDS = tuple(SPECS)
+# what ``--backend auto`` tries unless told otherwise: torch-compile* and torch-int8 compile, which takes a
+# minute or more for a large model; a candidate this CPU cannot run well (bf16 without native bf16) is left out
+AUTO_CANDIDATES = ("torch-fp32", "torch-bf16", "ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
 # auto keeps a candidate whose class probabilities differ from fp32 by at most this much, same top-1
-DEFAULT_TOLERANCE = 0.02
+DEFAULT_TOLERANCE = 0.1
+_PACKAGES = {"ort": "onnxruntime", "ov": "openvino"}
 
 
 def set_threads(threads: int | None) -> int:
@@ -76,7 +111,8 @@ class TorchBackend(Backend):
             raise ValueError(f"precision: expected fp32 or bf16, got {precision!r}")
         self.threads = set_threads(threads)
         self.precision, self.compiled = precision, compiled
-        self.name = "torch-compile" if compiled else f"torch-{precision}"
+        self.name = (f"torch-compile{'-bf16' if precision == 'bf16' else ''}" if compiled
+                     else f"torch-{precision}")
         m = fuse_for_inference(model) if fuse else copy.deepcopy(model).eval()
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         m = m.to(self.dtype)
@@ -174,43 +210,98 @@ class OrtBackend(Backend):
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
 
+# ---------------------------------------------------------------------------------------------- OpenVINO's models
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()[:24]
+
+
+def _state_bytes(model: nn.Module) -> bytes:
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(value.detach().contiguous().cpu().numpy().tobytes())
+    return h.digest()
+
+
+def prepared_onnx(model: nn.Module, info: ModelInfo, precision: str, calibration: Tensor | None = None, *,
+                   use_cache: bool = True) -> bytes:
+    """The ONNX bytes OpenVINO runs for ``model``: the fp32 graph, or for ``int8`` its QDQ quantisation
+    calibrated on ``calibration`` clips ``(N, 3, T, H, W)``. Kept in :func:`cache_dir` by a hash of all it
+    depends on, so the next start of the same model and clips reads it instead of exporting again."""
+    from distilled_shufflenet.inference.export import example_clip, onnx_bytes
+    from distilled_shufflenet.inference.openvino import cache_dir
+    from distilled_shufflenet.inference.quantize import quantize_onnx
+
+    if precision == "int8" and calibration is None:
+        raise ValueError("ov-int8: calibration clips are needed to quantise the model")
+    shape = str((info.preprocess.clip_len, info.preprocess.crop_size)).encode()
+    cal = b"" if precision != "int8" else _digest(str(tuple(calibration.shape)).encode(),
+                                                  calibration.float().contiguous().numpy().tobytes()).encode()
+    fp32_key = _digest(_state_bytes(model), type(model).__name__.encode(), shape,
+                       info.metadata()["dsn.classes"].encode())
+    path = cache_dir() / "models" / (fp32_key + ("" if precision != "int8" else "-int8-" + _digest(cal)) + ".onnx")
+    if use_cache and path.is_file():
+        return path.read_bytes()
+    data = onnx_bytes(model, info, example=example_clip(info))
+    if precision == "int8":
+        # without VNNI, 16-bit sums of u8 x s8 products saturate: 7-bit weights keep them in range
+        data = quantize_onnx(data, calibration, reduce_range=not vnni_support())
+    if use_cache:
+        try:
+            atomic_write_bytes(data, path)
+        except OSError:
+            pass  # a read-only or full cache only costs the next start its export
+    return data
+
+
 # ---------------------------------------------------------------------------------------------- building
 def backend_support(name: str) -> str | None:
     """Why backend ``name`` cannot run here, or ``None`` when it can."""
-    if name not in BACKENDS:
+    if name not in SPECS:
         raise ValueError(f"backend: unknown {name!r}; expected one of {', '.join(BACKENDS)} or auto")
-    if name == "torch-bf16":
+    spec = SPECS[name]
+    package = _PACKAGES.get(spec.engine)
+    if package and importlib.util.find_spec(package) is None:
+        return f"{package} is not installed (pip install {package})"
+    if spec.precision == "bf16":
         native, why = bf16_support()
         return None if native else why
-    if name.startswith("ort-"):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "onnxruntime is not installed (pip install onnxruntime)"
     if name == "torch-int8" and importlib.util.find_spec("torchao") is None:
         return "torchao is not installed (pip install torchao)"
     return None
 
 
-def create_backend(name: str, model: nn.Module, info: ModelInfo, *, threads: int | None = None,
-                   calibration: Tensor | None = None) -> Backend:
-    """Backend ``name`` for a PyTorch ``model``. ``ort-*`` export it first; ``ort-int8`` and ``torch-int8``
-    quantise, calibrated on ``calibration`` clips (``(N, 3, T, H, W)``; random clips when ``None``, which
-    suits timing but not accuracy)."""
-    from distilled_shufflenet.inference.export import example_clip, onnx_bytes
-
+def _check_available(name: str) -> None:
     why = backend_support(name)
     if why:
         raise ValueError(f"backend {name}: not available here: {why}")
-    if name.endswith("-int8") and calibration is None:
+
+
+def create_backend(name: str, model: nn.Module, info: ModelInfo, *, threads: int | None = None,
+                   calibration: Tensor | None = None) -> Backend:
+    """Backend ``name`` for a PyTorch ``model``. ``ort-*`` and ``ov-*`` export it first; the ``*-int8``
+    backends quantise, calibrated on ``calibration`` clips (``(N, 3, T, H, W)``; random clips when
+    ``None``, which suits timing but not accuracy)."""
+    from distilled_shufflenet.inference.export import example_clip, onnx_bytes
+
+    _check_available(name)
+    spec = SPECS[name]
+    if spec.precision == "int8" and calibration is None:
         calibration = example_clip(info, batch=4, seed=1)
     if name == "torch-int8":
         return TorchInt8Backend(model, calibration, threads=threads)
-    if name.startswith("torch-"):
-        if name == "torch-compile":
-            precision = "bf16" if bf16_support()[0] else "fp32"
-            return TorchBackend(model, precision=precision, compiled=True, threads=threads)
-        return TorchBackend(model, precision=name.removeprefix("torch-"), threads=threads)
+    if spec.engine == "torch":
+        return TorchBackend(model, precision=spec.precision, compiled=spec.compiled, threads=threads)
+    if spec.engine == "ov":
+        from distilled_shufflenet.inference.openvino import OvBackend
+
+        data = prepared_onnx(model, info, spec.precision, calibration)
+        return OvBackend(data, precision=spec.precision, threads=threads, name=name)
     data = onnx_bytes(model, info)
     if name == "ort-int8":
         from distilled_shufflenet.inference.quantize import quantize_onnx
@@ -219,16 +310,48 @@ def create_backend(name: str, model: nn.Module, info: ModelInfo, *, threads: int
     return OrtBackend(data, threads=threads, name=name)
 
 
-def file_backend(path: str, *, threads: int | None = None) -> tuple[Backend, ModelInfo]:
-    """The backend that runs an exported file (``.onnx`` in ONNX Runtime, ``.ts`` in TorchScript)."""
-    from distilled_shufflenet.inference.export import read_onnx, read_torchscript
-    from distilled_shufflenet.inference.source import file_format
+def file_backends(path: str, info: ModelInfo) -> tuple[str, ...]:
+    """The backends that can run the exported file ``path`` (whose metadata is ``info``): an fp32 ONNX
+    file in ONNX Runtime or OpenVINO (f32 or bf16), an int8 one in their int8 kernels, an OpenVINO IR in
+    OpenVINO, a TorchScript file in TorchScript."""
+    fmt = file_format(path)
+    int8 = info.precision == "int8"
+    if fmt == "onnx":
+        return ("ort-int8", "ov-int8") if int8 else ("ort-fp32", "ov-fp32", "ov-bf16")
+    if fmt == "openvino":
+        return ("ov-int8",) if int8 else ("ov-fp32", "ov-bf16")
+    return ("torchscript",)
 
-    if file_format(path) == "onnx":
-        data, info = read_onnx(path)
-        return OrtBackend(data, threads=threads, name=f"ort-{info.precision}"), info
-    module, info = read_torchscript(path)
-    return ScriptBackend(module, threads=threads), info
+
+def file_backend(path: str, *, backend: str | None = None, threads: int | None = None) -> tuple[Backend, ModelInfo]:
+    """The backend that runs an exported file: ``backend`` when it can run the file (a ``ValueError``
+    naming the file and the backends that can when it cannot), else the first of :func:`file_backends`."""
+    from distilled_shufflenet.inference.export import read_onnx, read_torchscript
+    from distilled_shufflenet.inference.openvino import OvBackend
+    from distilled_shufflenet.inference.source import read_ir
+
+    fmt = file_format(path)
+    if fmt == "onnx":
+        model, info = read_onnx(path)
+    elif fmt == "openvino":
+        model, info = read_ir(path)
+    else:
+        model, info = read_torchscript(path)
+    can = file_backends(path, info)
+    name = backend or can[0]
+    if name not in can:
+        kind = {"onnx": "ONNX", "openvino": "OpenVINO IR", "torchscript": "TorchScript"}[fmt]
+        runs_in = "TorchScript" if can == ("torchscript",) else ", ".join(can)
+        torch_note = "; the PyTorch backends need a checkpoint" if name.startswith("torch-") else ""
+        raise ValueError(f"backend {name}: cannot run {path}, an {info.precision} {kind} file; it runs in "
+                         f"{runs_in} (or --backend auto){torch_note}")
+    if name == "torchscript":
+        return ScriptBackend(model, threads=threads), info
+    _check_available(name)
+    spec = SPECS[name]
+    if spec.engine == "ort":
+        return OrtBackend(model, threads=threads, name=name), info
+    return OvBackend(model, precision=spec.precision, threads=threads, name=name), info
 
 
 # ---------------------------------------------------------------------------------------------- auto
@@ -262,17 +385,30 @@ class AutoChoice:
         return "\n".join(lines)
 
 
-def time_calls(calls: Sequence[Callable[[], object]], *, warmup: int = 1, repeats: int = 5) -> list[list[float]]:
-    """Milliseconds of each call, ``repeats`` times each, interleaved round-robin after ``warmup`` calls."""
+def time_calls(calls: Sequence[Callable[[], object]], *, warmup: int = 1, repeats: int = 5,
+               on_call: Callable[[str], None] | None = None) -> list[list[float]]:
+    """Milliseconds of each call, ``repeats`` times each: every call warmed up ``warmup`` times (at least
+    once: the first call compiles, allocates, plans), then timed round-robin, so that drift of the machine
+    (other processes, clock changes) hits all alike. The garbage collector is off while timing, as a
+    collection would land on whichever call runs then. ``on_call("warm-up" | "timed")`` follows progress."""
     for call in calls:
-        for _ in range(warmup):
+        for _ in range(max(warmup, 1)):
             call()
+            if on_call:
+                on_call("warm-up")
     times: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
-        for k, call in enumerate(calls):
-            start = time.perf_counter()
-            call()
-            times[k].append((time.perf_counter() - start) * 1e3)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for k, call in enumerate(calls):
+                start = time.perf_counter()
+                call()
+                times[k].append((time.perf_counter() - start) * 1e3)
+                if on_call:
+                    on_call("timed")
+    finally:
+        gc.enable()
     return times
 
 
@@ -283,19 +419,53 @@ def auto_backend(model: nn.Module, info: ModelInfo, probe: Tensor, *, threads: i
     PyTorch fp32 (same top-1 on every clip, probabilities within ``tolerance``), time those that agree
     on one clip, interleaved, and return the fastest with the reasons for the others."""
     reference = TorchBackend(model, threads=threads)
-    expected = torch.softmax(reference(probe), 1)
+    with torch.inference_mode():
+        expected = torch.softmax(reference(probe), 1)
+
+    def build(name: str) -> Backend:
+        if name == "torch-fp32":
+            return reference
+        return create_backend(name, model, info, threads=threads, calibration=calibration)
+
+    return _choose(("torch-fp32", *candidates), build, backend_support, probe, expected, "fp32", tolerance, repeats)
+
+
+def auto_file_backend(path: str, probe: Tensor | None = None, *, threads: int | None = None,
+                      tolerance: float = DEFAULT_TOLERANCE, repeats: int = 5) -> tuple[AutoChoice, ModelInfo]:
+    """The fastest backend that can run the exported file ``path`` (:func:`file_backends`) and agrees with
+    the first of them (the file's own precision: ONNX Runtime or OpenVINO f32 for an fp32 file) on the
+    ``probe`` clips within ``tolerance``, timed on one clip."""
+    from distilled_shufflenet.inference.export import example_clip
+
+    first, info = file_backend(path, threads=threads)
+    clips = probe if probe is not None else example_clip(info, batch=2)
+    expected = torch.softmax(first(clips), 1)
+
+    def build(name: str) -> Backend:
+        return first if name == first.name else file_backend(path, backend=name, threads=threads)[0]
+
+    def support(name: str) -> str | None:
+        return None if name == "torchscript" else backend_support(name)
+
+    choice = _choose(file_backends(path, info), build, support, clips, expected, first.name, tolerance, repeats)
+    return choice, info
+
+
+def _choose(names: Sequence[str], build: Callable[[str], Backend], support: Callable[[str], str | None],
+            probe: Tensor, expected: Tensor, reference: str, tolerance: float, repeats: int) -> AutoChoice:
+    """Build each backend of ``names`` that can run here, keep those whose probabilities on ``probe`` agree
+    with ``expected`` (same top-1 on every clip, within ``tolerance``), and choose the fastest."""
     built: list[tuple[Candidate, Backend]] = []
     results: list[Candidate] = []
-    for name in dict.fromkeys(("torch-fp32", *candidates)):
+    for name in dict.fromkeys(names):
         cand = Candidate(name)
         results.append(cand)
-        why = backend_support(name)
+        why = support(name)
         if why:
             cand.why_not = why
             continue
         try:
-            backend = reference if name == "torch-fp32" else create_backend(
-                name, model, info, threads=threads, calibration=calibration)
+            backend = build(name)
             probs = torch.softmax(backend(probe), 1)
         except Exception as e:  # noqa: BLE001 - a backend that fails here is left out, with the reason
             cand.why_not = f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -303,11 +473,18 @@ def auto_backend(model: nn.Module, info: ModelInfo, probe: Tensor, *, threads: i
         cand.max_prob_diff = float((probs - expected).abs().max())
         cand.top1_agreement = float((probs.argmax(1) == expected.argmax(1)).float().mean())
         if cand.top1_agreement < 1.0 or cand.max_prob_diff > tolerance:
-            cand.why_not = f"outside the tolerance of fp32 (probabilities within {tolerance:g}, same top-1)"
+            cand.why_not = f"outside the tolerance of {reference} (probabilities within {tolerance:g}, same top-1)"
             continue
         built.append((cand, backend))
-    one = probe[:1]
-    times = time_calls([lambda b=b: b(one) for _, b in built], repeats=repeats)
+    return _fastest(built, results, probe[:1], repeats)
+
+
+def _fastest(built: list[tuple[Candidate, Backend]], results: list[Candidate], clip: Tensor,
+             repeats: int) -> AutoChoice:
+    if not built:
+        raise ValueError("backend auto: no candidate could run here: " +
+                         "; ".join(f"{c.name}: {c.why_not}" for c in results))
+    times = time_calls([lambda b=b: b(clip) for _, b in built], repeats=repeats)
     for (cand, _), t in zip(built, times):
         cand.median_ms = statistics.median(t)
     best_cand, best = min(built, key=lambda cb: cb[0].median_ms)

@@ -1,10 +1,12 @@
-"""Exporting a model to ONNX and TorchScript, with its class names and preprocessing inside the file.
+"""Exporting a model to ONNX, OpenVINO IR and TorchScript, with its class names and preprocessing inside the file.
 
 ONNX (opset 17 or newer) is exported from :func:`~distilled_shufflenet.inference.graph.static_graph` of
 the model with BatchNorm folded, so the graph holds the convolutions, ReLUs, the channel shuffles as
-constant Reshape/Transpose pairs, and little else; the batch dimension stays dynamic. TorchScript is the
-scripted model with BatchNorm folded, any input size. Both files carry :class:`ModelInfo` as metadata
-(ONNX ``metadata_props``, TorchScript extra files), so ``dsn predict`` runs them without the checkpoint.
+constant Reshape/Transpose pairs, and little else; the batch dimension stays dynamic. The OpenVINO IR
+(``.xml`` + ``.bin``) is that ONNX graph as OpenVINO reads it. TorchScript is the scripted model with
+BatchNorm folded, any input size. Every file carries :class:`ModelInfo` as metadata (ONNX
+``metadata_props``, the IR's ``rt_info``, TorchScript extra files), so ``dsn predict`` runs it without the
+checkpoint.
 
 >>> data = onnx_bytes(model, info)                    # bytes of the ONNX model
 >>> report = export_model(model, info, "student.onnx", "onnx", check_clips=clips)
@@ -29,11 +31,12 @@ from distilled_shufflenet._text import first_line
 from distilled_shufflenet.inference.graph import static_graph
 from distilled_shufflenet.inference.source import EXPORT_FORMATS, META_KEYS, ModelFileError, ModelInfo
 from distilled_shufflenet.io import atomic_write_bytes
+from distilled_shufflenet.machine import vnni_support
 from distilled_shufflenet.models import fuse_for_inference
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
 # fp32 exports must match PyTorch within this absolute difference on the logits
 FP32_TOLERANCE = 1e-4
 
@@ -165,8 +168,9 @@ def _numpy(x: Tensor) -> np.ndarray:
 def export_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, fmt: str = "onnx", *,
                  opset: int = DEFAULT_OPSET, check_clips: dict[str, Tensor] | None = None,
                  threads: int | None = None) -> ExportReport:
-    """Export ``model`` to ``path`` in ``fmt`` (``"onnx"`` or ``"torchscript"``), then run the written
-    file on ``check_clips`` (name -> ``(N, 3, T, H, W)``; default: two random clips) beside PyTorch.
+    """Export ``model`` to ``path`` in ``fmt`` (``"onnx"``, ``"openvino"`` or ``"torchscript"``), then run
+    the exported model on ``check_clips`` (name -> ``(N, 3, T, H, W)``; default: two random clips) beside
+    PyTorch: ONNX in ONNX Runtime, the IR in OpenVINO (f32).
 
     An fp32 export that differs from PyTorch by more than :data:`FP32_TOLERANCE` is not written.
     """
@@ -178,11 +182,17 @@ def export_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, fmt
     clips = check_clips or {"random": example_clip(info, batch=2)}
     with torch.inference_mode():
         expected = {name: model(x) for name, x in clips.items()}
+    nodes: dict[str, int] = {}
     if fmt == "onnx":
         data = onnx_bytes(model, info, opset=opset)
         runner = OrtBackend(data, threads=threads)
         run = runner
         nodes = runner.node_counts()
+    elif fmt == "openvino":
+        from distilled_shufflenet.inference.openvino import OvBackend
+
+        data = onnx_bytes(model, info, opset=opset)
+        run = OvBackend(data, precision="fp32", threads=threads, cache=False)
     else:
         module = torchscript_module(model)
         buffer = io.BytesIO()
@@ -190,8 +200,7 @@ def export_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, fmt
         torch.jit.save(module, buffer, _extra_files=meta)
         data = buffer.getvalue()
         run = module
-        nodes = {}
-    report = ExportReport(str(path), fmt, opset if fmt == "onnx" else None, len(data), nodes=nodes)
+    report = ExportReport(str(path), fmt, opset if fmt != "torchscript" else None, len(data), nodes=nodes)
     with torch.inference_mode():
         for name, x in clips.items():
             got = torch.as_tensor(run(x)).float()
@@ -203,8 +212,24 @@ def export_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, fmt
             f"export {path}: the {fmt} model differs from PyTorch by up to {worst:.3g} on the logits (tolerance "
             f"{FP32_TOLERANCE:g}); nothing was written"
         )
-    atomic_write_bytes(data, path)
+    if fmt == "openvino":
+        report.size_bytes = _write_ir(data, info, path)
+    else:
+        atomic_write_bytes(data, path)
     return report
+
+
+def _write_ir(data: bytes, info: ModelInfo, path: str | os.PathLike) -> int:
+    """Write the ONNX ``data`` as the OpenVINO IR ``path`` (+ ``.bin``) with ``info``; bytes written."""
+    from distilled_shufflenet.inference.openvino import write_ir
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}  # input shape, precision
+    info = dataclasses.replace(info, input_shape=ModelInfo.from_metadata(meta, str(path)).input_shape,
+                               precision=meta.get("dsn.precision", info.precision))
+    xml, weights = write_ir(data, info, path)
+    return xml.stat().st_size + weights.stat().st_size
 
 
 # ---------------------------------------------------------------------------------------------- dsn export
@@ -243,8 +268,8 @@ class ExportConfig:
             raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.quantize not in (None, "int8"):
             raise ValueError(f"quantize: expected int8, got {self.quantize!r}")
-        if self.quantize and self.format != "onnx":
-            raise ValueError("quantize: int8 models are ONNX files; use --format onnx")
+        if self.quantize and self.format == "torchscript":
+            raise ValueError("quantize: int8 models are ONNX files or OpenVINO IRs; use --format onnx or openvino")
         if self.dataset not in DATASET_KINDS:
             raise ValueError(f"dataset: expected one of {', '.join(DATASET_KINDS)}, got {self.dataset!r}")
         if self.dataset == "list" and not self.list_file:
@@ -270,10 +295,11 @@ class ExportConfig:
         return bool(self.data_root or self.list_file)
 
     def default_output(self, checkpoint: Path, int8: bool = False) -> Path:
-        """``--output`` (default: the checkpoint's name with its format's suffix, ``.onnx`` / ``.ts``); the
-        int8 model goes beside the fp32 one as ``<name>.int8.onnx``."""
-        base = Path(self.output) if self.output else checkpoint.with_suffix(EXPORT_FORMATS[self.format][0])
-        return base.with_name(base.name.removesuffix(".onnx") + ".int8.onnx") if int8 else base
+        """``--output`` (default: the checkpoint's name with its format's suffix, ``.onnx`` / ``.xml`` /
+        ``.ts``); the int8 model goes beside the fp32 one as ``<name>.int8.onnx`` (``<name>.int8.xml``)."""
+        suffix = EXPORT_FORMATS[self.format][0]
+        base = Path(self.output) if self.output else checkpoint.with_suffix(suffix)
+        return base.with_name(base.name.removesuffix(suffix) + ".int8" + suffix) if int8 else base
 
 
 def check_suffix(path: str | os.PathLike, fmt: str) -> None:
@@ -289,8 +315,15 @@ def check_suffix(path: str | os.PathLike, fmt: str) -> None:
 def check_output(path: Path, checkpoint: Path, *, force: bool = False) -> None:
     """Refuse to write ``path`` where that would lose a file: the ``checkpoint`` being exported (always),
     a folder, or an existing file that is not a model written by ``dsn export`` (unless ``force``)."""
-    from distilled_shufflenet.inference.source import load_model_source
+    from distilled_shufflenet.inference.source import file_format, load_model_source
 
+    if file_format(path) == "openvino":  # the IR's weights go beside it, under the same rules
+        weights = path.with_suffix(".bin")
+        if weights.exists() and (weights.is_dir() or os.path.samefile(weights, checkpoint)):
+            raise ValueError(f"output {weights}: the IR's weights would replace it; choose another name")
+        if weights.exists() and not path.exists() and not force:
+            raise ValueError(f"output {weights}: exists beside no {path.name}, so it is not an earlier export; "
+                             f"choose another name, or pass --force to replace it")
     if not path.exists():
         return
     if path.is_dir():
@@ -326,8 +359,9 @@ class QuantizeReport:
         if self.accuracy_fp32 is not None:
             acc = f"; top-1 accuracy fp32 {100 * self.accuracy_fp32:.1f} %, int8 {100 * self.accuracy_int8:.1f} %"
         ops = ", ".join(f"{n} {k}" for k, n in sorted(self.nodes.items(), key=lambda kv: -kv[1])[:6])
+        graph = f"; graph: {ops}" if ops else ""
         return (f"wrote {self.path} (int8 QDQ, per-channel weights, {self.size_bytes / 1e6:.2f} MB; calibrated on "
-                f"{self.calibration_clips} clips; graph: {ops})\n"
+                f"{self.calibration_clips} clips{graph})\n"
                 f"int8 vs fp32 on {self.test_clips} test clips ({self.test_source}): top-1 agreement {100 * self.top1_agreement:.1f} %, "
                 f"largest logit difference {self.max_abs_diff:.3g}{acc}")
 
@@ -404,15 +438,26 @@ def run_export(config: ExportConfig) -> list[ExportReport | QuantizeReport]:
                      threads=config.threads)]
     if not config.quantize:
         return reports
-    data = quantize_onnx(onnx_bytes(model, info, opset=config.opset), calibration)
-    runner = OrtBackend(data, threads=config.threads, name="ort-int8")
+    if config.format == "openvino":
+        from distilled_shufflenet.inference.openvino import OvBackend
+
+        # without VNNI, 16-bit sums of u8 x s8 products saturate: 7-bit weights keep them in range
+        data = quantize_onnx(onnx_bytes(model, info, opset=config.opset), calibration, reduce_range=not vnni_support())
+        runner = OvBackend(data, precision="int8", threads=config.threads, name="ov-int8", cache=False)
+    else:
+        data = quantize_onnx(onnx_bytes(model, info, opset=config.opset), calibration)
+        runner = OrtBackend(data, threads=config.threads, name="ort-int8")
     with torch.inference_mode():
         fp32 = torch.cat([model(test[i:i + 8]) for i in range(0, len(test), 8)])
     int8 = torch.cat([runner(test[i:i + 8]) for i in range(0, len(test), 8)])
-    atomic_write_bytes(data, outputs[1])
+    if config.format == "openvino":
+        size, nodes = _write_ir(data, info, outputs[1]), {}
+    else:
+        atomic_write_bytes(data, outputs[1])
+        size, nodes = len(data), runner.node_counts()
     reports.append(QuantizeReport(
-        str(outputs[1]), len(data), len(calibration), len(test), top1_agreement(int8, fp32),
+        str(outputs[1]), size, len(calibration), len(test), top1_agreement(int8, fp32),
         None if labels is None else top1_agreement(fp32, torch.nn.functional.one_hot(labels, fp32.shape[1])),
         None if labels is None else top1_agreement(int8, torch.nn.functional.one_hot(labels, fp32.shape[1])),
-        float((int8 - fp32).abs().max()), runner.node_counts(), test_source=source))
+        float((int8 - fp32).abs().max()), nodes, test_source=source))
     return reports

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distilled_shufflenet.bench import vnni_support
 from distilled_shufflenet.inference.frames import frame_graph
+from distilled_shufflenet.machine import vnni_support
 
 # nodes quantised; the rest (ReduceMean, the classifier) stays fp32. The classifier is left out on purpose:
 # one small matrix product, no time to gain, and quantised it made the logits' error five times larger
@@ -39,9 +39,10 @@ class _ClipReader:
         return next(self._items, None)
 
 
-def quantize_onnx(model: bytes, calibration: Tensor, *, per_channel: bool = True) -> bytes:
+def quantize_onnx(model: bytes, calibration: Tensor, *, per_channel: bool = True, reduce_range: bool = False) -> bytes:
     """The QDQ int8 model of the fp32 ONNX ``model``, calibrated on ``calibration`` clips
-    ``(N, 3, T, H, W)``; its metadata is kept, with ``dsn.precision`` set to ``int8``."""
+    ``(N, 3, T, H, W)``; its metadata is kept, with ``dsn.precision`` set to ``int8``. ``reduce_range``
+    quantises the weights to 7 bits, for kernels that sum u8 x s8 products in 16 bits (CPUs without VNNI)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -61,7 +62,7 @@ def quantize_onnx(model: bytes, calibration: Tensor, *, per_channel: bool = True
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            reduce_range=False,  # VNNI / AMX compute u8 x s8 products without overflow
+            reduce_range=reduce_range,
             op_types_to_quantize=_OP_TYPES,
             calibrate_method=CalibrationMethod.MinMax,
         )

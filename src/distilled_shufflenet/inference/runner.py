@@ -17,11 +17,11 @@ import torch
 
 from distilled_shufflenet.data import VideoDecodeError, VideoReader, spread_indices, uniform_windows
 from distilled_shufflenet.inference.backends import AUTO_CANDIDATES, BACKENDS, DEFAULT_TOLERANCE, AutoChoice, Backend, \
-    auto_backend, create_backend, file_backend
+    auto_backend, auto_file_backend, create_backend, file_backend
 from distilled_shufflenet.inference.export import example_clip
 from distilled_shufflenet.inference.predict import VideoPrediction, check_outputs, clip_transform, expand_inputs, \
     is_live_source, predict_files
-from distilled_shufflenet.inference.source import ModelInfo, file_format, load_model_source
+from distilled_shufflenet.inference.source import ModelInfo, load_model_source
 from distilled_shufflenet.inference.stream import StreamConfig, StreamReport, Window, stream_predict
 
 
@@ -104,11 +104,13 @@ def _real_clips(info: ModelInfo, sources: list[str], limit: int) -> torch.Tensor
 def build_backend(config: PredictConfig, sources: list[str], log: Callable[[str], None]) -> PredictResult:
     """The model and the backend of ``config`` (timing the candidates for ``auto``)."""
     model, info = load_model_source(config.model)
-    if model is None:  # an exported file runs in the runtime its format names
-        if config.backend not in ("auto", "ort-fp32", "ort-int8") and file_format(config.model) == "onnx":
-            raise ValueError(f"backend {config.backend}: {config.model} is an ONNX file; it runs in ONNX Runtime "
-                             f"(--backend auto), the PyTorch backends need a checkpoint")
-        backend, info = file_backend(config.model, threads=config.threads)
+    if model is None:  # an exported file runs in the backends that can run it; any other is refused
+        if config.backend == "auto":
+            choice, info = auto_file_backend(config.model, _real_clips(info, sources, 8), threads=config.threads,
+                                             tolerance=config.auto_tolerance)
+            log(choice.summary())
+            return PredictResult(choice.backend, info, auto=choice)
+        backend, info = file_backend(config.model, backend=config.backend, threads=config.threads)
         return PredictResult(backend, info)
     int8 = [b for b in ((config.backend,) if config.backend != "auto" else config.auto_candidates) if "int8" in b]
     # real clips serve auto's check and int8's calibration only: no decoding for a backend that needs neither

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from distilled_shufflenet._text import first_line
 from distilled_shufflenet.models import Preprocess
 
 # metadata keys written into exported files (ONNX metadata_props, TorchScript extra files)
@@ -23,7 +24,9 @@ META_KEYS = ("dsn.model_name", "dsn.model_kwargs", "dsn.classes", "dsn.preproces
              "dsn.input_shape", "dsn.precision")
 # the file names of each export format: dsn predict and dsn evaluate know a file's format by its suffix,
 # and dsn export writes the first one by default and refuses a name without one of them
-EXPORT_FORMATS = {"onnx": (".onnx",), "torchscript": (".ts", ".torchscript")}
+EXPORT_FORMATS = {"onnx": (".onnx",), "torchscript": (".ts", ".torchscript"), "openvino": (".xml",)}
+# where an OpenVINO IR keeps the metadata (OpenVINO puts an ONNX file's metadata_props there when it reads one)
+IR_METADATA_ROOT = "framework"
 EXPORT_SUFFIXES = {suffix: fmt for fmt, suffixes in EXPORT_FORMATS.items() for suffix in suffixes}
 
 
@@ -106,13 +109,13 @@ def checkpoint_info(checkpoint: dict[str, Any], model: nn.Module, source: str) -
 
 
 def file_format(path: str | os.PathLike) -> str | None:
-    """``"onnx"`` / ``"torchscript"`` for exported files (by suffix), ``None`` for checkpoints."""
+    """``"onnx"`` / ``"torchscript"`` / ``"openvino"`` for exported files (by suffix), ``None`` for checkpoints."""
     return EXPORT_SUFFIXES.get(Path(path).suffix.lower())
 
 
 def load_model_source(path: str | os.PathLike) -> tuple[nn.Module | None, ModelInfo]:
     """A checkpoint (``.pt``, or a run folder) gives ``(model, info)``; an exported file (``.onnx``,
-    ``.ts``) gives ``(None, info)`` read from its metadata, after checking the file."""
+    ``.ts``, OpenVINO ``.xml``) gives ``(None, info)`` read from its metadata, after checking the file."""
     from distilled_shufflenet.engine.checkpointing import load_checkpoint, resolve_checkpoint_path
 
     kind = file_format(path)
@@ -124,5 +127,30 @@ def load_model_source(path: str | os.PathLike) -> tuple[nn.Module | None, ModelI
         from distilled_shufflenet.inference.export import read_torchscript
 
         return None, read_torchscript(path)[1]
+    if kind == "openvino":
+        return None, read_ir(path)[1]
     model, checkpoint = load_checkpoint(path)
     return model, checkpoint_info(checkpoint, model, str(resolve_checkpoint_path(path)))
+
+
+def read_ir(path: str | os.PathLike) -> tuple[Any, ModelInfo]:
+    """An OpenVINO IR written by :func:`~.openvino.write_ir` (``.xml`` + ``.bin``) and its :class:`ModelInfo`; a
+    :class:`ModelFileError` naming the file when it is missing, damaged or lacks the project's metadata."""
+    path = Path(path)
+    source = f"OpenVINO model {path}"
+    if not path.is_file():
+        raise ModelFileError(f"{source}: no such file")
+    if not path.with_suffix(".bin").is_file():
+        raise ModelFileError(f"{source}: its weights {path.with_suffix('.bin')} are missing (keep the .bin beside the .xml)")
+    try:
+        import openvino
+    except ImportError:
+        raise ModelFileError(f"{source}: reading it needs OpenVINO, which is not installed (pip install openvino)") from None
+    try:
+        ov_model = openvino.Core().read_model(str(path))
+    except Exception as e:  # noqa: BLE001 - OpenVINO raises its own exception types on damaged files
+        raise ModelFileError(f"{source}: not an OpenVINO IR, or damaged ({first_line(e)})") from None
+    meta = {k: ov_model.get_rt_info([IR_METADATA_ROOT, k]).astype(str) for k in META_KEYS
+            if ov_model.has_rt_info([IR_METADATA_ROOT, k])}
+    return ov_model, ModelInfo.from_metadata(meta, source)
+
