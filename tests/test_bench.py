@@ -287,6 +287,21 @@ def test_each_model_at_the_common_input_and_at_its_own(clip_conv: str, one_conv:
     assert "clip_conv FPS / clip_conv#2 FPS in the same path at 4x8x8: fp32" in text
 
 
+def test_best_path_against_best_path_and_over_eager(one_conv: str) -> None:
+    """The comparison the project's targets use: each model's fastest path (median FPS), whichever it is."""
+    report = run_benchmark(_tiny_config(f"{one_conv},{one_conv}:out_channels=2", frames=4, size=8,
+                                        paths=("fp32", "fp32+cl3d"), reference="one_conv#2"))
+    mine, theirs = report.best_vs_best()
+    assert mine.fps == max(r.fps for r in report.rows if r.model == "one_conv")
+    assert theirs.fps == max(r.fps for r in report.rows if r.model == "one_conv#2")
+    assert report.over_eager("one_conv") == pytest.approx(mine.fps / report.row("one_conv", "fp32").fps)
+    text = format_report(report)
+    assert f"best path against best path: one_conv {mine.path} {mine.fps:.1f} FPS" in text
+    data = report.to_dict()
+    assert data["best_path_vs_best_path"]["ratio"] == pytest.approx(mine.fps / theirs.fps)
+    assert data["best_path_over_fp32_eager"]["one_conv"] == pytest.approx(report.over_eager("one_conv"))
+
+
 def test_input_own_needs_a_model_that_says_its_clip(one_conv: str) -> None:
     with pytest.raises(ValueError, match="one_conv has no preprocess"):
         run_benchmark(_tiny_config(f"{one_conv}:input=own"))

@@ -345,7 +345,34 @@ class BenchReport:
                     out[r.path] = fps(r) / fps(self.row(ref, r.path, r.input))
         return out
 
+    def best_row(self, model: str, input: tuple[int, int, int] | None = None) -> BenchRow:
+        """The fastest path (median FPS) of ``model`` at ``input`` (default: its first input)."""
+        rows = [r for r in self.rows if r.model == model]
+        if not rows:
+            raise KeyError(f"no row for model {model!r}")
+        at = input or rows[0].input
+        return max((r for r in rows if r.input == at), key=lambda r: r.fps)
+
+    def best_vs_best(self) -> tuple[BenchRow, BenchRow] | None:
+        """The first model's fastest path and ``config.reference``'s fastest path at the same input (both
+        by median FPS), or ``None`` when the reference was not run there."""
+        first = self.rows[0] if self.rows else None
+        if first is None or first.model == self.config.reference:
+            return None
+        try:
+            return self.best_row(first.model, first.input), self.best_row(self.config.reference, first.input)
+        except (KeyError, ValueError):
+            return None
+
+    def over_eager(self, model: str) -> float | None:
+        """FPS of ``model``'s fastest path over its ``fp32`` eager path (median FPS), where both ran."""
+        try:
+            return self.best_row(model).fps / self.row(model, "fp32", self.best_row(model).input).fps
+        except KeyError:
+            return None
+
     def to_dict(self) -> dict[str, Any]:
+        pair = self.best_vs_best()
         return {
             "config": self.config.to_dict(),
             "machine": self.machine,
@@ -354,6 +381,10 @@ class BenchReport:
             "rows": [{**asdict(r), "gmacs_per_fps": r.gmacs_per_fps} for r in self.rows],
             "speedups_vs_reference": self.speedups(),
             "best_speedups_vs_reference": self.speedups(best=True),
+            "best_path_vs_best_path": None if pair is None else {
+                "model": pair[0].model, "path": pair[0].path, "fps": pair[0].fps, "reference": pair[1].model,
+                "reference_path": pair[1].path, "reference_fps": pair[1].fps, "ratio": pair[0].fps / pair[1].fps},
+            "best_path_over_fp32_eager": {m: self.over_eager(m) for m in dict.fromkeys(r.model for r in self.rows)},
         }
 
 
@@ -619,13 +650,14 @@ def format_report(report: BenchReport) -> str:
         "",
     ]
     width = max([5] + [len(r.model) for r in report.rows])
+    path_width = max([12] + [len(r.path) for r in report.rows])
     common = tuple(cfg.input_shape[2:])
     # an input column only when some model was timed at another input than the common one
     shapes = {r.input or common for r in report.rows}
     in_width = max(len(_input_text(t)) for t in shapes) if shapes != {common} else 0
     in_head = f"{'input':<{in_width}}  " if in_width else ""
     header = (
-        f"{'model':<{width}}  {in_head}{'path':<12} {'params M':>8} {'GMACs':>7} {'GFLOPs':>7} "
+        f"{'model':<{width}}  {in_head}{'path':<{path_width}} {'params M':>8} {'GMACs':>7} {'GFLOPs':>7} "
         f"{'median ms':>9} {'min ms':>8} {'max ms':>8} {'FPS':>7} {'best FPS':>8} {'%peak':>5} {'GMACs/FPS':>9}"
     )
     lines += [header, "-" * len(header)]
@@ -638,7 +670,7 @@ def format_report(report: BenchReport) -> str:
         share = f"{100 * r.peak_share:>5.1f}" if r.peak_share is not None else f"{'-':>5}"
         shown_input = f"{_input_text(r.input or common) if first else '':<{in_width}}  " if in_width else ""
         lines.append(
-            f"{r.model if first and new_model else '':<{width}}  {shown_input}{r.path:<12} {size} "
+            f"{r.model if first and new_model else '':<{width}}  {shown_input}{r.path:<{path_width}} {size} "
             f"{r.median_ms:>9.2f} {r.min_ms:>8.2f} {r.max_ms:>8.2f} {r.fps:>7.1f} {r.best_fps:>8.1f} {share} "
             f"{_num(r.gmacs_per_fps, 9)}"
         )
@@ -683,6 +715,18 @@ def format_report(report: BenchReport) -> str:
             f"{first.model} FPS / {cfg.reference} FPS in the same path{at}: {ratios} {verdict}from best FPS: "
             + ", ".join(f"{p} {s:.2f}x" for p, s in best.items())
         )
+    pair = report.best_vs_best()
+    if pair is not None:
+        mine, theirs = pair
+        ratio = mine.fps / theirs.fps
+        target = TARGET_SPEEDUPS.get(cfg.reference)
+        verdict = "" if target is None else f" (target >= {target:g}x: {'met' if ratio >= target else 'NOT met'})"
+        lines.append(f"best path against best path: {mine.model} {mine.path} {mine.fps:.1f} FPS / {theirs.model} "
+                     f"{theirs.path} {theirs.fps:.1f} FPS = {ratio:.2f}x{verdict}")
+    for model in dict.fromkeys(r.model for r in report.rows):
+        gain = report.over_eager(model)
+        if gain is not None and len([r for r in report.rows if r.model == model]) > 1:
+            lines.append(f"fastest path of {model}: {report.best_row(model).path}, {gain:.2f}x its fp32 eager FPS")
     return "\n".join(lines)
 
 
