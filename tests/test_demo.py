@@ -90,22 +90,47 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     # every supervised student gets exactly the step budget, however many full batches its videos make
     for stage in ("finetune_both", "finetune_3d", "finetune_2d", "scratch_labelled", "scratch_all"):
         assert read_checkpoint(run / "stages" / stage / "last.pt")["step"] == quick.finetune_steps, stage
+    # the baselines start from scratch, not from a distilled (or any) checkpoint
+    for stage in ("scratch_labelled", "scratch_all"):
+        assert read_run_config(run / "stages" / stage)["init"] is None, stage
+    # the stages' paths into the demo folder are saved relative to their own run folders
+    saved_distill = read_run_config(run / "stages" / "distill_both")
+    assert saved_distill["cache_teachers"] == "../../cache/teachers" and saved_distill["data_root"] == "../../data/target"
+    assert saved_distill["teacher3d"] == "r3d_18:../teacher3d/last.pt" and saved_distill["paths_root"] == "../.."
+    assert read_run_config(run / "stages" / "finetune_both")["checkpoint"] == "../distill_both/last.pt"
+
+    from distilled_shufflenet.engine.config import paths_in_place
 
     folder = run / "stages" / "scratch_all"
-    saved = build_config(TrainConfig, read_run_config(folder))
+    saved = build_config(TrainConfig, paths_in_place(TrainConfig, read_run_config(folder), folder))
     assert stage_state(folder, saved) == "done"
     assert stage_state(folder, build_config(TrainConfig, {"max_steps": saved.max_steps + 5, "epochs": saved.epochs + 1}, base=saved)) == "partial"
     with pytest.raises(ValueError, match="lr"):
         stage_state(folder, build_config(TrainConfig, {"lr": 0.5}, base=saved))
     assert stage_state(tmp_path / "empty", saved) == "new"
 
-    # a larger step budget resumes the supervised runs where they stopped; the rest is reused
-    from distilled_shufflenet.demo import run_demo
+    # the demo folder copied elsewhere (the original out of the way) is the same run: every stage is reused
+    import shutil
 
-    longer = run_demo(DemoConfig.quick(output=str(run), finetune_steps=4, progress=False))
-    assert set(longer.ran) >= {"finetune_both", "scratch_labelled", "scratch_all"}
-    assert not {"teacher3d", "distill_both"} & set(longer.ran)
-    assert torch_step(folder / "last.pt") == 4
+    copy = tmp_path / "copied demo"
+    shutil.copytree(run, copy)
+    run.rename(tmp_path / "away")
+    try:
+        assert main(["demo", "--quick", "--no-progress", "--output", str(copy)]) == 0
+        out = capsys.readouterr().out
+        assert "stages run: 0," in out and out.count(": reused") == len(stages)
+
+        # a larger step budget resumes the supervised runs where they stopped (in the moved folder); the rest
+        # is reused
+        from distilled_shufflenet.demo import run_demo
+
+        longer = run_demo(DemoConfig.quick(output=str(copy), finetune_steps=4, progress=False))
+        assert set(longer.ran) >= {"finetune_both", "scratch_labelled", "scratch_all"}
+        assert not {"teacher3d", "distill_both"} & set(longer.ran)
+        assert torch_step(copy / "stages" / "scratch_all" / "last.pt") == 4
+        assert read_run_config(copy / "stages" / "finetune_both")["checkpoint"] == "../distill_both/last.pt"
+    finally:
+        (tmp_path / "away").rename(run)
     capsys.readouterr()
 
     # the exported teachers: fp16 weights, how they were made, and a run that starts from them trains none

@@ -198,7 +198,10 @@ def stage_state(folder: Path, config: Any) -> str:
         return "new"
     ckpt = read_run_checkpoint(last)
     saved = ckpt.get("config") or {}
-    differ = [k for k, v in config.to_dict().items()
+    # a config saved with paths relative to its run folder is compared in that form: a moved or copied demo
+    # folder holds the same runs
+    wanted = config.portable(folder) if saved.get("paths_root") is not None else config
+    differ = [k for k, v in wanted.to_dict().items()
               if k not in RESUME_CHANGEABLE and k != "resume" and not _same(v, saved.get(k))]
     if differ:
         raise ValueError(f"{folder}: holds a run made with other settings ({', '.join(differ[:5])}); delete that "
@@ -252,7 +255,7 @@ def _run_training(name: str, folder: Path, config: Any, library: Callable[[Any],
         if state == "partial":  # the run's saved config, with what a resumed run may change
             from distilled_shufflenet.engine.config import RESUME_CHANGEABLE, resolve_config
 
-            changes = {k: getattr(config, k) for k in RESUME_CHANGEABLE if k not in ("output",)}
+            changes = {k: getattr(config, k) for k in RESUME_CHANGEABLE if k != "output" and hasattr(config, k)}
             config = resolve_config(type(config), overrides={**changes, "resume": str(folder)})
         library(config)
         done.ran.append(name)
@@ -330,8 +333,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     labelled = labelled_split(target, run / "data" / "target_labelled_splits", cfg.labelled_fraction, cfg.seed)
     progress.end("data", ran=False)
 
+    # every stage saves the paths inside this folder relative to its own run folder: the whole folder may move
     clip = dict(clip_len=cfg.clip_len, frame_stride=cfg.frame_stride, crop_size=cfg.crop_size, resize=cfg.resize,
-                num_workers=cfg.workers, seed=cfg.seed, progress=cfg.progress, tensorboard=False)
+                num_workers=cfg.workers, seed=cfg.seed, progress=cfg.progress, tensorboard=False,
+                paths_root=str(run))
     common = dict(batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr, scheduler="cosine",
                   early_stop_patience=0, weight_decay=0.0, **clip)
 

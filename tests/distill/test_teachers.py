@@ -67,6 +67,10 @@ def test_a_run_checkpoint_gives_its_architecture_and_preprocessing(tmp_path: Pat
     assert torch.equal(teacher.state_dict()["fc.weight"], model.state_dict()["fc.weight"])
     with pytest.raises(CheckpointError, match="holds a 'r3d_18' model"):
         build_teacher(TeacherSpec.parse(f"mc3_18:{path}"))
+    # from dsn distill, the fix names the flag and the config field, not the library's field_name argument
+    with pytest.raises(CheckpointError, match=rf"give it as r3d_18:{path} \(dsn distill --teacher3d, config field "
+                                              r"teacher3d\)"):
+        build_teacher(TeacherSpec.parse(f"mc3_18:{path}"), field_name="teacher3d")
     with pytest.raises(CheckpointError, match=r"widen_factor=0.5 \(checkpoint: 0.25\)"):
         build_teacher(TeacherSpec.parse(f"r3d_18:{path}", ["widen_factor=0.5"]))
     with pytest.raises(CheckpointError, match="no such file"):

@@ -86,11 +86,13 @@ def test_bad_values_are_refused_with_the_field_named(tmp_path: Path, change: dic
     {"teachers": "3d", "teacher_weights": (1.0, 0.0)},
 ])
 def test_teacher_weights_must_keep_a_teacher_that_is_distilled_from(tmp_path: Path, change: dict) -> None:
-    cfg = DistillConfig(**{"data_root": str(tmp_path), "output": str(tmp_path / "run"), **change})
+    cfg = DistillConfig(**{"data_root": str(tmp_path), "output": str(tmp_path / "run"), "allow_random_teachers": True,
+                           **change})
     with pytest.raises(ValueError, match="^teacher_weights: "):
         cfg.validate()
     # the 3D teacher alone, the 2D teacher's slots dropped: a legitimate ablation of the paper's target
-    DistillConfig(data_root=str(tmp_path), output=str(tmp_path / "run2"), teacher_weights=(0.0, 1.0)).validate()
+    DistillConfig(data_root=str(tmp_path), output=str(tmp_path / "run2"), teacher_weights=(0.0, 1.0),
+                  allow_random_teachers=True).validate()
 
 
 def test_finetune_needs_a_checkpoint(tmp_path: Path) -> None:

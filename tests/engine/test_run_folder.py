@@ -60,8 +60,36 @@ def test_a_process_may_take_a_lock_it_holds_again_until_the_outer_holder_release
     inner.release()
     assert (tmp_path / "run" / LOCK).exists()  # still held by the outer holder
     outer.release()
-    assert not (tmp_path / "run" / LOCK).exists()
+    assert not (tmp_path / "run").exists()  # the lock made the folder and nothing was written: it goes too
     assert "taking it over" not in capsys.readouterr().err
+
+
+def test_a_moved_run_folder_keeps_the_paths_that_point_inside_it(tmp_path: Path) -> None:
+    from distilled_shufflenet.engine.checkpointing import read_run_config
+
+    run = tmp_path / "run"
+    inside = run / "lists" / "train.txt"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("")
+    outside = tmp_path / "val.txt"
+    outside.write_text("")
+    cfg = tiny_config(run, epochs=1, dataset="list", train_list=str(inside), val_list=str(outside))
+    fit(tiny_student(), RandomClips(8), None, cfg, classes="abc")
+    saved = read_run_config(run)
+    assert (saved["train_list"], saved["output"], saved["paths_root"]) == ("lists/train.txt", ".", ".")
+    assert saved["val_list"] == str(outside)  # outside the run folder: absolute, valid from any working folder
+    assert "train_list: lists/train.txt" in (run / "config.yaml").read_text()
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    cfg = resolve_config(TrainConfig, overrides={"resume": str(moved), "epochs": 2})
+    assert (cfg.train_list, cfg.val_list, cfg.output) == (str(moved / "lists" / "train.txt"), str(outside), str(moved))
+    # the same file spelt another way is not a change
+    again = resolve_config(TrainConfig, overrides={"resume": str(moved / "last.pt"),
+                                                   "train_list": str(moved / "lists" / ".." / "lists" / "train.txt")})
+    assert Path(again.train_list).resolve() == (moved / "lists" / "train.txt").resolve()
+    # its config.yaml given to a new run reads the same paths
+    reused = resolve_config(TrainConfig, yaml_path=moved / "config.yaml", overrides={"output": str(tmp_path / "new")})
+    assert (reused.train_list, reused.val_list) == (str(moved / "lists" / "train.txt"), str(outside))
 
 
 def test_a_lock_held_on_another_host_is_refused_with_how_to_clear_it(tmp_path: Path) -> None:

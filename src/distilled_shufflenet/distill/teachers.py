@@ -109,7 +109,9 @@ def build_teacher(spec: TeacherSpec, *, kind: str | None = None, device: str | t
             if ckpt["model_name"] != spec.name:
                 raise CheckpointError(
                     f"checkpoint {spec.path} holds a {ckpt['model_name']!r} model, but {field_name} asks for "
-                    f"{spec.name!r}; use {field_name} {ckpt['model_name']}:{spec.path}")
+                    f"{spec.name!r}; give it as {ckpt['model_name']}:{spec.path}"
+                    + (f" (dsn distill --{field_name}, config field {field_name})" if field_name in ("teacher2d", "teacher3d")
+                       else ""))
             saved = dict(ckpt.get("model_kwargs") or {})
             clash = {k: (saved[k], v) for k, v in kwargs.items() if k in saved and saved[k] != v}
             if clash:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import yaml
 
@@ -36,7 +37,7 @@ C = TypeVar("C", bound="TrainConfig")
 # settings a resumed run may change (how the run goes on, not what it is); the rest are fixed by its checkpoint
 RESUME_CHANGEABLE = frozenset({
     "epochs", "max_steps", "checkpoint_every", "early_stop_patience", "num_workers", "progress", "tensorboard",
-    "plots", "output", "data_root", "splits_dir", "device",
+    "plots", "output", "data_root", "splits_dir", "device", "paths_root", "allow_random_teachers",
 })
 
 
@@ -68,6 +69,11 @@ class TrainConfig:
                             "unless --val-fraction carves a validation split from the training videos)")
     val_fraction: float = _opt(0.0, "validate on this share of the TRAINING videos, held out by whole actor "
                                "groups (gXX) and not trained on, instead of the test split (0: off)")
+    label_fraction: float = _opt(1.0, "train on the labels of this share (0, 1] of the training videos: a seeded "
+                                 "subset, about this share of each class, by whole actor groups (gXX) where "
+                                 "the names have them, never a --val-fraction validation video")
+    label_seed: int = _opt(0, "seed of the --label-fraction subset (the same seed takes the same videos, and "
+                           "a larger fraction a superset of them)")
     clip_len: int | None = _opt(None, "frames per clip (default: the model's)")
     crop_size: int | None = _opt(None, "square crop size in pixels (default: the model's)")
     resize: int | None = _opt(None, "short side resized to this before cropping (default: the model's)")
@@ -111,8 +117,14 @@ class TrainConfig:
     progress: bool = _opt(True, "show a progress bar")
     tensorboard: bool = _opt(True, "write TensorBoard events when the tensorboard package is installed")
     plots: bool = _opt(True, "redraw curves.png (loss and top-1 against epoch) at every epoch end")
+    paths_root: str | None = _opt(None, "the saved config writes paths inside this folder relative to the run "
+                                        "folder, so that the folder can move (default: the run folder itself)")
 
     command = "train"
+    cli_hidden: ClassVar[tuple[str, ...]] = ("paths_root",)  # set by commands that nest runs (dsn demo)
+    path_fields: ClassVar[tuple[str, ...]] = ("data_root", "splits_dir", "train_list", "val_list", "init", "resume",
+                                              "output")
+    spec_fields: ClassVar[tuple[str, ...]] = ()  # NAME:PATH values
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -145,6 +157,11 @@ class TrainConfig:
             raise ValueError(f"gamma: expected a factor in (0, 1], got {self.gamma}")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction: expected a share in [0, 0.5), got {self.val_fraction}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction: expected a share of the training videos in (0, 1] "
+                             f"(--label-fraction), got {self.label_fraction}")
+        if self.label_seed < 0:
+            raise ValueError(f"label_seed: expected a seed >= 0 (--label-seed), got {self.label_seed}")
         if self.val_fraction and self.val_list is not None:
             raise ValueError("val_fraction: not with --val-list (the validation videos are given)")
         if not 0 <= self.label_smoothing < 1:
@@ -187,8 +204,27 @@ class TrainConfig:
 
     def save_yaml(self, path: str | Path) -> Path:
         """Write the resolved config (``config.yaml`` of a run folder)."""
-        text = f"# resolved config of `dsn {self.command}`\n" + yaml.safe_dump(self.to_dict(), sort_keys=False)
+        saved = self.paths_root is not None and not os.path.isabs(self.paths_root)  # written by portable()
+        where = "; relative paths are relative to this folder" if saved else ""
+        text = f"# resolved config of `dsn {self.command}`{where}\n" + yaml.safe_dump(self.to_dict(), sort_keys=False)
         return atomic_write_text(text, path)
+
+    def portable(self, run_dir: str | Path) -> "TrainConfig":
+        """This config as the run in ``run_dir`` saves it: each path inside ``paths_root`` (default: the run
+        folder) relative to the run folder, every other path absolute, and ``paths_root`` relative to the run
+        folder too, which marks the convention (:func:`paths_in_place` reads it back).  A run folder (or a
+        demo folder) moved or copied whole is then the same run wherever it lies."""
+        run = os.path.abspath(run_dir)
+        root = os.path.abspath(self.paths_root) if self.paths_root else run
+
+        def rewrite(path: str) -> str:
+            full = os.path.abspath(path)
+            inside = full == root or full.startswith(root.rstrip(os.sep) + os.sep)
+            return os.path.relpath(full, run) if inside else full
+
+        values = _map_paths(type(self), self.to_dict(), rewrite)
+        changed = {k: values[k] for k in (*self.path_fields, *self.spec_fields) if values[k] != _plain(getattr(self, k))}
+        return dataclasses.replace(self, **changed, paths_root=os.path.relpath(root, run))
 
 
 @dataclass
@@ -200,13 +236,15 @@ class FinetuneConfig(TrainConfig):
     """
 
     checkpoint: str | None = _opt(None, "the distilled student to fine-tune (backbone + adapters)")
-    freeze_backbone: bool = _opt(False, "linear probe: train only the classifier, BatchNorm kept in eval mode")
+    freeze_backbone: bool = _opt(False, "linear probe: train only the classifier; the distilled backbone and "
+                                 "adapters stay frozen, their BatchNorm statistics included", flag="--linear-probe")
     output: str = _opt("runs/finetune", "run folder: checkpoints, log.csv, curves.png, config.yaml")
     # unset, these come from the checkpoint (the model it describes and the clips it was trained on)
     model: str | None = _opt(None, "model to fine-tune (default: the one the checkpoint describes)")
     frame_stride: int | None = _opt(None, "take every n-th frame (default: the checkpoint's, else 1)")
 
     command = "finetune"
+    path_fields = (*TrainConfig.path_fields, "checkpoint")
 
     def validate(self) -> None:
         if self.resume is None:  # a resumed run takes its weights from the run's checkpoint
@@ -225,6 +263,38 @@ def _same_run_folder(resume: str, output: str) -> bool:
     source = Path(resume)
     folder = source if source.is_dir() else source.parent
     return folder.resolve() == Path(output).resolve()
+
+
+def _map_paths(cls: type, values: Mapping[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
+    """``values`` (plain config values) with ``fn`` applied to every path of ``cls``'s path fields: strings,
+    lists of strings, and the PATH of NAME:PATH fields."""
+    out = dict(values)
+    for name in getattr(cls, "path_fields", ()):
+        value = out.get(name)
+        if isinstance(value, str):
+            out[name] = fn(value)
+        elif isinstance(value, list):
+            out[name] = [fn(v) if isinstance(v, str) else v for v in value]
+    for name in getattr(cls, "spec_fields", ()):
+        model, sep, path = str(out.get(name) or "").partition(":")
+        if sep and path:
+            out[name] = f"{model}:{fn(path)}"
+    return out
+
+
+def paths_in_place(cls: type, saved: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """A run's saved config with its paths as seen from here: where it has ``paths_root`` (it was saved by
+    :meth:`TrainConfig.portable`), a relative path is relative to the run folder ``run_dir``, wherever that
+    folder is now.  Configs saved before that convention are returned as they are."""
+    if saved.get("paths_root") is None:
+        return dict(saved)
+
+    def place(path: str) -> str:
+        return path if os.path.isabs(path) else os.path.normpath(os.path.join(run_dir, path))
+
+    out = _map_paths(cls, saved, place)
+    out["paths_root"] = place(str(saved["paths_root"]))
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -355,15 +425,18 @@ def resolve_config(
     """Defaults < YAML file < ``overrides`` (flags).  With ``resume`` set (in the YAML or the flags) the
     resumed run's saved config is the starting point instead of the defaults."""
     from_yaml = load_yaml(yaml_path) if yaml_path is not None else {}
+    if yaml_path is not None:  # a run's saved config.yaml given as --config: its paths are relative to its folder
+        from_yaml = paths_in_place(cls, from_yaml, Path(yaml_path).parent)
     overrides = dict(overrides or {})
     cfg = build_config(cls, from_yaml, source=str(yaml_path or "config"))
     cfg = build_config(cls, overrides, base=cfg, source="command line")
     if cfg.resume is None:
         return cfg
-    saved = read_run_config(cfg.resume)
-    saved.pop("resume", None)
     # the run folder is where the checkpoint is now, wherever the run was started
-    saved["output"] = str(resolve_checkpoint_path(cfg.resume).parent)
+    folder = resolve_checkpoint_path(cfg.resume).parent
+    saved = paths_in_place(cls, read_run_config(cfg.resume), folder)
+    saved.pop("resume", None)
+    saved["output"] = str(folder)
     # keys of a config of another command (train vs finetune) do not carry over
     names = {f.name for f in dataclasses.fields(cls)}
     base = build_config(cls, {k: v for k, v in saved.items() if k in names}, source=f"the config saved in {cfg.resume}")
@@ -383,7 +456,9 @@ def check_resume_changes(saved: TrainConfig, resumed: TrainConfig) -> None:
         if f.name in RESUME_CHANGEABLE or f.name == "resume":
             continue
         old, new = getattr(saved, f.name), getattr(resumed, f.name)
-        if _plain(old) != _plain(new):
+        same_place = _map_paths(type(resumed), {f.name: _plain(old)}, os.path.abspath) == _map_paths(
+            type(resumed), {f.name: _plain(new)}, os.path.abspath)  # a path spelt another way
+        if _plain(old) != _plain(new) and not same_place:
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             raise ValueError(
                 f"{f.name}: cannot change when resuming (the run has {_plain(old)!r}, {flag} asks for "

@@ -96,11 +96,17 @@ class DistillConfig(TrainConfig):
     output: str = _opt("runs/distill", "run folder: student checkpoints, log.csv, curves.png, maps.png, config.yaml")
 
     command = "distill"
-    cli_hidden = ("drop_classifier", "label_smoothing", "val_list")  # supervised settings with no meaning here
+    # supervised settings with no meaning here, and where dsn demo roots its stages' paths
+    cli_hidden = ("drop_classifier", "label_smoothing", "val_list", "label_fraction", "label_seed", "paths_root")
+    path_fields = (*TrainConfig.path_fields, "extra_unlabelled", "cache_teachers")
+    spec_fields = ("teacher2d", "teacher3d")
 
     def validate(self) -> None:
         if self.label_smoothing:
             raise ValueError("label_smoothing: distillation reads no labels; leave it at 0")
+        if self.label_fraction != 1.0:
+            raise ValueError("label_fraction: distillation reads no labels and uses every training video; "
+                             "leave it at 1 (dsn finetune and dsn train take --label-fraction)")
         if self.drop_classifier:
             raise ValueError("drop_classifier: not used by distill (the student's classifier is never trained "
                              "or saved here)")

@@ -5,7 +5,8 @@ the run.  A second run into the same folder is refused with a message naming the
 process is gone (a killed run on this host) is taken over with a note.  A lock held on another host
 cannot be checked from here: the message says how to remove it once that run is known to be over.
 
-A process may take the lock of a folder it already holds (``distill`` locks the folder before building
+A folder the lock created is removed again on release when nothing was written into it (a run that
+failed its checks leaves no empty folder).  A process may take the lock of a folder it already holds (``distill`` locks the folder before building
 its teacher cache, then the training loop locks it again); the file goes when the outermost holder
 releases it.
 """
@@ -50,6 +51,7 @@ class RunLock:
         self.command = command
         self.field = field
         self.held = False
+        self._created = False  # the folder did not exist before: released empty, it goes again
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -67,6 +69,7 @@ class RunLock:
             self.held = True
             return self
         try:
+            self._created = not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ValueError(f"{self.field}: cannot create the run folder {self.folder}: {e.strerror}") from None
@@ -116,6 +119,11 @@ class RunLock:
         holder = self._holder()
         if holder and holder.get("pid") == os.getpid():
             self.path.unlink(missing_ok=True)
+        if self._created:  # a run that failed before writing anything leaves no empty folder behind
+            try:
+                self.folder.rmdir()
+            except OSError:  # not empty (the run wrote something), or already gone
+                pass
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

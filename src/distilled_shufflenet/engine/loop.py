@@ -426,12 +426,13 @@ def fit(
                      plots=config.plots, resume_step=state.step if resume is not None else None,
                      resume_epoch=state.epoch if resume is not None else None,
                      previous_csv=previous_csv)
+        stored = config.portable(run_dir)  # paths inside the run (or demo) folder relative to it
         if rt.is_main:
-            config.save_yaml(run_dir / CONFIG)
+            stored.save_yaml(run_dir / CONFIG)
 
         def save(metrics: dict[str, float], *, best: bool = False) -> None:
             # every rank takes part (its generator states are gathered); rank 0 writes
-            ckpt = run_checkpoint(model, optimizer, scheduler, rt, state, config, classes, preprocess, metrics)
+            ckpt = run_checkpoint(model, optimizer, scheduler, rt, state, stored, classes, preprocess, metrics)
             ckpt["state_dict"] = objective.model_state(ckpt["state_dict"])
             ckpt.update(objective.checkpoint_extras())
             extra = objective.state_dict()
