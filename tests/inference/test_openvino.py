@@ -89,6 +89,11 @@ def test_second_start_reads_the_prepared_model_from_the_cache(student, info, mon
     assert backends.prepared_onnx(student, info, "int8", calibration) == first
     with pytest.raises(AssertionError, match="exported again"):  # other clips: another model
         backends.prepared_onnx(student, info, "int8", example_clip(info, batch=2, seed=4))
+    # a CPU without VNNI (or ONEDNN_MAX_CPU_ISA=AVX2) gets the 7-bit weights' model, not the cached one
+    vnni = backends.vnni_support()
+    monkeypatch.setattr(backends, "vnni_support", lambda: not vnni)
+    with pytest.raises(AssertionError, match="exported again"):
+        backends.prepared_onnx(student, info, "int8", calibration)
 
 
 def test_ir_export_round_trip_and_metadata(student, info, tmp_path, make_video) -> None:
@@ -171,3 +176,12 @@ def test_missing_openvino_or_bf16_is_a_clear_message(student, info, monkeypatch,
     assert backend_support("ov-fp32") == "openvino is not installed (pip install openvino)"
     with pytest.raises(ValueError, match="backend ov-int8: not available here: openvino is not installed"):
         create_backend("ov-int8", student, info, threads=1)
+
+
+def test_profile_says_where_the_time_goes(student, info) -> None:
+    rows = openvino.profile(onnx_bytes(student, info), example_clip(info), threads=1, calls=2)
+    assert rows == sorted(rows, key=lambda r: -r["ms"]) and all(r["ms"] >= 0 for r in rows)
+    convs = [r for r in rows if r["type"] == "Convolution"]
+    assert len(convs) == sum(isinstance(m, torch.nn.Conv3d) for m in student.modules())
+    assert {"layer", "type", "kernel", "ms"} <= set(rows[0])
+

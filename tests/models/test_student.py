@@ -316,6 +316,32 @@ def test_unknown_head_pool_lists_the_choices() -> None:
     assert all(word in str(err.value) for word in ("head_pool", "'max'", "flatten", "mean"))
 
 
+def test_the_2plus1d_stem_factorises_the_paper_stem() -> None:
+    """``stem="2plus1d"``: a (1,7,7) convolution into half the stem's channels, then a (3,1,1) one; the same
+    output shape and taps as the paper's stem, 2.6x fewer multiply-accumulates in the stem."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    paper, factorised = tiny(clip_len=8).eval(), tiny(clip_len=8, stem="2plus1d").eval()
+    convs = [m for m in factorised.stem.modules() if isinstance(m, nn.Conv3d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (3, 4, (1, 7, 7), (1, 2, 2)), (4, 8, (3, 1, 1), (1, 1, 1))]
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.inference_mode():
+        assert factorised.stem(x).shape == paper.stem(x).shape
+        assert {k: v.shape for k, v in factorised.forward_features(x).items()} == \
+            {k: v.shape for k, v in paper.forward_features(x).items()}
+    macs = []
+    for model in (paper, factorised):
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model.stem(x)
+        macs.append(counter.get_total_flops() // 2)
+    positions = 8 * 16 * 16  # the stem's output positions
+    assert macs == [positions * 8 * 3 * 3 * 49, positions * (4 * 3 * 49 + 8 * 4 * 3)]
+    assert list(tiny().state_dict()) == list(tiny(stem="3d").state_dict())  # the default is the paper's
+    with pytest.raises(ValueError, match=r"stem must be one of \['3d', '2plus1d'\], got 'big'"):
+        tiny(stem="big")
+
+
 def test_zero_units_leaves_only_the_down_units() -> None:
     model = tiny(units=(0, 0, 0), clip_len=8).eval()
     assert [len(getattr(model, s)) for s in ("stage2", "stage3", "stage4")] == [1, 1, 1]

@@ -239,18 +239,20 @@ def prepared_onnx(model: nn.Module, info: ModelInfo, precision: str, calibration
 
     if precision == "int8" and calibration is None:
         raise ValueError("ov-int8: calibration clips are needed to quantise the model")
+    # without VNNI, 16-bit sums of u8 x s8 products saturate: 7-bit weights keep them in range
+    reduce_range = not vnni_support()
     shape = str((info.preprocess.clip_len, info.preprocess.crop_size)).encode()
-    cal = b"" if precision != "int8" else _digest(str(tuple(calibration.shape)).encode(),
-                                                  calibration.float().contiguous().numpy().tobytes()).encode()
     fp32_key = _digest(_state_bytes(model), type(model).__name__.encode(), shape,
                        info.metadata()["dsn.classes"].encode())
-    path = cache_dir() / "models" / (fp32_key + ("" if precision != "int8" else "-int8-" + _digest(cal)) + ".onnx")
+    int8_key = "" if precision != "int8" else "-int8-" + _digest(
+        str(tuple(calibration.shape)).encode(), calibration.float().contiguous().numpy().tobytes(),
+        b"7-bit weights" if reduce_range else b"8-bit weights")
+    path = cache_dir() / "models" / (fp32_key + int8_key + ".onnx")
     if use_cache and path.is_file():
         return path.read_bytes()
     data = onnx_bytes(model, info, example=example_clip(info))
     if precision == "int8":
-        # without VNNI, 16-bit sums of u8 x s8 products saturate: 7-bit weights keep them in range
-        data = quantize_onnx(data, calibration, reduce_range=not vnni_support())
+        data = quantize_onnx(data, calibration, reduce_range=reduce_range)
     if use_cache:
         try:
             atomic_write_bytes(data, path)
