@@ -202,8 +202,9 @@ def test_dsn_train_and_finetune_on_tiny_synth(tiny_synth: Path, tmp_path: Path) 
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("fc.")}
     torch.save({"model_name": ckpt["model_name"], "model_kwargs": ckpt["model_kwargs"], "state_dict": state}, distilled)
     probe = tmp_path / "probe"
-    assert main(["finetune", "--checkpoint", str(distilled), "--freeze-backbone", *common, "--output", str(probe)]) == 0
-    tuned, _ = load_checkpoint(probe / "last.pt")
+    assert main(["finetune", "--checkpoint", str(distilled), "--linear-probe", *common, "--output", str(probe)]) == 0
+    tuned, tuned_ckpt = load_checkpoint(probe / "last.pt")
+    assert tuned_ckpt["config"]["freeze_backbone"] is True  # the run says it was a linear probe
     after = tuned.state_dict()
     assert all(torch.equal(after[k], v) for k, v in state.items())  # the frozen backbone and adapters
     assert not torch.equal(after["fc.weight"], ckpt["state_dict"]["fc.weight"])  # a new head
@@ -269,3 +270,107 @@ def test_validation_names_an_unreadable_test_video_and_counts_it_as_wrong(tiny_s
     report = evaluate_checkpoint(result.last_checkpoint, dataset="ucf101", data_root=str(root), clips=1, crops=1,
                                  workers=0, device="cpu", progress=False)
     assert report.video.unscored == 1 and 100 * report.video.accuracy(1) == pytest.approx(metrics["val_top1"])
+
+
+# --------------------------------------------------------------------------- labelled share, linear probe flags
+PRE = dict(clip_len=8, crop_size=32, resize=36, mean=(0.45,) * 3, std=(0.225,) * 3)
+
+
+def test_label_fraction_takes_whole_groups_of_what_validation_left_never_a_validation_video(tiny_synth: Path) -> None:
+    from distilled_shufflenet.data.groups import group_of
+    from distilled_shufflenet.engine.train import build_datasets
+    from distilled_shufflenet.models import Preprocess
+
+    # 24 training videos (g02-g04, 2 clips x 4 classes each); validation holds one group out, 2 are left
+    def datasets(**kwargs):
+        cfg = TrainConfig(data_root=str(tiny_synth), val_fraction=0.2, **kwargs)
+        return build_datasets(cfg, Preprocess(**PRE))
+
+    full, val = datasets()
+    drawn = {}
+    for seed in range(6):
+        train, val_again = datasets(label_fraction=0.5, label_seed=seed)
+        assert val_again.paths == val.paths  # the validation split does not depend on the labelled share
+        assert len(train) == 8 and sorted(train.labels) == [0, 0, 1, 1, 2, 2, 3, 3]  # half of each class
+        groups = {group_of(p) for p in train.paths}
+        assert len(groups) == 1 and groups <= {group_of(p) for p in full.paths}  # one whole group, never g01
+        assert set(train.paths).isdisjoint(val.paths) and groups.isdisjoint(group_of(p) for p in val.paths)
+        assert datasets(label_fraction=0.5, label_seed=seed)[0].paths == train.paths  # seeded
+        drawn[seed] = groups
+    assert len({frozenset(g) for g in drawn.values()}) == 2  # other seeds draw the other group
+    assert datasets(label_fraction=1.0)[0].paths == full.paths
+
+
+def test_a_label_fraction_that_leaves_a_class_without_a_video_names_the_flag(tiny_synth: Path) -> None:
+    from distilled_shufflenet.engine.train import build_datasets
+    from distilled_shufflenet.models import Preprocess
+
+    cfg = TrainConfig(data_root=str(tiny_synth), label_fraction=0.1)  # 6 videos of each class, 2 per group
+    with pytest.raises(ValueError, match=r"label_fraction: 0.1 leaves class 'JumpingJacks' without a labelled "
+                                         r"video .*at least 0.167 labels it \(--label-fraction 0.1, --label-seed 0"):
+        build_datasets(cfg, Preprocess(**PRE))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--label-fraction", "0"], r"label_fraction: expected a share of the training videos in \(0, 1\] "
+                                r"\(--label-fraction\), got 0.0"),
+    (["--label-fraction", "1.5"], r"label_fraction: .* got 1.5"),
+    (["--label-seed", "-1"], r"label_seed: expected a seed >= 0 \(--label-seed\), got -1"),
+])
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_bad_label_fraction_flags_are_refused_by_name(command: str, flags: list[str], message: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from distilled_shufflenet.cli import main
+
+    checkpoint = tmp_path / "distilled.pt"
+    student = tiny_student()
+    torch.save({"model_name": "shufflenet2plus1d", "model_kwargs": dict(student.model_kwargs),
+                "state_dict": student.state_dict()}, checkpoint)
+    extra = ["--checkpoint", str(checkpoint)] if command == "finetune" else []
+    assert main([command, *extra, "--data-root", str(tmp_path), *flags, "--output", str(tmp_path / "run")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_distill_takes_no_label_fraction() -> None:
+    from distilled_shufflenet.engine.distill import DistillConfig
+
+    with pytest.raises(ValueError, match="label_fraction: distillation reads no labels"):
+        DistillConfig(data_root=".", label_fraction=0.5).validate()
+
+
+def test_linear_probe_flag_and_its_earlier_name_set_the_frozen_backbone() -> None:
+    from distilled_shufflenet.cli import build_parser
+    from distilled_shufflenet.engine.config import config_from_args
+
+    for flag, frozen in (("--linear-probe", True), ("--freeze-backbone", True), ("--no-linear-probe", False)):
+        args = build_parser().parse_args(["finetune", "--checkpoint", "x.pt", flag])
+        assert config_from_args(FinetuneConfig, args).freeze_backbone is frozen, flag
+    with pytest.raises(SystemExit):  # dsn train has no backbone to freeze
+        build_parser().parse_args(["train", "--linear-probe"])
+
+
+def test_a_run_on_a_labelled_share_records_it_in_its_config_and_checkpoints(tiny_synth: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from distilled_shufflenet.cli import main
+
+    run = tmp_path / "run"
+    model = ["--model", "shufflenet2plus1d"] + [f"--model-arg={k}={list(v) if isinstance(v, tuple) else v}"
+                                                 for k, v in TINY.items()]
+    assert main(["train", *model, "--data-root", str(tiny_synth), "--label-fraction", "0.4", "--label-seed", "3",
+                 "--no-validation", "--epochs", "1", "--max-steps", "1", "--batch-size", "4", "--clip-len", "8",
+                 "--crop-size", "32", "--resize", "36", "--num-workers", "0", "--no-progress", "--no-plots",
+                 "--no-tensorboard", "--device", "cpu", "--output", str(run)]) == 0
+    assert "labelled share: 8 of 24 training videos, from 1 actor group (--label-fraction 0.4, --label-seed 3)" \
+        in capsys.readouterr().out
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["label_fraction"], saved["label_seed"]) == (0.4, 3)
+    ckpt = read_checkpoint(run / "last.pt")
+    assert (ckpt["config"]["label_fraction"], ckpt["config"]["label_seed"]) == (0.4, 3)
+    taken = ckpt["labelled_subset"]
+    assert taken["videos"] == 8 and taken["of_videos"] == 24 and len(taken["groups"]) == 1
+    assert taken["per_class"] == {"JumpingJacks": 2, "SquatDown": 2, "StandUp": 2, "WaveFast": 2}

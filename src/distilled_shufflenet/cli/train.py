@@ -13,13 +13,16 @@ examples:
   dsn train --model r3d_18 --init r3d_18-kinetics.pth --drop-classifier --data-root UCF-101 --output runs/r3d18
   dsn train --model shufflenet2plus1d --data-root UCF-101 --splits-dir ucfTrainTestlist --output runs/baseline
   dsn train --resume runs/baseline              # continue exactly where the run stopped
+  dsn train --data-root UCF-101 --val-fraction 0.1 --label-fraction 0.1 --label-seed 1 --output runs/scratch10
   torchrun --nproc_per_node 4 -m distilled_shufflenet train --config run.yaml --device cuda
 """
 
 _FINETUNE_EPILOG = """\
 examples:
   dsn finetune --checkpoint runs/distill/best.pt --data-root UCF-101 --output runs/finetune
-  dsn finetune --checkpoint runs/distill/best.pt --freeze-backbone --data-root UCF-101 --output runs/probe
+  dsn finetune --checkpoint runs/distill/best.pt --linear-probe --data-root UCF-101 --output runs/probe
+  # the labels of 10 % of each class's training videos (whole actor groups), validated on other groups
+  dsn finetune --checkpoint runs/distill/best.pt --label-fraction 0.1 --label-seed 1 --val-fraction 0.1 --data-root UCF-101
 """
 
 
@@ -31,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser = subparsers.add_parser(cls.command, help=text, description=text[0].upper() + text[1:] + ".",
                                        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_config_arguments(parser, cls)
+        if cls is FinetuneConfig:  # the flag's earlier name, so that existing commands keep working
+            parser.add_argument("--freeze-backbone", dest="freeze_backbone", action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         parser.set_defaults(func=_command(cls))
 
 

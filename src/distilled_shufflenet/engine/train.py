@@ -7,6 +7,9 @@
         probe the model on the meta device: preprocessing, can it take clip_len x crop x crop?
         datasets -> classes -> model (+ pretrained weights) -> loop.fit(..., Classification())
 
+    datasets: the training videos -> (kept, validation) when --val-fraction carves a validation split
+              kept -> its labelled share when --label-fraction < 1 (data.groups.labelled_subset)
+
 The loop itself (checkpoints, exact resume, signals, logging) is :mod:`distilled_shufflenet.engine.loop`;
 :class:`Classification` is the objective it runs here: cross-entropy on the labels, top-1 reported.
 """
@@ -14,6 +17,7 @@ The loop itself (checkpoints, exact resume, signals, logging) is :mod:`distilled
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,7 +29,7 @@ from tqdm import tqdm
 
 from distilled_shufflenet._text import first_line
 from distilled_shufflenet.data import FailureLog, LabelledVideoClips, build_dataset, eval_transform, train_transform
-from distilled_shufflenet.data.groups import holdout
+from distilled_shufflenet.data.groups import group_of, holdout, labelled_subset
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
 from distilled_shufflenet.engine.lock import RunLock
@@ -51,7 +55,7 @@ from distilled_shufflenet.engine.runtime import (
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
 
 __all__ = ["Classification", "ModelSpec", "NonFiniteLossError", "RunInterrupted", "TrainResult", "build_datasets",
-           "fit", "make_loader", "run", "train", "validate"]
+           "fit", "make_loader", "run", "take_labelled", "train", "validate"]
 
 
 @dataclass
@@ -77,16 +81,19 @@ class Classification(Objective):
     """Cross-entropy on the labels; reports training top-1, validation loss, top-1 and top-5 (in %).
 
     ``probe=True`` is a linear probe: only the classifier is put in training mode (the frozen backbone's
-    BatchNorm keeps its statistics and dropout stays off)."""
+    BatchNorm keeps its statistics and dropout stays off).  ``labelled`` (what :func:`take_labelled`
+    took) goes into every checkpoint as ``labelled_subset``."""
 
     train_columns = ("top1",)
     val_columns = ("val_loss", "val_top1", "val_top5", "val_unscored")
     monitor = "val_top1"
     higher_is_better = True
 
-    def __init__(self, *, label_smoothing: float = 0.0, probe: bool = False) -> None:
+    def __init__(self, *, label_smoothing: float = 0.0, probe: bool = False,
+                 labelled: dict[str, Any] | None = None) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.probe = probe
+        self.labelled = labelled
 
     def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
         clips, labels = rt.to_device(batch["clip"]), batch["label"].to(rt.device, non_blocking=True)
@@ -102,10 +109,29 @@ class Classification(Objective):
     def set_train_mode(self, net: nn.Module) -> None:
         set_train_mode(net, probe=self.probe)
 
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {} if self.labelled is None else {"labelled_subset": dict(self.labelled)}
+
 
 def build_datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset, Dataset | None]:
     """The training set (random clips, training augmentation) and the validation set (centre clips,
-    centre crops; the official test split of UCF101 / HMDB51, or ``val_list``), or ``None`` for it."""
+    centre crops; the official test split of UCF101 / HMDB51, ``val_list``, or the held-out training
+    groups of ``val_fraction``), or ``None`` for it.  With ``label_fraction`` below 1 the training set is
+    its labelled share (:func:`take_labelled`), drawn from what the validation split left."""
+    train_set, val_set, _ = _datasets(config, preprocess)
+    return train_set, val_set
+
+
+def _datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset, Dataset | None, dict[str, Any] | None]:
+    """:func:`build_datasets` and what the labelled share took (None with every label)."""
+    train_set, val_set = _all_datasets(config, preprocess)
+    if config.label_fraction >= 1:
+        return train_set, val_set, None
+    train_set, taken = take_labelled(train_set, config.label_fraction, config.label_seed)  # type: ignore[arg-type]
+    return train_set, val_set, taken
+
+
+def _all_datasets(config: TrainConfig, preprocess: Preprocess) -> tuple[Dataset, Dataset | None]:
     p = preprocess
     common: dict[str, Any] = dict(splits_dir=config.splits_dir, split=config.split, labels=True, clip_len=p.clip_len,
                                   frame_stride=config.frame_stride, on_error=config.on_error,
@@ -149,6 +175,31 @@ def carve_validation(train_set: LabelledVideoClips, fraction: float, seed: int,
     val = LabelledVideoClips([by_path[p] for p in held], train_set.classes, source=f"{source} (held-out groups)",
                              **options)
     return train, val
+
+
+def take_labelled(train_set: LabelledVideoClips, fraction: float,
+                  seed: int) -> tuple[LabelledVideoClips, dict[str, Any]]:
+    """The labelled share of a training set (:func:`~distilled_shufflenet.data.groups.labelled_subset`:
+    seeded, about ``fraction`` of each class, by whole actor groups) as a dataset of its own, and what was
+    taken (the fraction, the seed, the videos per class and the actor groups), which the checkpoints record."""
+    try:
+        chosen = labelled_subset(train_set.records, fraction, seed, classes=train_set.classes)
+    except ValueError as e:
+        raise ValueError(f"label_fraction: {str(e).removeprefix('fraction: ')} (--label-fraction {fraction}, "
+                         f"--label-seed {seed}, of the {len(train_set)} training videos of "
+                         f"{train_set.source})") from None
+    subset = LabelledVideoClips(chosen, train_set.classes, source=f"{train_set.source} (labelled share)",
+                                **train_set.options.as_kwargs())
+    counts = Counter(int(r.label) for r in chosen)  # type: ignore[arg-type]
+    taken = {
+        "label_fraction": fraction,
+        "label_seed": seed,
+        "videos": len(chosen),
+        "of_videos": len(train_set.records),
+        "per_class": {name: counts.get(i, 0) for i, name in enumerate(train_set.classes)},
+        "groups": sorted({g for r in chosen if (g := group_of(r.path)) is not None}) or None,
+    }
+    return subset, taken
 
 
 # --------------------------------------------------------------------------- model
@@ -234,8 +285,13 @@ def run(config: TrainConfig, spec: ModelSpec) -> TrainResult:
         # the saved config states the clip size used, not "the model's default"
         config = dataclasses.replace(config, clip_len=preprocess.clip_len, crop_size=preprocess.crop_size,
                                      resize=preprocess.resize)
-        train_set, val_set = build_datasets(config, preprocess)
+        train_set, val_set, labelled = _datasets(config, preprocess)
         classes = [str(c) for c in train_set.classes]
+        if labelled is not None and rt.is_main:
+            n = len(labelled["groups"] or ())
+            groups = f", from {n} actor group{'s' if n != 1 else ''}" if n else ""
+            print(f"labelled share: {labelled['videos']} of {labelled['of_videos']} training videos{groups} "
+                  f"(--label-fraction {config.label_fraction}, --label-seed {config.label_seed})")
         kwargs = _with_classes(spec, len(classes), resumed=resume is not None)
         seed_everything(config.seed)
         model = create_model(spec.name, **kwargs)
@@ -245,7 +301,7 @@ def run(config: TrainConfig, spec: ModelSpec) -> TrainResult:
                 new_head = report["dropped"] or report["missing"]
                 print(f"loaded {spec.weights}" + (f"; new classifier for {len(classes)} classes" if new_head else ""))
         return fit(model, train_set, val_set, config, classes=classes, preprocess=preprocess, runtime=rt,
-                   resume=resume)
+                   resume=resume, labelled=labelled)
     finally:
         if lock is not None:
             lock.release()
@@ -262,13 +318,16 @@ def fit(
     preprocess: Preprocess | None = None,
     runtime: Runtime | None = None,
     resume: dict | None = None,
+    labelled: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Supervised training of ``model`` on ready datasets, writing the run folder ``config.output``
     (the loop of :func:`distilled_shufflenet.engine.loop.fit` with the :class:`Classification` objective).
-    ``config.freeze_backbone`` (fine-tuning) trains the classifier alone."""
+    ``config.freeze_backbone`` (fine-tuning's ``--linear-probe``) trains the classifier alone: every other
+    parameter frozen and every other module in eval mode, so BatchNorm statistics stay as they were.
+    ``labelled`` (what :func:`take_labelled` took) is recorded in the checkpoints."""
     probe = bool(getattr(config, "freeze_backbone", False))
     head = model.classifier_name
-    objective = Classification(label_smoothing=config.label_smoothing, probe=probe)
+    objective = Classification(label_smoothing=config.label_smoothing, probe=probe, labelled=labelled)
     result = fit_objective(model, train_set, val_set, config, objective, classes=classes, preprocess=preprocess,
                            runtime=runtime, resume=resume,
                            trainable=(lambda name: name.startswith(head + ".")) if probe else None)
