@@ -112,6 +112,33 @@ def test_report_is_json_and_says_which_figure_is_which(tmp_path: Path) -> None:
     assert "a/v3.avi: cannot decode" in summary and "over the 4 scored" in summary
 
 
+def test_each_level_reports_its_top1_interval_and_which_videos_it_got_right(tmp_path: Path) -> None:
+    from distilled_shufflenet.engine.evaluate import paired_top1_margin
+    from distilled_shufflenet.engine.metrics import accuracy_interval, paired_margin_interval
+
+    report = _hand_made()
+    # video level: v0, v1, v4 right, v2 wrong, v3 unreadable (wrong); clip level (second views): v1, v4 right
+    assert report.video.hits == [1, 1, 0, 0, 1] and report.clip.hits == [0, 1, 0, 0, 1]
+    data = json.loads(write_report(report, tmp_path / "out")[0].read_text())
+    for level, hits in (("video_level", [1, 1, 0, 0, 1]), ("clip_level", [0, 1, 0, 0, 1])):
+        expected = accuracy_interval(hits, level=0.95, resamples=10_000, seed=0)
+        assert data[level]["top1_by_video"] == hits
+        assert data[level]["top1_ci95"] == [expected.low, expected.high]
+        assert expected.low < data[level]["top1"] < expected.high
+    assert "bootstrap" in data["notes"]["top1_ci95"]
+    low, high = (round(100 * x, 2) for x in data["video_level"]["top1_ci95"])
+    assert f"top-1  60.00% (95% CI {low:.2f}%-{high:.2f}%)" in report.summary()
+    # two "models" (averaging probabilities, averaging logits) on the same videos pair up from their reports
+    other = _hand_made("logit").to_dict()  # v0 flips to wrong: [0, 1, 0, 0, 1]
+    margin = paired_top1_margin(data, other)
+    assert margin == paired_margin_interval([1, 1, 0, 0, 1], [0, 1, 0, 0, 1], level=0.95, resamples=10_000, seed=0)
+    assert margin.estimate == pytest.approx(0.2) and margin.low == 0.0 < margin.high
+    assert paired_top1_margin(data, other, "clip_level").estimate == 0.0  # one view: nothing to average
+    other["dataset"] = {"kind": "ucf101", "split": 2}
+    with pytest.raises(ValueError, match=r"reports: scored on other videos \(kind None and 'ucf101'; split None and 2\)"):
+        paired_top1_margin(data, other)
+
+
 def test_evaluate_checks_the_model_output_against_the_classes() -> None:
     class TwoClasses(HandMade):
         classes = ["a", "b"]
@@ -157,6 +184,7 @@ def test_cli_evaluate_end_to_end_three_crops_two_clips(tiny_checkpoint: Path, ti
     assert rc == 0
     printed = capsys.readouterr().out
     assert "clip level" in printed and "video level (6 views/video)" in printed and "unscored videos: 0" in printed
+    assert printed.count("(95% CI ") == 2  # the interval of each level's top-1
     data = json.loads((out / "report.json").read_text())
     assert data["dataset"]["videos"] == 8 and data["dataset"]["split"] == 1 and data["dataset"]["subset"] == "test"
     assert data["checkpoint"] == str(tiny_checkpoint.resolve())
@@ -167,6 +195,8 @@ def test_cli_evaluate_end_to_end_three_crops_two_clips(tiny_checkpoint: Path, ti
         assert fig["views_per_video"] == views and fig["videos"] == 8 and fig["scored"] == 8
         assert fig["top1"] == fig["correct_top1"] / 8 and fig["top1"] == fig["top1_scored"]
         assert fig["top5"] == 1.0  # 4 classes: top-5 clamps to top-4
+        assert len(fig["top1_by_video"]) == 8 and sum(fig["top1_by_video"]) == fig["correct_top1"]
+        assert fig["top1_ci95"][0] <= fig["top1"] <= fig["top1_ci95"][1]
     assert data["unscored_videos"] == {"count": 0, "videos": []}
     matrix = torch.tensor(data["confusion_matrix"])
     assert matrix.shape == (4, 4) and int(matrix.sum()) == 8 and matrix.sum(1).tolist() == [2, 2, 2, 2]
@@ -193,6 +223,8 @@ def test_unreadable_and_missing_videos_are_counted_as_wrong(tiny_checkpoint: Pat
     video = report.video
     assert (video.videos, video.scored, video.unscored) == (8, 6, 2)
     assert video.accuracy(1) == video.correct[1] / 8 and video.accuracy_scored(1) == video.correct[1] / 6
+    # the unreadable (first) and the missing (listed last) videos are wrong in the per-video record too
+    assert len(video.hits) == 8 and video.hits[0] == 0 and video.hits[-1] == 0 and sum(video.hits) == video.correct[1]
     paths = {Path(u["path"]).name: u["reason"] for u in report.unscored}
     assert set(paths) == {broken.name, gone.name} and paths[gone.name] == "file not found"
     assert sum(r["videos"] for r in report.per_class) == 8  # the missing one still counts in its class

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from distilled_shufflenet.engine.metrics import (
     VideoScoreMeter,
+    accuracy_interval,
+    bootstrap_interval,
     confusion_matrix,
+    paired_margin_interval,
     per_class_accuracy,
     topk_correct,
+    topk_hits,
 )
 
 # 5 rows, 6 classes; the rank of the true label in each row is written beside it
@@ -169,3 +174,79 @@ def test_video_meter_all_gather_across_two_gloo_ranks(tmp_path) -> None:
         assert ids == [0, 1] and views == [2, 2]
         assert scores == expected_scores
         assert failures == [{"index": 2, "path": "c.avi", "reason": "cannot decode"}]
+
+
+# --------------------------------------------------------------------------- bootstrap intervals
+def binomial_quantile(n: int, p: float, q: float) -> float:
+    """The q-quantile of Binomial(n, p) / n: the distribution of a bootstrap mean of n videos of which a
+    share p are right (resampling n videos with replacement draws each right with probability p)."""
+    total = 0.0
+    for k in range(n + 1):
+        total += math.comb(n, k) * p**k * (1 - p) ** (n - k)
+        if total >= q:
+            return k / n
+    return 1.0
+
+
+def test_topk_hits_are_the_rows_topk_correct_counts() -> None:
+    hits = topk_hits(SCORES, LABELS, ks=(1, 2, 5))
+    assert hits[1].tolist() == [True, False, False, False, True]
+    assert hits[2].tolist() == [True, True, False, False, True]
+    assert {k: int(h.sum()) for k, h in hits.items()} == topk_correct(SCORES, LABELS, ks=(1, 2, 5))
+
+
+def test_an_accuracy_interval_of_all_right_or_all_wrong_is_a_point() -> None:
+    right = accuracy_interval([1] * 80)
+    assert (right.estimate, right.low, right.high) == (1.0, 1.0, 1.0)
+    wrong = accuracy_interval(torch.zeros(80))
+    assert (wrong.estimate, wrong.low, wrong.high) == (0.0, 0.0, 0.0)
+
+
+def test_an_accuracy_interval_is_the_percentiles_of_resampled_videos() -> None:
+    hits = np.array([1, 1, 0, 1, 0, 1, 1, 1, 0, 1], dtype=float)
+    got = accuracy_interval(hits, resamples=2000, seed=5)
+    rng = np.random.default_rng(5)  # the same computation written out
+    means = hits[rng.integers(0, hits.size, size=(2000, hits.size))].mean(axis=1)
+    assert (got.low, got.high) == tuple(np.quantile(means, [0.025, 0.975]))
+    assert got.estimate == 0.7 and got.level == 0.95
+    assert accuracy_interval(hits, resamples=2000, seed=5) == got  # seeded
+    assert accuracy_interval(hits, resamples=2000, seed=6) != got
+
+
+def test_an_accuracy_interval_matches_the_binomial_it_resamples() -> None:
+    n, right = 200, 150  # 75 % of 200 videos
+    got = accuracy_interval([1] * right + [0] * (n - right), resamples=20_000)
+    # within one video of the exact quantiles of the bootstrap distribution
+    assert abs(got.low - binomial_quantile(n, 0.75, 0.025)) <= 1 / n
+    assert abs(got.high - binomial_quantile(n, 0.75, 0.975)) <= 1 / n
+    assert got.low < 0.75 < got.high and 0.1 < got.high - got.low < 0.14  # about 2 x 1.96 x sqrt(.75 x .25 / 200)
+
+
+def test_a_paired_margin_interval_resamples_both_models_on_the_same_videos() -> None:
+    # 80 videos: on half, A is right exactly where B is wrong; on the other half both are right
+    a = [1] * 40 + [1] * 40
+    b = [0] * 40 + [1] * 40
+    got = paired_margin_interval(a, b, resamples=20_000)
+    assert got.estimate == 0.5
+    # the per-video differences are 1 on 40 videos, 0 on 40: the bootstrap margin is Binomial(80, 0.5) / 80
+    assert abs(got.low - binomial_quantile(80, 0.5, 0.025)) <= 1 / 80
+    assert abs(got.high - binomial_quantile(80, 0.5, 0.975)) <= 1 / 80
+    # A right exactly where B is wrong on every video: the margin is 2 x top-1(A) - 1
+    flip = paired_margin_interval([1, 0] * 40, [0, 1] * 40)
+    assert flip.estimate == 0.0 and flip.low < 0 < flip.high
+    # pairing: two models right on the same videos differ by exactly 0, though each one's own accuracy is uncertain
+    same = [1, 0, 1, 1] * 20
+    assert (paired_margin_interval(same, same).low, paired_margin_interval(same, same).high) == (0.0, 0.0)
+    assert accuracy_interval(same).high - accuracy_interval(same).low > 0.15
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: accuracy_interval([]), "hits: no video"),
+    (lambda: accuracy_interval([1, 0.5]), "hits: expected one of 0, 1 per video, got \\[0.5\\]"),
+    (lambda: paired_margin_interval([1, 0], [1]), "hits_a, hits_b: expected the results of both models on the same"),
+    (lambda: accuracy_interval([1, 0], level=95), "level: expected a confidence level in \\(0, 1\\)"),
+    (lambda: bootstrap_interval([1.0, float("nan")]), "values: expected at least one finite value"),
+])
+def test_bootstrap_intervals_refuse_bad_input(call, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()

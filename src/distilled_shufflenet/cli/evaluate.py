@@ -29,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Evaluate a checkpoint of any registered model, or a model exported by dsn export (.onnx, int8 "
             ".onnx, .ts: run on the CPU by ONNX Runtime or TorchScript), on a test split: clip level (one "
             "centre clip, centre crop) and video level (softmax probabilities averaged over --clips x --crops views), "
-            "per-class accuracy and a confusion matrix. Videos that cannot be read count as wrong in the "
+            "per-class accuracy and a confusion matrix. Each level's top-1 comes with its 95 % interval (a "
+            "percentile bootstrap over the test videos, seeded) and report.json says which videos it got right, "
+            "so that two models on the same split can be compared video by video. "
+            "Videos that cannot be read count as wrong in the "
             "headline figures, which are also given over the scored videos alone. Clip length, crop and "
             "normalisation come from the checkpoint unless overridden. Defaults < --config FILE.yaml < flags."
         ),

@@ -9,6 +9,9 @@ Two passes over the test videos (one when the video level uses a single centre v
 A video that cannot be read is "unscored". Every accuracy is given twice: ``top1`` / ``top5`` over ALL
 test videos, counting the unscored ones as wrong (the headline figures), and ``top1_scored`` /
 ``top5_scored`` over the scored videos only.  The unscored videos are listed with their paths and reasons.
+Each level's ``top1`` comes with its 95 % percentile-bootstrap interval over the test videos
+(``top1_ci95``) and with which videos it got right (``top1_by_video``, in the order of the split), so that
+two models scored on the same split can be compared video by video (:func:`paired_top1_margin`).
 
 Library: :func:`evaluate` scores a built model on built datasets; :func:`evaluate_checkpoint` does the
 whole ``dsn evaluate``: load a checkpoint, build the datasets from its preprocessing, evaluate, and write
@@ -23,6 +26,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +35,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from distilled_shufflenet.engine.metrics import VideoScoreMeter, confusion_matrix, per_class_accuracy, topk_correct
+from distilled_shufflenet.engine.metrics import (
+    Interval,
+    VideoScoreMeter,
+    accuracy_interval,
+    confusion_matrix,
+    paired_margin_interval,
+    per_class_accuracy,
+    topk_hits,
+)
 from distilled_shufflenet.engine.plots import plot_confusion
 from distilled_shufflenet.io import atomic_write_bytes, check_writable_folder, remove_stale_temporaries
 from distilled_shufflenet.engine.runtime import PRECISIONS, Runtime, default_workers, setup_runtime, teardown_runtime
@@ -42,12 +54,18 @@ EVAL_DATASETS = ("ucf101", "hmdb51", "list")
 # what is averaged over the views of a video
 AVERAGES = {"prob": "softmax probabilities", "logit": "logits (pre-softmax scores)"}
 TOPK = (1, 5)
+# the interval of each level's top-1: percentile bootstrap over the test videos, seeded, so a report is reproducible
+BOOTSTRAP = {"level": 0.95, "resamples": 10_000, "seed": 0}
 REPORT_NAME = "report.json"
 CONFUSION_NAME = "confusion.png"
 
 _FIGURE_NOTES = {
     "top1, top5": "fraction of ALL test videos of the split; the videos that could not be scored count as wrong",
     "top1_scored, top5_scored": "fraction of the scored videos only",
+    "top1_ci95": "95 % percentile-bootstrap interval of top1: the test videos resampled with replacement "
+                 f"{BOOTSTRAP['resamples']} times (seed {BOOTSTRAP['seed']}), unscored videos counting as wrong",
+    "top1_by_video": "1 where the video's top-1 is right, else 0, for each test video in the order of the split "
+                     "(then the files missing from disk): pairs two models scored on the same split video by video",
     "clip_level": "one centre clip with a centre crop per video, scored on its own",
     "video_level": "the model's scores averaged over every view (clips x crops) of a video",
     "per_class": "video level; 'accuracy' over all test videos of the class, 'accuracy_scored' over the scored",
@@ -62,12 +80,15 @@ class LevelResult:
 
     ``correct[k]`` counts videos whose label is among the k best (averaged) scores; ``videos`` is every
     test video, ``scored`` those that were read; the difference counts as wrong in :meth:`accuracy`.
+    ``hits`` (when known) is 1 / 0 for each test video, top-1 right or not, in the order of the split,
+    the unscored videos 0: what :meth:`top1_interval` resamples.
     """
 
     views_per_video: int
     videos: int
     scored: int
     correct: dict[int, int]
+    hits: list[int] | None = None
 
     @property
     def unscored(self) -> int:
@@ -81,6 +102,14 @@ class LevelResult:
         """Fraction of the scored videos with the label in the top k."""
         return self.correct[k] / self.scored if self.scored else math.nan
 
+    @cached_property
+    def top1_interval(self) -> Interval | None:
+        """:meth:`accuracy` (k = 1) with its 95 % bootstrap interval over the test videos (:data:`BOOTSTRAP`);
+        None without ``hits`` or videos."""
+        if not self.hits:
+            return None
+        return accuracy_interval(self.hits, **BOOTSTRAP)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "views_per_video": self.views_per_video,
@@ -93,6 +122,9 @@ class LevelResult:
         for k in sorted(self.correct):
             out[f"top{k}"] = _finite(self.accuracy(k))
             out[f"top{k}_scored"] = _finite(self.accuracy_scored(k))
+        interval = self.top1_interval
+        out["top1_ci95"] = None if interval is None else [interval.low, interval.high]
+        out["top1_by_video"] = None if self.hits is None else list(self.hits)
         return out
 
 
@@ -140,9 +172,11 @@ class EvalReport:
         for name, level in (("clip level ", self.clip), ("video level", self.video)):
             if level is None:
                 continue
+            interval = level.top1_interval
+            ci = "" if interval is None else f" (95% CI {_pct(interval.low).strip()}-{_pct(interval.high).strip()})"
             lines.append(
                 f"{name} ({level.views_per_video} view{'s' if level.views_per_video > 1 else ''}/video): "
-                f"top-1 {_pct(level.accuracy(1))}  top-5 {_pct(level.accuracy(5))}  over all {level.videos} "
+                f"top-1 {_pct(level.accuracy(1))}{ci}  top-5 {_pct(level.accuracy(5))}  over all {level.videos} "
                 f"videos | over the {level.scored} scored: top-1 {_pct(level.accuracy_scored(1))}  "
                 f"top-5 {_pct(level.accuracy_scored(5))}"
             )
@@ -161,6 +195,26 @@ def _finite(x: float) -> float | None:
 
 def _pct(x: float) -> str:
     return "  n/a " if math.isnan(x) else f"{100 * x:6.2f}%"
+
+
+def paired_top1_margin(report_a: dict[str, Any], report_b: dict[str, Any], level: str = "video_level") -> Interval:
+    """Top-1 of model A minus that of model B, from their ``report.json`` contents (:meth:`EvalReport.to_dict`)
+    on the same test videos, with its 95 % paired bootstrap interval (:data:`BOOTSTRAP`): the videos are
+    resampled with both models' results on them.  ``level`` is ``"video_level"`` or ``"clip_level"``.
+    Reports of other videos (another dataset, split, side or count) are refused."""
+    if level not in ("video_level", "clip_level"):
+        raise ValueError(f"level: expected video_level or clip_level, got {level!r}")
+    keys = ("kind", "root", "list_file", "splits_dir", "split", "subset", "videos")
+    where_a, where_b = ({k: (r.get("dataset") or {}).get(k) for k in keys} for r in (report_a, report_b))
+    if where_a != where_b:
+        differ = "; ".join(f"{k} {where_a[k]!r} and {where_b[k]!r}" for k in keys if where_a[k] != where_b[k])
+        raise ValueError(f"reports: scored on other videos ({differ}); a paired margin needs both models on the "
+                         "same test videos")
+    hits = [(r.get(level) or {}).get("top1_by_video") for r in (report_a, report_b)]
+    if any(h is None for h in hits):
+        raise ValueError(f"reports: no per-video {level} top-1 (top1_by_video) in a report; evaluate again with "
+                         "this version of dsn evaluate")
+    return paired_margin_interval(hits[0], hits[1], **BOOTSTRAP)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -236,10 +290,17 @@ def score_dataset(
 
 
 def _level(meter: VideoScoreMeter, videos: int) -> LevelResult:
+    """A level's figures over ``videos`` test videos: the meter's ids are the dataset's indices, and any
+    other video (unread, or a missing file listed after the dataset's) counts as wrong."""
     res = meter.result()
-    correct = topk_correct(res.scores, res.labels, TOPK) if len(res.ids) else {k: 0 for k in TOPK}
+    none = {k: torch.zeros(0, dtype=torch.bool) for k in TOPK}
+    hits = topk_hits(res.scores, res.labels, TOPK) if len(res.ids) else none  # (M,) per k
+    top1 = [0] * videos
+    for index, hit in zip(res.ids.tolist(), hits[1].tolist()):
+        top1[index] = int(hit)
     views = int(res.views.max()) if len(res.ids) else 0
-    return LevelResult(views_per_video=views, videos=videos, scored=len(res.ids), correct=correct)
+    return LevelResult(views_per_video=views, videos=videos, scored=len(res.ids),
+                       correct={k: int(h.sum()) for k, h in hits.items()}, hits=top1)
 
 
 def _missing(dataset: Dataset, classes: list[str]) -> list[dict[str, Any]]:

@@ -1,12 +1,19 @@
-"""Classification metrics: top-k hits, per-video score averaging, confusion matrix, per-class accuracy.
+"""Classification metrics: top-k hits, per-video score averaging, confusion matrix, per-class accuracy,
+and bootstrap intervals of an accuracy and of the paired margin between two models.
 
 Clip level scores each clip on its own; video level averages the scores of all the views (clips x crops)
 of a video before taking the top k:
 
     views (N, C) + video ids (N,) --VideoScoreMeter--> per video mean (M, C) --topk_correct--> {1: .., 5: ..}
 
-Everything here works on CPU tensors and plain Python numbers, so it runs the same inside a training
-loop, in ``dsn evaluate`` and across ``torch.distributed`` ranks.
+The intervals resample the test videos (the unit that was drawn; clips and crops of one video are not
+independent), with replacement, and take the percentiles of the resampled figure::
+
+    hits (M,) of 0 / 1 per video                 --accuracy_interval-->       top-1 and its 95 % interval
+    hits_a (M,), hits_b (M,) on the SAME videos  --paired_margin_interval-->  top-1 A - top-1 B and its interval
+
+Everything here works on CPU tensors, NumPy arrays and plain Python numbers, so it runs the same inside a
+training loop, in ``dsn evaluate`` and across ``torch.distributed`` ranks.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -42,6 +50,12 @@ def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> 
     class indices.  A ``k`` above ``C`` counts as ``C`` (every row is then a hit); the result is keyed by
     the ``k`` asked for.  Returns counts, not rates, so that batches and ranks can simply be summed.
     """
+    return {k: int(hit.sum()) for k, hit in topk_hits(scores, labels, ks).items()}
+
+
+def topk_hits(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, Tensor]:
+    """Which rows of ``scores`` have their label among their ``k`` highest scores: ``(N,)`` bool per ``k``,
+    counted as :func:`topk_correct` counts them (its counts are these summed)."""
     _check_scores(scores, labels)
     if not ks or any(int(k) < 1 for k in ks):
         raise ValueError(f"ks: expected positive integers, got {tuple(ks)}")
@@ -49,8 +63,78 @@ def topk_correct(scores: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) -> 
     kmax = min(max(int(k) for k in ks), num_classes)
     top = scores.detach().topk(kmax, dim=1).indices  # (N, kmax), best first
     hits = top.eq(labels.to(top.device)[:, None])  # (N, kmax), at most one True per row
-    hits_within = hits.cumsum(dim=1).clamp_(max=1).sum(dim=0)  # (kmax,): rows hit within the first j+1
-    return {int(k): int(hits_within[min(int(k), num_classes) - 1]) for k in ks}
+    within = hits.cumsum(dim=1).clamp_(max=1).bool()  # (N, kmax): hit within the first j+1
+    return {int(k): within[:, min(int(k), num_classes) - 1] for k in ks}
+
+
+# --------------------------------------------------------------------------- bootstrap intervals
+@dataclass(frozen=True)
+class Interval:
+    """A figure measured on a sample of videos and its percentile-bootstrap interval: ``estimate`` on
+    the videos themselves, ``low`` / ``high`` the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
+    the figure over ``resamples`` resamplings of the videos drawn with ``seed``."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level,
+                "resamples": self.resamples, "seed": self.seed, "method": "percentile bootstrap over videos"}
+
+
+def _per_video(values: Any, name: str, allowed: tuple[float, ...]) -> np.ndarray:
+    array = np.asarray(values.cpu() if isinstance(values, Tensor) else values, dtype=np.float64).reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{name}: no video; an interval needs at least one")
+    if not np.isin(array, allowed).all():
+        raise ValueError(f"{name}: expected one of {', '.join(f'{v:g}' for v in allowed)} per video, got "
+                         f"{sorted(set(array[~np.isin(array, allowed)].tolist()))[:5]}")
+    return array
+
+
+def bootstrap_interval(values: Any, *, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Interval:
+    """The mean of per-video ``values`` (M,) with its percentile-bootstrap interval: ``resamples`` times,
+    draw M videos with replacement (NumPy's ``default_rng(seed)``) and take the mean; the interval is the
+    quantiles of those means.  The same values and seed give the same interval."""
+    array = np.asarray(values.cpu() if isinstance(values, Tensor) else values, dtype=np.float64).reshape(-1)
+    if array.size == 0 or not np.isfinite(array).all():
+        raise ValueError(f"values: expected at least one finite value per video, got {array.size} value(s)")
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a confidence level in (0, 1), got {level}")
+    if resamples < 1:
+        raise ValueError(f"resamples: expected a positive integer, got {resamples}")
+    rng = np.random.default_rng(seed)
+    n = array.size
+    means = np.empty(resamples)
+    chunk = max(1, 4_000_000 // n)  # resamples drawn at once: a few tens of MB of indices at most
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        means[start:stop] = array[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)  # (chunk,)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(array.mean()), float(low), float(high), level, resamples, seed)
+
+
+def accuracy_interval(hits: Any, *, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Interval:
+    """An accuracy and its bootstrap interval over the videos: ``hits`` (M,) holds 1 for each video the
+    model got right and 0 for each it got wrong (an unscored video counts as 0)."""
+    return bootstrap_interval(_per_video(hits, "hits", (0.0, 1.0)), level=level, resamples=resamples, seed=seed)
+
+
+def paired_margin_interval(hits_a: Any, hits_b: Any, *, level: float = 0.95, resamples: int = 10_000,
+                           seed: int = 0) -> Interval:
+    """Accuracy of model A minus that of model B on the SAME videos, with its bootstrap interval: each
+    resampling draws videos and keeps both models' results on them, so what the two share (easy and hard
+    videos) cancels and the interval is that of the difference, narrower than two separate intervals
+    suggest.  ``hits_a`` / ``hits_b`` (M,) are 0 / 1 per video, in the same video order."""
+    a, b = _per_video(hits_a, "hits_a", (0.0, 1.0)), _per_video(hits_b, "hits_b", (0.0, 1.0))
+    if a.shape != b.shape:
+        raise ValueError(f"hits_a, hits_b: expected the results of both models on the same videos, got {a.size} "
+                         f"and {b.size} videos")
+    return bootstrap_interval(a - b, level=level, resamples=resamples, seed=seed)
 
 
 def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
