@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distilled_shufflenet.data import VideoRecord
@@ -71,6 +72,19 @@ def test_a_labelled_subset_is_seeded_and_nested_across_fractions() -> None:
         assert previous <= subset  # the points of a label-efficiency curve are nested
         previous = subset
     assert labelled_subset(records, 1.0, seed=1) == records
+    # groups of unequal sizes (1 to 6 videos): a group too large for a small fraction is not skipped for a
+    # smaller one drawn after it, which a larger fraction would then leave out
+    uneven = [VideoRecord(Path(f"C{c}/v_C{c}_g{g:02d}_c{k:02d}.avi"), c)
+              for c in range(2) for g in range(1, 13) for k in range(1, 1 + (g * (c + 5)) % 6 + 1)]
+    for seed in range(10):
+        previous = set()
+        for fraction in np.linspace(0.05, 1.0, 20):
+            try:
+                subset = set(labelled_subset(uneven, float(fraction), seed=seed))
+            except ValueError:  # too small a share for a class's first group: only before any subset was taken
+                subset = set()
+            assert previous <= subset, (seed, fraction)
+            previous = subset
 
 
 def test_a_labelled_subset_without_groups_is_drawn_video_by_video() -> None:
