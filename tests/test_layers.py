@@ -46,13 +46,7 @@ LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 # Imports that break the rules today and are being removed; the test checks that each one still exists and
 # still breaks a rule, so an entry must go as soon as its import is fixed. (importer, imported), names
 # below the package.
-KNOWN: frozenset[tuple[str, str]] = frozenset({
-    # the ONNX / TorchScript readers live in export.py, which builds on source.py's ModelInfo
-    ("inference.source", "inference.export"),
-    # export.py checks an exported file with backends.py's OrtBackend, while backends.py converts a
-    # checkpoint to ONNX with export.py's onnx_bytes
-    ("inference.export", "inference.backends"),
-})
+KNOWN: frozenset[tuple[str, str]] = frozenset()
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from distilled_shufflenet.inference.backends import OrtBackend, TorchInt8Backend, backend_support
-from distilled_shufflenet.inference.export import example_clip, export_model, onnx_bytes, read_onnx, read_torchscript
+from distilled_shufflenet.inference.export import example_clip, export_model, onnx_bytes
+from distilled_shufflenet.inference.source import read_onnx, read_torchscript
 from distilled_shufflenet.inference.graph import static_graph
 from distilled_shufflenet.inference.quantize import quantize_onnx, top1_agreement
 from distilled_shufflenet.inference.source import ModelFileError

@@ -26,14 +26,14 @@ from distilled_shufflenet.inference.backends import (
     file_backend,
     file_backends,
 )
-from distilled_shufflenet.inference.export import ExportConfig, export_model, onnx_bytes, read_onnx, run_export
+from distilled_shufflenet.inference.export import ExportConfig, export_model, onnx_bytes, run_export
 from distilled_shufflenet.inference.frames import frame_graph
 from distilled_shufflenet.inference.graph import static_graph
 from distilled_shufflenet.inference.openvino import OvBackend
 from distilled_shufflenet.inference.predict import VideoPrediction, predict_files, predict_video
 from distilled_shufflenet.inference.quantize import quantize_onnx
 from distilled_shufflenet.inference.runner import PredictConfig, run_predict
-from distilled_shufflenet.inference.source import ModelFileError, ModelInfo, load_model_source
+from distilled_shufflenet.inference.source import ModelFileError, ModelInfo, load_model_source, read_onnx
 from distilled_shufflenet.inference.stream import StreamConfig, StreamReport, Window, stream_predict
 
 __all__ = [

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distilled_shufflenet._text import first_line
 from distilled_shufflenet.inference.graph import static_graph
-from distilled_shufflenet.inference.source import EXPORT_FORMATS, META_KEYS, ModelFileError, ModelInfo
+from distilled_shufflenet.inference.runtime import OrtBackend, set_threads
+from distilled_shufflenet.inference.source import EXPORT_FORMATS, ModelInfo
 from distilled_shufflenet.io import atomic_write_bytes
 from distilled_shufflenet.machine import vnni_support
 from distilled_shufflenet.models import fuse_for_inference
@@ -97,43 +97,9 @@ def _set_metadata(proto: Any, meta: dict[str, str]) -> None:
     proto.doc_string = f"{meta['dsn.model_name']}: exported by distilled-shufflenet"
 
 
-def read_onnx(path: str | os.PathLike) -> tuple[bytes, ModelInfo]:
-    """The bytes and :class:`ModelInfo` of an ONNX file; a :class:`ModelFileError` naming the file when
-    it is missing, not ONNX, damaged, or lacks the project's metadata."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"ONNX model {path}: no such file")
-    data = path.read_bytes()
-    try:
-        proto = onnx.load_from_string(data)
-        if not proto.graph.node:
-            raise ValueError("the graph is empty")
-    except Exception as e:  # protobuf raises several types on damaged input
-        raise ModelFileError(f"ONNX model {path}: not an ONNX model, or damaged ({first_line(e)})") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
-    return data, ModelInfo.from_metadata(meta, f"ONNX model {path}")
-
-
 def torchscript_module(model: nn.Module) -> torch.jit.ScriptModule:
     """The scripted model with BatchNorm folded (any input size)."""
     return torch.jit.script(fuse_for_inference(model))
-
-
-def read_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, ModelInfo]:
-    """A TorchScript file written by :func:`export_model` and its :class:`ModelInfo`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"TorchScript model {path}: no such file")
-    extra = dict.fromkeys(META_KEYS, "")
-    try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as e:  # noqa: BLE001 - torch.jit.load raises RuntimeError, ValueError, ...
-        raise ModelFileError(f"TorchScript model {path}: not a TorchScript file, or damaged ({first_line(e)})") from None
-    # torch.jit.load hands the extra files back as bytes
-    meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items() if v}
-    return module.eval(), ModelInfo.from_metadata(meta, f"TorchScript model {path}")
 
 
 @dataclass
@@ -174,8 +140,6 @@ def export_model(model: nn.Module, info: ModelInfo, path: str | os.PathLike, fmt
 
     An fp32 export that differs from PyTorch by more than :data:`FP32_TOLERANCE` is not written.
     """
-    from distilled_shufflenet.inference.backends import OrtBackend
-
     if fmt not in FORMATS:
         raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     model = model.eval()
@@ -415,7 +379,6 @@ def export_clips(config: ExportConfig, info: ModelInfo) -> tuple[Tensor | None, 
 def run_export(config: ExportConfig) -> list[ExportReport | QuantizeReport]:
     """Export the checkpoint as ``config`` says (and quantise it); the reports of the files written."""
     from distilled_shufflenet.engine.checkpointing import resolve_checkpoint_path
-    from distilled_shufflenet.inference.backends import OrtBackend, set_threads
     from distilled_shufflenet.inference.quantize import quantize_onnx, top1_agreement
     from distilled_shufflenet.inference.source import load_model_source
 

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from distilled_shufflenet._text import first_line
+from distilled_shufflenet.inference.runtime import Backend
 from distilled_shufflenet.inference.source import IR_METADATA_ROOT, ModelInfo
 from distilled_shufflenet.machine import bf16_support
 
@@ -62,7 +63,7 @@ def cache_dir() -> Path:
     return Path(root) / "openvino"
 
 
-class OvBackend:
+class OvBackend(Backend):
     """An OpenVINO model compiled for the CPU on ``threads`` threads, one stream, latency mode.
 
     ``model`` is ONNX bytes, an ``openvino.Model``, or the path of an ``.onnx`` / ``.xml`` file;
@@ -109,9 +110,6 @@ class OvBackend:
         """OpenVINO's inference precision of the compiled model's float layers (``f32`` / ``bf16``)."""
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         return hint.to_string() if hasattr(hint, "to_string") else str(hint)
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.threads} thread{'s' if self.threads != 1 else ''})"
 
     def __call__(self, clips: Tensor) -> Tensor:
         x = np.ascontiguousarray(torch.as_tensor(clips).float().numpy())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from distilled_shufflenet._text import first_line
@@ -120,12 +121,8 @@ def load_model_source(path: str | os.PathLike) -> tuple[nn.Module | None, ModelI
 
     kind = file_format(path)
     if kind == "onnx":
-        from distilled_shufflenet.inference.export import read_onnx
-
         return None, read_onnx(path)[1]
     if kind == "torchscript":
-        from distilled_shufflenet.inference.export import read_torchscript
-
         return None, read_torchscript(path)[1]
     if kind == "openvino":
         return None, read_ir(path)[1]
@@ -154,3 +151,36 @@ def read_ir(path: str | os.PathLike) -> tuple[Any, ModelInfo]:
             if ov_model.has_rt_info([IR_METADATA_ROOT, k])}
     return ov_model, ModelInfo.from_metadata(meta, source)
 
+
+def read_onnx(path: str | os.PathLike) -> tuple[bytes, ModelInfo]:
+    """The bytes and :class:`ModelInfo` of an ONNX file; a :class:`ModelFileError` naming the file when
+    it is missing, not ONNX, damaged, or lacks the project's metadata."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"ONNX model {path}: no such file")
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_from_string(data)
+        if not proto.graph.node:
+            raise ValueError("the graph is empty")
+    except Exception as e:  # protobuf raises several types on damaged input
+        raise ModelFileError(f"ONNX model {path}: not an ONNX model, or damaged ({first_line(e)})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return data, ModelInfo.from_metadata(meta, f"ONNX model {path}")
+
+
+def read_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, ModelInfo]:
+    """A TorchScript file written by :func:`~.export.export_model` and its :class:`ModelInfo`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"TorchScript model {path}: no such file")
+    extra = dict.fromkeys(META_KEYS, "")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as e:  # noqa: BLE001 - torch.jit.load raises RuntimeError, ValueError, ...
+        raise ModelFileError(f"TorchScript model {path}: not a TorchScript file, or damaged ({first_line(e)})") from None
+    # torch.jit.load hands the extra files back as bytes
+    meta = {k: v.decode() if isinstance(v, bytes) else v for k, v in extra.items() if v}
+    return module.eval(), ModelInfo.from_metadata(meta, f"TorchScript model {path}")
