@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="top-1 / top-5 of a checkpoint or exported model on a test split, clip and video level",
         description=(
             "Evaluate a checkpoint of any registered model, or a model exported by dsn export (.onnx, int8 "
-            ".onnx, .ts: run on the CPU by ONNX Runtime or TorchScript), on a test split: clip level (one "
+            ".onnx, OpenVINO .xml, .ts: run on the CPU in their own backend), on a test split: clip level (one "
             "centre clip, centre crop) and video level (softmax probabilities averaged over --clips x --crops views), "
             "per-class accuracy and a confusion matrix. Each level's top-1 comes with its 95 % interval (a "
             "percentile bootstrap over the test videos, seeded) and report.json says which videos it got right, "

@@ -1,5 +1,5 @@
 """``dsn evaluate`` of any model file: a checkpoint through the engine's evaluation, a file written by
-``dsn export`` (``.onnx``, int8 ``.onnx``, ``.ts``) through the backend that runs it, on the CPU.
+``dsn export`` (``.onnx``, int8 ``.onnx``, OpenVINO ``.xml``, ``.ts``) through the backend that runs it, on the CPU.
 
 >>> report = evaluate_file("student.int8.onnx", dataset="ucf101", data_root="UCF-101")
 >>> report.video.accuracy(1)                      # the int8 model's own video-level top-1
