@@ -76,7 +76,17 @@ def test_bad_onnx_files(student, info, tmp_path) -> None:
 
 
 def _trained_tiny(student, info, steps: int = 80):
-    """The tiny student trained to tell apart four kinds of synthetic clips (which colour channel is lit)."""
+    """The tiny student trained to tell apart four kinds of synthetic clips (which colour channel is lit),
+    on one thread so that the short training run is reproducible."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_tiny(student, steps)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_tiny(student, steps: int):
     g = torch.Generator().manual_seed(0)
 
     def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,12 +112,7 @@ def _trained_tiny(student, info, steps: int = 80):
 
 @pytest.mark.slow
 def test_int8_agrees_with_fp32_on_a_trained_model(student, info) -> None:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the short training run is reproducible
-    try:
-        model, batch = _trained_tiny(student, info)
-    finally:
-        torch.set_num_threads(previous)
+    model, batch = _trained_tiny(student, info)
     calibration, _ = batch(16)
     test, labels = batch(64)
     with torch.inference_mode():

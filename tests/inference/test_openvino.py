@@ -47,12 +47,7 @@ def test_int8_error_is_small_against_the_logit_range_of_a_trained_model(student,
     spread, and the top-1 agrees; a model calibrated on zeros (a broken calibration) does not."""
     from test_export import _trained_tiny
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, batch = _trained_tiny(student, info)
-    finally:
-        torch.set_num_threads(previous)
+    model, batch = _trained_tiny(student, info)
     calibration, _ = batch(16)
     test, _ = batch(64)
     with torch.inference_mode():
