@@ -260,9 +260,9 @@ def test_seed_summary_warns_of_other_settings_and_names_a_missing_run(tmp_path, 
 
 @pytest.mark.parametrize("steps, videos, batch", [(300, 60, 8), (300, 240, 8), (2, 3, 4), (7, 15, 2), (1, 100, 8)])
 def test_supervised_epochs_hold_the_step_budget_with_full_batches_only(steps, videos, batch):
-    from distilled_shufflenet.demo import _epochs
+    from distilled_shufflenet.demo import epochs_for_steps
 
-    epochs = _epochs(steps, videos, batch)
+    epochs = epochs_for_steps(steps, videos, batch)
     per_epoch = max(1, videos // batch)  # the last incomplete batch is dropped
     assert epochs * per_epoch >= steps and (epochs - 1) * per_epoch < steps
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import signal
 import sys
+from pathlib import Path
+
+from distilled_shufflenet import demo
+from distilled_shufflenet.engine.loop import RunInterrupted
+from distilled_shufflenet.io import atomic_write_text
 
 _EPILOG = """\
 what it does:
@@ -49,22 +55,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from distilled_shufflenet.demo import SHIPPED_TEACHERS, DemoConfig, run_demo
-    from distilled_shufflenet.engine.loop import RunInterrupted
-
     if args.summary:
         return _summary(args)
     teachers_from = args.teachers_from
     if teachers_from is None and args.train_teachers is None and not args.quick:
-        teachers_from = str(SHIPPED_TEACHERS)
-        print(f"teachers: the shipped demo teachers ({SHIPPED_TEACHERS}); --train-teachers DIR trains them instead")
+        teachers_from = str(demo.SHIPPED_TEACHERS)
+        print(f"teachers: the shipped demo teachers ({demo.SHIPPED_TEACHERS}); --train-teachers DIR trains them instead")
     values = {"teachers_from": teachers_from, "export_teachers": args.train_teachers, "progress": args.progress,
               "output": args.output or ("runs/demo_quick" if args.quick else "runs/demo")}
     if args.seed is not None:
         values["seed"] = args.seed
-    config = DemoConfig.quick(**values) if args.quick else DemoConfig(**values)
+    config = demo.DemoConfig.quick(**values) if args.quick else demo.DemoConfig(**values)
     try:
-        result = run_demo(config)
+        result = demo.run_demo(config)
     except (RunInterrupted, KeyboardInterrupt) as e:
         # the stage under way wrote a checkpoint (or had its last one) and the finished ones are kept: the same
         # command reuses them and resumes it, which is the advice to give rather than the stage's own --resume
@@ -91,20 +94,14 @@ def _same_command(args: argparse.Namespace) -> str:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from distilled_shufflenet.demo import seed_summary, seed_summary_chart, seed_summary_markdown
-    from distilled_shufflenet.io import atomic_write_text
-
-    summary = seed_summary([Path(p) for p in args.summary])
-    text = seed_summary_markdown(summary)
+    summary = demo.seed_summary([Path(p) for p in args.summary])
+    text = demo.seed_summary_markdown(summary)
     print(text, end="")
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(text, out / "summary.md")
         atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")
-        seed_summary_chart(summary, out / "summary.png")
+        demo.seed_summary_chart(summary, out / "summary.png")
         print(f"written: {out / 'summary.md'}, {out / 'summary.json'}, {out / 'summary.png'}")
     return 0

@@ -1,0 +1,147 @@
+"""The settings of ``dsn demo`` (:class:`DemoConfig`) and their checks, the teacher files included."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distilled_shufflenet.distill import LOSSES, DistillLoss
+from distilled_shufflenet.engine.config import _plain
+
+__all__ = ["DISTILL_MODES", "SHIPPED_TEACHERS", "TEACHER_FILES", "DemoConfig", "check_teacher_files"]
+
+TEACHER_FILES = {"3d": "teacher3d.pt", "2d": "teacher2d.pt"}
+# the demo teachers the project ships (made by `dsn demo --train-teachers DIR` with the default config)
+SHIPPED_TEACHERS = Path(__file__).resolve().parents[1] / "assets" / "demo_teachers"
+DISTILL_MODES = ("both", "3d", "2d")
+
+
+@dataclass
+class DemoConfig:
+    """Every setting of ``dsn demo``; the defaults are the recipe docs/demo.md gives and explains,
+    :meth:`quick` is the tiny run of the test."""
+
+    output: str = "runs/demo"
+    # data: the teachers' source and the user's target (SynthActions, UCF101 layout)
+    classes: tuple[str, ...] | None = None  # None: every SynthActions class
+    source_seed: int = 1
+    target_seed: int = 0
+    source_groups: int = 16
+    target_groups: int = 16
+    clips_per_group: int = 2
+    frames: int = 40
+    video_size: tuple[int, int] = (160, 120)
+    # clips (students and teachers alike)
+    clip_len: int = 16
+    frame_stride: int = 2
+    crop_size: int = 64
+    resize: int | None = None  # None: the crop size's model default
+    # the small student (its adapters take the teachers' channels at mid / final)
+    student_widths: tuple[int, int, int] = (16, 32, 64)
+    student_units: tuple[int, int, int] = (1, 2, 1)
+    # a light stem without max-pool: the final tap keeps the teachers' 4x4 grid at the 64 px crop
+    student_stem_channels: int = 24
+    student_stem_pool: bool = False
+    # teachers
+    teacher3d: str = "r3d_18"
+    teacher2d: str = "resnet18"
+    teacher_width: float = 0.25
+    teacher_epochs: int = 40
+    teachers_from: str | None = None  # folder holding teacher3d.pt / teacher2d.pt: no teacher training
+    export_teachers: str | None = None  # write the trained teachers there (dsn demo --train-teachers DIR)
+    # distillation: Adam at 1e-2, as 1e-3 (the paper's, for many UCF101 epochs) is too slow for 600 steps
+    distill_epochs: int = 20
+    distill_loss: str = "mse"
+    distill_lr: float = 1e-2
+    # the 2D and 3D teachers' slot weights in the two-teacher loss: the one-frame 2D teacher weighs less
+    distill_teacher_weights: tuple[float, float] = (0.25, 1.0)
+    distill_modes: tuple[str, ...] = DISTILL_MODES
+    cache_views: int = 4
+    # fine-tuning and baselines: the same fixed step budget for every supervised student run
+    labelled_fraction: float = 0.2
+    finetune_steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    # evaluation and bench
+    eval_clips: int = 3
+    eval_crops: int = 1
+    bench_warmup: int = 1
+    bench_repeats: int = 3
+    bench_full_size: bool = True  # also bench at the paper's 16x224x224
+    workers: int = 2
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "DemoConfig":
+        """Tiny data and 1-2 epochs per stage: every stage runs, in a few CPU minutes."""
+        values: dict[str, Any] = dict(
+            classes=("JumpingJacks", "SquatDown", "WalkLeft", "Punch"), source_groups=4, target_groups=4,
+            clips_per_group=1, frames=20, video_size=(64, 48), clip_len=16, frame_stride=1, crop_size=48,
+            resize=48, teacher_width=0.125, teacher_epochs=1, distill_epochs=1, cache_views=1,
+            finetune_steps=2, batch_size=4, eval_clips=1, bench_repeats=1, bench_full_size=False, workers=0,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        for name in ("source_groups", "target_groups", "clips_per_group", "frames", "clip_len", "frame_stride",
+                     "crop_size", "teacher_epochs", "distill_epochs", "cache_views", "finetune_steps",
+                     "batch_size", "eval_clips", "bench_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("lr", "distill_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a learning rate > 0, got {getattr(self, name)}")
+        if not 0 < self.labelled_fraction <= 1:
+            raise ValueError(f"labelled_fraction: expected a share in (0, 1], got {self.labelled_fraction}")
+        if len(self.distill_teacher_weights) != 2:
+            raise ValueError(f"distill_teacher_weights: expected two weights (2D, 3D), got {self.distill_teacher_weights}")
+        try:  # the loss's own check
+            DistillLoss(teacher_weights=dict(zip(("2d", "3d"), self.distill_teacher_weights)))
+        except ValueError as e:
+            raise ValueError(f"distill_teacher_weights: {e}") from None
+        if self.distill_loss not in LOSSES:
+            raise ValueError(f"distill_loss: expected one of {', '.join(LOSSES)}, got {self.distill_loss!r}")
+        bad = [m for m in self.distill_modes if m not in DISTILL_MODES]
+        if bad or not self.distill_modes:
+            raise ValueError(f"distill_modes: expected some of {', '.join(DISTILL_MODES)}, got {list(self.distill_modes)}")
+        if self.source_seed == self.target_seed:
+            raise ValueError("source_seed: must differ from target_seed (the teachers come from other actors)")
+        if self.teachers_from is not None:
+            for kind, name in TEACHER_FILES.items():
+                if not (Path(self.teachers_from) / name).is_file():
+                    raise FileNotFoundError(f"teachers_from: {Path(self.teachers_from) / name}: no such file "
+                                            f"(the {kind} teacher; make them with dsn demo --train-teachers DIR)")
+            if self.export_teachers is not None:
+                raise ValueError("export_teachers: not with teachers_from (nothing is trained to export)")
+            check_teacher_files(self)
+        if self.crop_size > min(self.video_size):
+            raise ValueError(f"crop_size: {self.crop_size} exceeds the videos' {self.video_size[0]}x{self.video_size[1]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def check_teacher_files(cfg: DemoConfig) -> None:
+    """Refuse teacher files that are not the teachers ``cfg`` describes (model, width), naming the field."""
+    for kind, name in TEACHER_FILES.items():
+        path = Path(cfg.teachers_from) / name  # type: ignore[arg-type]
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise ValueError(f"teachers_from: {path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        want = cfg.teacher3d if kind == "3d" else cfg.teacher2d
+        got = ckpt.get("model_name")
+        width = (ckpt.get("model_kwargs") or {}).get("widen_factor", 1.0)
+        if got != want:
+            raise ValueError(f"teachers_from: {path} holds {got!r}, the demo's {kind} teacher is {want!r} "
+                             f"(teacher{kind}); train matching ones with dsn demo --train-teachers DIR")
+        if float(width) != float(cfg.teacher_width):
+            raise ValueError(f"teacher_width: {path} has widen_factor {width}, the demo asks for "
+                             f"{cfg.teacher_width}; train matching ones with dsn demo --train-teachers DIR")

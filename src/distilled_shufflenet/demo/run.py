@@ -1,0 +1,313 @@
+"""``run_demo``: the demo's stages in order, each a short named step, and what they write.
+
+::
+
+    check the run folder -> demo_config.json
+    data        SynthActions source (teachers only) and target ; the labelled share of the target's groups
+    teachers    trained on the source (or read from files) ; exported with --train-teachers
+    distil      the student from both teachers and from each alone; one teacher cache serves them all
+    supervise   fine-tune each distilled student ; the scratch baselines (same labels, all labels)
+    evaluate    every model's last.pt on the target test split
+    bench       parameters, GMACs, CPU FPS ; annotate: dsn predict --stream on one test video
+    -> results.json, results.md, accuracy_fps.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilled_shufflenet.bench import BenchConfig, ModelSpec, run_benchmark
+from distilled_shufflenet.checkpoint import atomic_save
+from distilled_shufflenet.data.groups import group_of
+from distilled_shufflenet.data.synth import DEFAULT_CLASSES, SynthConfig, generate_synth_actions
+from distilled_shufflenet.demo.config import TEACHER_FILES, DemoConfig
+from distilled_shufflenet.demo.report import accuracy_fps_chart, collect_results, results_markdown
+from distilled_shufflenet.demo.stages import DemoResult, Progress, epochs_for_steps, run_stage, stage_config
+from distilled_shufflenet.engine import FinetuneConfig, TrainConfig, finetune, train
+from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
+from distilled_shufflenet.engine.distill import DistillConfig, distill
+from distilled_shufflenet.engine.evaluate import EvalConfig, evaluate_checkpoint
+from distilled_shufflenet.inference.runner import PredictConfig, run_predict
+from distilled_shufflenet.io import atomic_write_text
+
+__all__ = ["annotate_test_video", "check_run_folder", "export_teacher", "labelled_split", "run_demo"]
+
+
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """``dsn demo``: run (or reuse) every stage and write the results into ``cfg.output``."""
+    cfg.validate()
+    run = Path(cfg.output)
+    check_run_folder(run)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run / "demo_config.json")
+    steps = _Steps(cfg, run)
+    labelled, all_train = steps.data()
+    teachers = steps.teachers()
+    distilled = steps.distil(teachers)
+    students = steps.supervise(distilled, labelled, all_train)
+    evaluations = steps.evaluate({"teacher3d": teachers["3d"], "teacher2d": teachers["2d"], **students})
+    bench = steps.bench()
+    annotated = steps.annotate(students)
+    return steps.write_results(evaluations, bench, annotated, labelled, all_train)
+
+
+class _Steps:
+    """The steps of one demo run, sharing its config, folders, progress line and record of stages."""
+
+    def __init__(self, cfg: DemoConfig, run: Path) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.stages = run / "stages"
+        self.source = run / "data" / "source"
+        self.target = run / "data" / "target"
+        self.labelled_splits = run / "data" / "target_labelled_splits"
+        self.train_teachers = cfg.teachers_from is None
+        self.done = DemoResult(run_dir=run, results={})
+        self.progress = Progress(self._plan())
+        # every stage saves the paths inside this folder relative to its own run folder: the whole folder may move
+        self.common = dict(clip_len=cfg.clip_len, frame_stride=cfg.frame_stride, crop_size=cfg.crop_size,
+                           resize=cfg.resize, num_workers=cfg.workers, seed=cfg.seed, progress=cfg.progress,
+                           tensorboard=False, paths_root=str(run), batch_size=cfg.batch_size, optimizer="adam",
+                           lr=cfg.lr, scheduler="cosine", early_stop_patience=0, weight_decay=0.0)
+        # the adapters give the teachers' channels at mid / final (ResNet-18 layers 3 / 4: 256 / 512 x width)
+        self.student_kwargs = {"widths": list(cfg.student_widths), "units": list(cfg.student_units),
+                               "stem_channels": cfg.student_stem_channels, "stem_pool": cfg.student_stem_pool,
+                               "adapter_channels": [int(256 * cfg.teacher_width), int(512 * cfg.teacher_width)],
+                               "clip_len": cfg.clip_len}
+
+    def _plan(self) -> list[tuple[str, float]]:
+        """Every stage with its rough cost, in work units, for the ETA."""
+        cfg = self.cfg
+        plan: list[tuple[str, float]] = [("data", 1.0)]
+        if self.train_teachers:
+            plan += [("teacher3d", 3.0 * cfg.teacher_epochs), ("teacher2d", 1.0 * cfg.teacher_epochs)]
+        plan += [(f"distill_{m}", 2.0 * cfg.distill_epochs) for m in _distill_order(cfg.distill_modes)]
+        plan += [(f"finetune_{m}", 0.05 * cfg.finetune_steps) for m in cfg.distill_modes]
+        plan += [("scratch_labelled", 0.05 * cfg.finetune_steps), ("scratch_all", 0.05 * cfg.finetune_steps),
+                 ("evaluate", 2.0), ("bench", 2.0), ("annotate", 0.5)]
+        return plan
+
+    def data(self) -> tuple[int, int]:
+        """The source (only to train teachers) and the target; returns the labelled and all training videos."""
+        what = "source (teachers) and target (the user's videos)" if self.train_teachers else "target (the user's videos)"
+        self.progress.begin("data", f"SynthActions: {what}")
+        if self.train_teachers:
+            _synth(self.source, self.cfg, self.cfg.source_seed, self.cfg.source_groups)
+        _synth(self.target, self.cfg, self.cfg.target_seed, self.cfg.target_groups)
+        labelled = labelled_split(self.target, self.labelled_splits, self.cfg.labelled_fraction, self.cfg.seed)
+        self.progress.end("data", ran=False)
+        all_train = sum(1 for ln in (self.target / "trainlist01.txt").read_text().splitlines() if ln.strip())
+        return labelled, all_train
+
+    def teachers(self) -> dict[str, Path]:
+        """The teachers' files: trained on the labelled source, or read from ``teachers_from``."""
+        cfg = self.cfg
+        if not self.train_teachers:
+            return {kind: Path(cfg.teachers_from) / name for kind, name in TEACHER_FILES.items()}  # type: ignore[arg-type]
+        teachers: dict[str, Path] = {}
+        for kind, model in (("3d", cfg.teacher3d), ("2d", cfg.teacher2d)):
+            folder = self.stages / f"teacher{kind}"
+            conf = stage_config(TrainConfig, model=model, model_kwargs={"widen_factor": cfg.teacher_width},
+                                dataset="ucf101", data_root=str(self.source), validation=False,
+                                epochs=cfg.teacher_epochs, output=str(folder), **self.common)
+            teachers[kind] = run_stage(f"teacher{kind}", folder, conf, train, self.progress, self.done)
+        if cfg.export_teachers is not None:
+            for kind in ("3d", "2d"):
+                export_teacher(teachers[kind], Path(cfg.export_teachers) / TEACHER_FILES[kind], cfg,
+                               self.progress.seconds.get(f"teacher{kind}"))
+        return teachers
+
+    def distil(self, teachers: dict[str, Path]) -> dict[str, Path]:
+        """The student distilled on the target's training videos (labels unread) for each mode; the
+        two-teacher run goes first and its cache of both teachers' maps serves the others."""
+        cfg = self.cfg
+        distilled: dict[str, Path] = {}
+        shared_cache = "both" in cfg.distill_modes
+        for mode in _distill_order(cfg.distill_modes):
+            folder = self.stages / f"distill_{mode}"
+            cache = self.run / "cache" / ("teachers" if shared_cache else mode)
+            conf = stage_config(
+                DistillConfig, model="shufflenet2plus1d", model_kwargs=self.student_kwargs, dataset="ucf101",
+                data_root=str(self.target), teacher2d=f"{cfg.teacher2d}:{teachers['2d']}",
+                teacher3d=f"{cfg.teacher3d}:{teachers['3d']}", teachers=mode, loss=cfg.distill_loss,
+                teacher_weights=tuple(cfg.distill_teacher_weights) if mode == "both" else (1.0, 1.0),
+                val_fraction=0.0, validation=False, cache_teachers=str(cache), cache_views=cfg.cache_views,
+                epochs=cfg.distill_epochs, maps_png=True, output=str(folder), **{**self.common, "lr": cfg.distill_lr})
+            distilled[mode] = run_stage(f"distill_{mode}", folder, conf, distill, self.progress, self.done)
+        return distilled
+
+    def supervise(self, distilled: dict[str, Path], labelled: int, all_train: int) -> dict[str, Path]:
+        """The same fixed step budget for each student: every distilled one fine-tuned on the labelled
+        groups, and the scratch baselines on those labels and on all of them."""
+        cfg = self.cfg
+        supervised = dict(dataset="ucf101", data_root=str(self.target), validation=False,
+                          max_steps=cfg.finetune_steps, **self.common)
+        students: dict[str, Path] = {}
+        for mode in cfg.distill_modes:
+            folder = self.stages / f"finetune_{mode}"
+            conf = stage_config(FinetuneConfig, checkpoint=str(distilled[mode]), splits_dir=str(self.labelled_splits),
+                                epochs=epochs_for_steps(cfg.finetune_steps, labelled, cfg.batch_size),
+                                output=str(folder), **supervised)
+            students[f"distilled_{mode}"] = run_stage(f"finetune_{mode}", folder, conf, finetune, self.progress,
+                                                      self.done)
+        for name, splits, videos in (("scratch_labelled", self.labelled_splits, labelled),
+                                     ("scratch_all", None, all_train)):
+            folder = self.stages / name
+            conf = stage_config(TrainConfig, model="shufflenet2plus1d", model_kwargs=self.student_kwargs,
+                                splits_dir=None if splits is None else str(splits),
+                                epochs=epochs_for_steps(cfg.finetune_steps, videos, cfg.batch_size),
+                                output=str(folder), **supervised)
+            students[name] = run_stage(name, folder, conf, train, self.progress, self.done)
+        return students
+
+    def evaluate(self, models: dict[str, Path]) -> dict[str, Any]:
+        """Every model's last.pt on the target test split: its report.json, reused while newer than the model."""
+        self.progress.begin("evaluate", "top-1 of every model on the target test split (clip and video level)")
+        reports = {}
+        for name, checkpoint in models.items():
+            out = self.run / "evaluate" / name
+            report = out / "report.json"
+            if report.is_file() and report.stat().st_mtime >= checkpoint.stat().st_mtime:
+                self.done.reused.append(f"evaluate_{name}")
+            else:
+                evaluate_checkpoint(checkpoint, EvalConfig(
+                    dataset="ucf101", data_root=str(self.target), clips=self.cfg.eval_clips, crops=self.cfg.eval_crops,
+                    workers=self.cfg.workers, out=str(out), progress=self.cfg.progress))
+                self.done.ran.append(f"evaluate_{name}")
+            reports[name] = json.loads(report.read_text())
+        self.progress.end("evaluate", ran=False)
+        return reports
+
+    def bench(self) -> dict[str, Any]:
+        """Size and speed of the student, the teachers and X3D-S at the demo input (and the paper's)."""
+        self.progress.begin("bench", "parameters, GMACs, CPU FPS of the student and the teachers")
+        cfg = self.cfg
+        out = self.run / "bench"
+        models = (ModelSpec("shufflenet2plus1d", self.student_kwargs),
+                  ModelSpec(cfg.teacher3d, {"widen_factor": cfg.teacher_width}),
+                  ModelSpec(cfg.teacher2d, {"widen_factor": cfg.teacher_width}), ModelSpec("x3d_s"))
+        shapes = {"demo": (cfg.clip_len, cfg.crop_size), **({"paper": (16, 224)} if cfg.bench_full_size else {})}
+        results = {}
+        for key, (frames, size) in shapes.items():
+            bcfg = BenchConfig(models=models, frames=frames, size=size, paths=("fp32",), warmup=cfg.bench_warmup,
+                               repeats=cfg.bench_repeats, reference=models[1].name, progress=False, seed=cfg.seed)
+            path = out / f"{key}.json"
+            if path.is_file() and json.loads(path.read_text()).get("config") == json.loads(json.dumps(bcfg.to_dict())):
+                self.done.reused.append(f"bench_{key}")
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(json.dumps(run_benchmark(bcfg).to_dict(), indent=2) + "\n", path)
+                self.done.ran.append(f"bench_{key}")
+            results[key] = json.loads(path.read_text())
+        self.progress.end("bench", ran=False)
+        return results
+
+    def annotate(self, students: dict[str, Path]) -> dict[str, Any] | None:
+        """The two-teacher student's running label drawn into one target test video (when it was trained)."""
+        if "distilled_both" not in students:
+            return None
+        self.progress.begin("annotate", "dsn predict --stream on one target test video, with labels drawn in")
+        annotated = annotate_test_video(students["distilled_both"], self.target,
+                                        self.run / "annotated_test_video.mp4", self.done)
+        self.progress.end("annotate", ran=False)
+        return annotated
+
+    def write_results(self, evaluations: dict[str, Any], bench: dict[str, Any], annotated: dict[str, Any] | None,
+                      labelled: int, all_train: int) -> DemoResult:
+        """results.json, results.md and accuracy_fps.png."""
+        results = collect_results(self.cfg, evaluations, bench, labelled, all_train)
+        results["annotated_video"] = annotated
+        results["stage_seconds"] = self.progress.seconds  # this invocation's stages (reused ones are absent)
+        results["wall_seconds"] = time.perf_counter() - self.progress.start
+        self.done.results = results
+        atomic_write_text(json.dumps(results, indent=2) + "\n", self.run / "results.json")
+        atomic_write_text(results_markdown(results), self.run / "results.md")
+        accuracy_fps_chart(results, self.run / "accuracy_fps.png")
+        print(f"demo run folder: {self.run} (results.md, results.json, accuracy_fps.png, stages/)")
+        return self.done
+
+
+def check_run_folder(run: Path) -> None:
+    """Refuse a run folder that holds files and is not a demo run (no ``demo_config.json``): a dataset, say.
+    The demo writes its data, stages and results there, and would mix them with the user's files."""
+    if not run.exists():
+        return
+    if not run.is_dir():
+        raise ValueError(f"output: {run} is a file; dsn demo --output takes a folder (a new one, or a demo run)")
+    if (run / "demo_config.json").is_file():
+        return  # a demo run: its finished stages are reused
+    found = sorted(p.name for p in run.iterdir() if not p.name.startswith("."))
+    if found:
+        shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise ValueError(f"output: {run} holds other files ({shown}) and no demo run (no demo_config.json); the demo "
+                         "writes its data, stages and results into its folder: give dsn demo --output a new or empty "
+                         "folder, or an earlier demo run to continue it")
+
+
+def _synth(root: Path, cfg: DemoConfig, seed: int, groups: int) -> Path:
+    synth = SynthConfig(classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=groups,
+                        clips_per_group=cfg.clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=seed)
+    generate_synth_actions(root, synth, progress=cfg.progress)
+    return root
+
+
+def labelled_split(target: Path, out: Path, fraction: float, seed: int) -> int:
+    """Write a splits folder whose training list holds ``fraction`` of the target's training actor
+    groups (whole groups, drawn with ``seed``) and whose test list is the target's; returns the number
+    of labelled videos."""
+    lines = [ln for ln in (target / "trainlist01.txt").read_text().splitlines() if ln.strip()]
+    groups = sorted({group_of(Path(ln.split()[0])) for ln in lines})
+    want = max(1, math.ceil(fraction * len(groups)))
+    chosen = {str(g) for g in np.random.default_rng(seed).permutation(groups)[:want]}
+    kept = [ln for ln in lines if group_of(Path(ln.split()[0])) in chosen]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text("\n".join(kept) + "\n", out / "trainlist01.txt")
+    for name in ("testlist01.txt", "classInd.txt"):
+        atomic_write_text((target / name).read_text(), out / name)
+    return len(kept)
+
+
+def export_teacher(last: Path, dest: Path, cfg: DemoConfig, seconds: float | None) -> Path:
+    """A trained demo teacher as a file to ship: its run checkpoint without the optimisation state,
+    the weights in fp16, and how it was made (the demo's source data and seed, its training time)."""
+    ckpt = read_run_checkpoint(last)
+    kept = {k: ckpt[k] for k in ("format", "command", "model_name", "model_kwargs", "classes", "preprocess", "config",
+                                 "epoch", "step", "metrics") if k in ckpt}
+    kept["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    kept["demo_teacher"] = {"source_seed": cfg.source_seed, "source_groups": cfg.source_groups,
+                            "clips_per_group": cfg.clips_per_group, "seed": cfg.seed, "train_seconds": seconds,
+                            "made_by": "dsn demo --train-teachers"}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_save(kept, dest)
+
+
+def annotate_test_video(checkpoint: Path, target: Path, dest: Path, done: DemoResult) -> dict[str, Any] | None:
+    """Stream the first target test video through ``checkpoint`` with ``dsn predict``'s machinery and
+    write it with the running label drawn in; returns its true class and the windows' labels."""
+    first = next(ln.split()[0] for ln in (target / "testlist01.txt").read_text().splitlines() if ln.strip())
+    video = target / first
+    if dest.is_file() and dest.stat().st_mtime >= checkpoint.stat().st_mtime:
+        done.reused.append("annotate")
+    else:
+        result = run_predict(PredictConfig(model=str(checkpoint), inputs=(str(video),), backend="torch-fp32",
+                                           stream=True, annotate=str(dest)), log=lambda line: None)
+        if result.errors or not result.streams:
+            print(f"annotated video: skipped ({'; '.join(result.errors) or 'no window'})", flush=True)
+            return None
+        done.ran.append("annotate")
+        windows = result.streams[0].windows
+        summary = {"path": dest.name, "video": first, "true_class": Path(first).parent.name,
+                   "window_labels": [w.to_dict().get("label") for w in windows]}
+        atomic_write_text(json.dumps(summary, indent=2) + "\n", dest.with_suffix(".json"))
+    return json.loads(dest.with_suffix(".json").read_text())
+
+
+def _distill_order(modes: tuple[str, ...]) -> list[str]:
+    """The two-teacher distillation first: its teacher cache holds both teachers and serves the others."""
+    return sorted(modes, key=lambda m: m != "both")
