@@ -20,6 +20,7 @@ from distilled_shufflenet.data.transforms import TrainTransform
 from distilled_shufflenet.data.video import VideoDecodeError, probe_video, read_frames
 from distilled_shufflenet.distill import DistillLoss, TargetBuilder, student_maps
 from distilled_shufflenet.distill.cache import TeacherCache, TeacherCacheError, cache_fingerprint
+from distilled_shufflenet.distill.dataset import CachedViews, collate_distill
 from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view
 
 CLIP = (16, 32, 32)
@@ -37,6 +38,13 @@ def _spec(student, **overrides) -> ViewSpec:
 def _build(root, videos, builder, spec, logs=None, **kwargs) -> TeacherCache:
     return TeacherCache.build(root, videos, builder, spec, shard_size=2, batch_size=3, progress=False,
                               log=(logs.append if logs is not None else lambda _: None), **kwargs)
+
+
+def _laid_out(cache: TeacherCache, layout, i: int, k: int) -> dict[str, torch.Tensor]:
+    """The targets of view ``k`` of video ``i`` as a run reads them: its training sample (CachedViews),
+    batched (collate_distill) and laid on the student's slots (SlotLayout.expand): ``{part: (1, C, slots,
+    H, W)}``."""
+    return layout.expand(collate_distill([CachedViews(cache, seed=0).sample(i, k)])["targets"])
 
 
 def test_views_are_deterministic_records_and_reproduce_the_training_preset(videos) -> None:
@@ -86,7 +94,7 @@ def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, stude
             assert view == make_view(spec, i, k, info.num_frames, info.height, info.width)
             clip = cache.clip(i, k)[None]  # (1, 3, 16, 32, 32)
             fly = builder(clip, torch.tensor([view.frame2d]))
-            cached = {key: v[None] for key, v in cache.targets(i, k).items()}
+            cached = _laid_out(cache, layout, i, k)
             assert {key: v.shape for key, v in cached.items()} == {key: v.shape for key, v in fly.items()}
             for key in fly:
                 torch.testing.assert_close(cached[key], fly[key], rtol=2e-3, atol=2e-3)
@@ -103,14 +111,20 @@ def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, stude
                            check=True)
     assert json.loads(other.stdout) == [draws[e] for e in range(6)]
     assert {k for d in draws.values() for k in d} == {0, 1}
-    sample = cache.sample(4, epoch=3)
-    assert set(sample) == {"clip", "index", "view", "frame2d", "targets"} and sample["view"] == draws[3][4]
-    torch.testing.assert_close(sample["clip"], cache.clip(4, sample["view"]))
-    assert sample["frame2d"] == cache.view(4, sample["view"]).frame2d
+    # a training sample of epoch 3 is the view drawn for it: that view's clip and its stored targets
+    views = CachedViews(cache, seed=0)
+    views.set_epoch(3)
+    sample, k = views[4], draws[3][4]
+    assert set(sample) == {"clip", "index", "targets"} and sample["index"] == 4
+    torch.testing.assert_close(sample["clip"], cache.clip(4, k))
+    assert not torch.equal(cache.clip(4, k), cache.clip(4, 1 - k))  # the clip tells which view was read
+    assert set(sample["targets"]) == set(layout.keys)
+    for key, value in cache.stored(4, k).items():
+        torch.testing.assert_close(sample["targets"][key], value, rtol=0, atol=0)
     again = pickle.loads(pickle.dumps(  # as a DataLoader worker started with spawn gets it
         TeacherCache.open(tmp_path / "cache", cache_fingerprint(builder, spec, videos), verify=True, layout=layout)))
     assert not again._open
-    torch.testing.assert_close(again.targets(3, 1)["final/3d"], cache.targets(3, 1)["final/3d"])
+    torch.testing.assert_close(again.stored(3, 1)["final/3d"], cache.stored(3, 1)["final/3d"])
 
 
 def test_a_stale_or_foreign_cache_is_refused(tmp_path, videos, student, teacher2d, teacher3d, make_teacher) -> None:
@@ -148,10 +162,10 @@ def test_one_cache_of_both_teachers_serves_every_split_and_each_teacher_alone(
         for i, k in ((0, 0), (3, 1)):
             clip = cache.clip(i, k)[None]
             fly = builder(clip, torch.tensor([cache.view(i, k).frame2d]))
-            cached = cache.targets(i, k)
+            cached = _laid_out(cache, layout, i, k)
             assert set(cached) == set(fly) == set(layout.keys)  # the other teacher's parts are not read
             for key in fly:
-                torch.testing.assert_close(cached[key][None], fly[key], rtol=2e-3, atol=2e-3)
+                torch.testing.assert_close(cached[key], fly[key], rtol=2e-3, atol=2e-3)
     assert shards == {p: p.stat().st_mtime_ns for p in (tmp_path / "c").glob("shard-*.pt")}  # nothing rewritten
     # a cache of one teacher cannot serve a run that needs the other
     _build(tmp_path / "only3d", videos, TargetBuilder(student, teacher3d=teacher3d, teachers="3d"), spec)
@@ -167,7 +181,7 @@ def test_a_shard_cut_short_is_detected_and_recomputed(tmp_path, videos, student,
     builder = TargetBuilder(student, teacher2d, teacher3d)
     spec = _spec(student)
     first = _build(tmp_path / "c", videos, builder, spec)
-    expected = first.targets(2, 1)
+    expected = first.stored(2, 1)
     shard = tmp_path / "c" / "shard-00001.rank0.pt"
     size = shard.stat().st_size
     data = shard.read_bytes()
@@ -182,7 +196,7 @@ def test_a_shard_cut_short_is_detected_and_recomputed(tmp_path, videos, student,
     again = TeacherCache.open(tmp_path / "c", fingerprint, layout=builder.plan(CLIP))
     assert shard.stat().st_size == size
     for key, value in expected.items():
-        torch.testing.assert_close(again.targets(2, 1)[key], value)
+        torch.testing.assert_close(again.stored(2, 1)[key], value)
     # a corrupted shard of the right size is caught by the checksum
     flipped = bytearray(shard.read_bytes())
     flipped[len(flipped) // 2] ^= 0xFF
@@ -195,7 +209,7 @@ def test_a_shard_cut_short_is_detected_and_recomputed(tmp_path, videos, student,
 def test_a_shard_that_cannot_be_read_is_recomputed_and_named(tmp_path, videos, student, teacher3d) -> None:
     builder = TargetBuilder(student, teacher3d=teacher3d, teachers="3d")
     spec = _spec(student)
-    expected = _build(tmp_path / "c", videos, builder, spec).targets(3, 0)
+    expected = _build(tmp_path / "c", videos, builder, spec).stored(3, 0)
     shard = tmp_path / "c" / "shard-00001.rank0.pt"
     size = shard.stat().st_size
     shard.write_bytes(bytes(size))  # zeroed, the same size: the size check alone passes
@@ -206,12 +220,12 @@ def test_a_shard_that_cannot_be_read_is_recomputed_and_named(tmp_path, videos, s
     again = _build(tmp_path / "c", videos, builder, spec, logs)
     assert any("recomputing shard-00001.rank0.pt: cannot be read" in line for line in logs)
     for key, value in expected.items():
-        torch.testing.assert_close(again.targets(3, 0)[key], value)
+        torch.testing.assert_close(again.stored(3, 0)[key], value)
     # damaged while a run reads it: the error names the shard and the fix, not the zip reader
     again._open.clear()
     shard.write_bytes(bytes(shard.stat().st_size))
     with pytest.raises(TeacherCacheError, match=rf"the shard {shard} cannot be read.*run the same command again"):
-        again.targets(3, 0)
+        again.stored(3, 0)
 
 
 @pytest.mark.parametrize("edit", ["shard_size", "num_videos", "fingerprint"])
@@ -326,9 +340,10 @@ def test_unreadable_videos_are_skipped_and_reported_by_name(tmp_path, videos, st
     cache = _build(tmp_path / "c", paths, builder, _spec(student), logs)
     assert list(cache.failed) == [1] and cache.failed[1][0] == str(broken)
     assert any("1 unreadable video(s) skipped" in line and "broken.avi" in line for line in logs)
+    layout = builder.plan(CLIP)
     with pytest.raises(VideoDecodeError, match="broken.avi"):
-        cache.targets(1, 0)
-    assert set(cache.targets(2, 1)) == {"mid/3d", "final/3d"}
+        _laid_out(cache, layout, 1, 0)
+    assert set(_laid_out(cache, layout, 2, 1)) == {"mid/3d", "final/3d"}
 
 
 def test_maps_beyond_float16_range_are_stored_scaled(tmp_path, videos, student, teacher3d) -> None:
@@ -340,6 +355,6 @@ def test_maps_beyond_float16_range_are_stored_scaled(tmp_path, videos, student, 
     clip = cache.clip(1, 0)[None]
     fly = builder(clip)["final/3d"]
     assert float(fly.abs().max()) > 65504
-    cached = cache.targets(1, 0)["final/3d"][None]
+    cached = _laid_out(cache, builder.plan(CLIP), 1, 0)["final/3d"]
     assert torch.isfinite(cached).all()
     torch.testing.assert_close(cached, fly, rtol=2e-3, atol=1e-3 * float(fly.abs().max()))

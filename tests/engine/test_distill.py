@@ -172,38 +172,6 @@ def test_distill_with_the_teacher_cache_reuses_it_and_refuses_a_stale_one(tiny_s
     assert code == 2 and "built for something else" in err and "Traceback" not in err
 
 
-def test_cached_views_keep_targets_beyond_the_float16_range() -> None:
-    """Untrained deep teachers give maps of 1e5: the cache stores them scaled, and the training samples
-    must carry them as they are (a float16 copy would be inf, and the loss with it)."""
-    from types import SimpleNamespace
-
-    from distilled_shufflenet.engine.distill import CachedViews
-
-    big = torch.full((4, 2, 3, 3), 1.5e5)
-
-    class Cache:
-        root, failed, spec = "cache", {}, SimpleNamespace(views=2)
-
-        def __len__(self) -> int:
-            return 3
-
-        def draw(self, index: int, epoch: int) -> int:
-            return (index + epoch) % 2
-
-        def clip(self, index: int, k: int) -> torch.Tensor:
-            return torch.zeros(3, 4, 8, 8)
-
-        def stored(self, index: int, k: int) -> dict[str, torch.Tensor]:
-            return {"final/3d": big.clone()}
-
-    views = CachedViews(Cache(), seed=0)
-    views.set_epoch(1)
-    sample = views[0]
-    assert "label" not in sample
-    assert torch.isfinite(sample["targets"]["final/3d"]).all()
-    assert torch.equal(sample["targets"]["final/3d"].float(), big)
-
-
 def test_a_teacher_without_weights_is_refused_unless_random_teachers_are_allowed(tiny_synth: Path, tmp_path: Path,
                                                                                  capsys) -> None:
     run = tmp_path / "r"
@@ -263,32 +231,6 @@ def test_a_run_that_trains_no_step_is_an_error_naming_the_videos(tmp_path: Path,
     assert code == 2 and "epoch 1: no training step was made" in err and "Traceback" not in err
     assert "broken0.avi" in err and "broken5.avi" in err
     assert not (run / "last.pt").exists()
-
-
-def test_without_the_cache_the_2d_teacher_sees_a_seeded_random_frame_of_each_clip() -> None:
-    from contextlib import nullcontext
-    from types import SimpleNamespace
-
-    from distilled_shufflenet.distill import DistillLoss
-    from distilled_shufflenet.engine.distill import Distillation
-
-    seen = []
-
-    class Targets(torch.nn.Module):  # records the frame each clip shows the 2D teacher
-        def forward(self, clips: torch.Tensor, index: torch.Tensor) -> dict:
-            seen.append(index.clone())
-            return {}
-
-    objective = Distillation(Targets(), DistillLoss(), SimpleNamespace(taps=(), keys=()))
-    rt = SimpleNamespace(device=torch.device("cpu"), autocast=nullcontext)
-    clips = torch.zeros(64, 3, 16, 1, 1)
-    torch.manual_seed(7)
-    objective._targets({}, clips, rt, frame="random")
-    torch.manual_seed(7)  # the global generator, which a checkpoint saves and a resumed run restores
-    assert torch.equal(seen[0], torch.randint(0, 16, (64,)))
-    assert len(set(seen[0].tolist())) >= 12  # spread over the clip, not one fixed frame
-    objective._targets({}, clips, rt, frame="middle")  # validation: the middle frame
-    assert seen[1].tolist() == [8] * 64
 
 
 @pytest.mark.slow

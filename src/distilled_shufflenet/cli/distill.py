@@ -6,6 +6,7 @@ import argparse
 
 from distilled_shufflenet.cli.train import run_command
 from distilled_shufflenet.engine.config import add_config_arguments
+from distilled_shufflenet.engine.distill import DistillConfig, distill
 
 _EPILOG = """\
 what it does:
@@ -28,16 +29,8 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from distilled_shufflenet.engine.distill import DistillConfig
-
     text = "label-free distillation of the student from a frozen 2D and a frozen 3D teacher"
     parser = subparsers.add_parser("distill", help=text, description=text[0].upper() + text[1:] + ".",
                                    epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser, DistillConfig)
-    parser.set_defaults(func=run_command(DistillConfig, _distill))
-
-
-def _distill(config):
-    from distilled_shufflenet.engine.distill import distill
-
-    return distill(config)
+    parser.set_defaults(func=run_command(DistillConfig, distill))

@@ -8,8 +8,8 @@
 Pieces, each usable alone: :func:`read_frames` / :func:`probe_video` (PyAV decoding), samplers
 (:func:`random_window`, :func:`center_window`, :func:`uniform_windows`), clip transforms and their presets
 (:func:`train_transform`, :func:`eval_transform`), split parsers returning :class:`VideoRecord` lists,
-datasets (:class:`UCF101`, :class:`HMDB51`, :class:`VideoList`, :class:`VideoFolder`, :func:`unlabelled`)
-and :func:`build_dataset`.
+datasets (:class:`UCF101`, :class:`HMDB51`, :class:`VideoList`, :class:`VideoFolder`, :func:`unlabelled`),
+:func:`build_dataset` and :func:`unlabelled_videos` (the videos distillation may use).
 """
 
 from distilled_shufflenet.data.datasets import (
@@ -43,6 +43,7 @@ from distilled_shufflenet.data.transforms import (
     eval_transform,
     train_transform,
 )
+from distilled_shufflenet.data.unlabelled import unlabelled_videos
 from distilled_shufflenet.data.video import (
     VIDEO_EXTENSIONS,
     VideoDecodeError,
@@ -90,4 +91,5 @@ __all__ = [
     "ucf101_splits_dir",
     "uniform_windows",
     "unlabelled",
+    "unlabelled_videos",
 ]

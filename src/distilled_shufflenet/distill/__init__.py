@@ -26,13 +26,18 @@ A few lines put it in any training loop::
 
 Pieces: :mod:`~distilled_shufflenet.distill.teachers` (specs, building, re-normalisation),
 :mod:`~distilled_shufflenet.distill.targets` (slot layout, targets, per-teacher adapters),
-:mod:`~distilled_shufflenet.distill.loss`, :mod:`~distilled_shufflenet.distill.views` (explicit augmented
-views), :mod:`~distilled_shufflenet.distill.cache` (teacher feature cache) and
-:mod:`~distilled_shufflenet.distill.plots` (target / student heatmaps).
+:mod:`~distilled_shufflenet.distill.loss`, :mod:`~distilled_shufflenet.distill.objective` (what one step
+computes, for any loop), :mod:`~distilled_shufflenet.distill.views` (explicit augmented views),
+:mod:`~distilled_shufflenet.distill.cache` (teacher feature cache, with its
+:mod:`~distilled_shufflenet.distill.fingerprint` and :mod:`~distilled_shufflenet.distill.shards`),
+:mod:`~distilled_shufflenet.distill.dataset`
+(the cache's training clips) and :mod:`~distilled_shufflenet.distill.plots` (target / student heatmaps).
 """
 
 from distilled_shufflenet.distill.cache import TeacherCache, TeacherCacheError, cache_fingerprint
+from distilled_shufflenet.distill.dataset import CachedViews, collate_distill
 from distilled_shufflenet.distill.loss import DEFAULT_TAP_WEIGHTS, LOSSES, DistillLoss
+from distilled_shufflenet.distill.objective import Distillation
 from distilled_shufflenet.distill.targets import (
     TAPS,
     TEACHER_MODES,
@@ -56,8 +61,10 @@ from distilled_shufflenet.distill.teachers import (
 from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view
 
 __all__ = [
+    "CachedViews",
     "DEFAULT_TAP_WEIGHTS",
     "DistillLoss",
+    "Distillation",
     "LOSSES",
     "PartLayout",
     "Renormalize",
@@ -76,6 +83,7 @@ __all__ = [
     "apply_view",
     "build_teacher",
     "cache_fingerprint",
+    "collate_distill",
     "draw_frame_index",
     "make_view",
     "parse_teacher_args",

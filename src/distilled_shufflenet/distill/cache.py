@@ -26,16 +26,16 @@ Shards are written atomically, one per ``shard_size`` videos, by the rank of ``t
 that is killed resumes: shards whose record is present, whose size (and, with ``verify``, checksum)
 matches and which can be opened are kept, others are recomputed.  A ``cache.json`` that is damaged or
 disagrees with the shards' records is refused by name: which shard holds which videos cannot be told.
+What the cache depends on, and how a stale one is named, is :mod:`~distilled_shufflenet.distill.fingerprint`;
+the checks of ``cache.json`` and of each shard are :mod:`~distilled_shufflenet.distill.shards`.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -49,18 +49,22 @@ from torch import Tensor
 
 from distilled_shufflenet.checkpoint import atomic_save
 from distilled_shufflenet.data.video import VideoDecodeError, VideoReader
+from distilled_shufflenet.distill.fingerprint import (
+    TeacherCacheError,
+    cache_fingerprint,
+    check_fingerprint,
+    layout_record,
+    state_dict_digest,
+    video_stats,
+)
+from distilled_shufflenet.distill.shards import CACHE_FORMAT, META, num_shards, read_meta, scan_shards, sha256_file
 from distilled_shufflenet.distill.targets import SlotLayout, TargetBuilder
 from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view, spec_from_dict
 from distilled_shufflenet.io import atomic_write_text
 
 __all__ = ["CACHE_FORMAT", "TeacherCache", "TeacherCacheError", "cache_fingerprint", "state_dict_digest"]
 
-CACHE_FORMAT = "distilled_shufflenet.teacher_cache/3"
-META = "cache.json"
 _FP16_PEAK = 32768.0  # largest magnitude stored unscaled (float16 reaches 65504)
-_SHARD = re.compile(r"^shard-(\d{5})\.rank(\d+)\.json$")
-_SHARD_KEYS = ("start", "stop", "views", "ok", "parts", "scales", "failures")
-_BLOCK = 16384  # bytes read at each end of a video for the fingerprint
 # the disk-space check: room for the shards still to write, measured on a written shard (else estimated
 # from the stored shapes), times this margin
 _ROOM_MARGIN = 1.25
@@ -68,176 +72,13 @@ _ROOM_MARGIN = 1.25
 _FLAGS = "dsn distill --cache-teachers DIR / --cache-views K, config fields cache_teachers / cache_views"
 
 
-class TeacherCacheError(ValueError):
-    """A teacher cache that cannot be used: stale, foreign, incomplete, damaged, or without room."""
-
-
-# ---------------------------------------------------------------------- fingerprint
-def state_dict_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's state dict (names, dtypes, shapes and bytes, in key order)."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def _videos_digest(paths: Sequence[Path]) -> str:
-    """SHA-256 of the video list, relative to its common folder (moving the dataset keeps the cache)."""
-    strs = [os.path.abspath(p) for p in paths]
-    root = os.path.commonpath(strs) if len(strs) > 1 else os.path.dirname(strs[0]) if strs else ""
-    h = hashlib.sha256()
-    for p in strs:
-        h.update(os.path.relpath(p, root).encode() + b"\n")
-    return h.hexdigest()
-
-
-def _video_stats(paths: Sequence[Path]) -> list[list[Any]]:
-    """``[size, digest of the first and last blocks]`` of each video: a different video copied over a cached
-    name changes them, while moving or copying the dataset (new modification times) does not.  Two small
-    reads per video, not a hash of the whole file: the dataset may be hundreds of gigabytes."""
-    out: list[list[Any]] = []
-    for p in paths:
-        try:
-            with open(p, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                h = hashlib.sha256(f.read(_BLOCK))
-                if size > _BLOCK:
-                    f.seek(max(_BLOCK, size - _BLOCK))
-                    h.update(f.read(_BLOCK))
-        except OSError as e:
-            raise TeacherCacheError(f"teacher cache: cannot read {p}: {e.strerror or e}") from None
-        out.append([int(size), h.hexdigest()[:16]])
-    return out
-
-
-def _stats_digest(stats: Sequence[Sequence[Any]]) -> str:
-    return hashlib.sha256(json.dumps([list(s) for s in stats]).encode()).hexdigest()
-
-
-def _layout_record(layout: SlotLayout) -> list[dict[str, Any]]:
-    return [{"key": p.key, "teacher": p.teacher, "stored_shape": list(p.stored_shape)} for p in layout.parts]
-
-
-def cache_fingerprint(builder: TargetBuilder, spec: ViewSpec, videos: Sequence[str | os.PathLike]) -> dict[str, Any]:
-    """What a cache's contents depend on: each teacher (name, arguments, weights' digest, mean/std), the
-    taps and the stored shape of each teacher's map there at the spec's clip size (not how the slots are
-    split: that is applied when reading), the 3D teacher's frame stride, the views and the student's
-    preprocessing (:class:`ViewSpec`), the list of videos and each one's size and first and last 16 KiB."""
-    layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
-    teachers = {}
-    for kind in builder.kinds:
-        model = builder.teacher(kind)
-        teachers[kind] = {"name": model.model_name, "kwargs": dict(model.model_kwargs),
-                          "weights": state_dict_digest(model), "mean": list(model.preprocess.mean),
-                          "std": list(model.preprocess.std)}
-    paths = [Path(p) for p in videos]
-    targets: dict[str, Any] = {"taps": list(builder.taps), "parts": _layout_record(layout)}
-    if "3d" in builder.kinds:
-        targets["stride3d"] = int(getattr(builder, "stride3d", 1))
-    return {
-        "teachers": teachers,
-        "targets": targets,
-        "views": spec.to_dict(),
-        "videos": {"count": len(paths), "digest": _videos_digest(paths),
-                   "content": _stats_digest(_video_stats(paths))},
-    }
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: d}
-
-
-_WHAT = {"teachers": "teacher", "targets": "target layout", "views": "views / preprocessing", "videos": "videos"}
-
-
-def _restrict(fingerprint: Mapping[str, Any], kinds: Sequence[str]) -> dict[str, Any]:
-    """A cache's fingerprint as seen by a run that uses only the teachers ``kinds``."""
-    out = json.loads(json.dumps(fingerprint, default=str))
-    out["teachers"] = {k: v for k, v in out.get("teachers", {}).items() if k in kinds}
-    targets = out.get("targets", {})
-    targets["parts"] = [p for p in targets.get("parts", []) if p.get("teacher") in kinds]
-    if "3d" not in kinds:
-        targets.pop("stride3d", None)
-    return out
-
-
-def _differences(cached: Mapping[str, Any], wanted: Mapping[str, Any], limit: int = 8) -> list[str]:
-    a, b = _flatten(cached), _flatten(wanted)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            what = _WHAT.get(key.split(".")[0], key.split(".")[0])
-            show = (lambda v: (v[:12] + "...") if isinstance(v, str) and len(v) > 40 else v)
-            out.append(f"{what}: {key} is {show(a.get(key, '<absent>'))!r} in the cache, "
-                       f"{show(b.get(key, '<absent>'))!r} now")
-    return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
-
-
 def _human(n: float) -> str:
+    """A size in bytes for a message: ``"49.7 KB"``."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1000
     return f"{n:.1f} TB"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _meta_problem(meta: Mapping[str, Any]) -> str | None:
-    """What is wrong with the structure of a ``cache.json``, or None."""
-    def count(key: str) -> Any:
-        value = meta.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
-
-    fp = meta.get("fingerprint")
-    if not isinstance(fp, dict) or not all(isinstance(fp.get(k), dict) for k in ("teachers", "targets", "views", "videos")):
-        return "its fingerprint is missing or incomplete"
-    if not isinstance(fp["targets"].get("parts"), list):
-        return "its fingerprint has no target parts"
-    if count("shard_size") is None:
-        return f"shard_size is {meta.get('shard_size')!r}, expected a positive integer"
-    if count("num_videos") is None or meta["num_videos"] != fp["videos"].get("count"):
-        return f"num_videos is {meta.get('num_videos')!r}, its fingerprint counts {fp['videos'].get('count')!r} videos"
-    stats = meta.get("video_stats")
-    if not isinstance(stats, list) or len(stats) != meta["num_videos"]:
-        return "video_stats does not hold one entry per video"
-    return None
-
-
-def _changed_videos(meta: Mapping[str, Any], videos: Sequence[str | os.PathLike]) -> list[Path]:
-    """The videos whose size or first and last blocks differ from those recorded when the cache was built
-    (none when the list itself differs: the fingerprint says that)."""
-    paths = [Path(p) for p in videos]
-    held = meta.get("video_stats") or []
-    if len(held) != len(paths) or meta["fingerprint"]["videos"].get("digest") != _videos_digest(paths):
-        return []
-    return [p for p, old, new in zip(paths, held, _video_stats(paths)) if list(old) != new]
-
-
-def _unreadable(shard: Path, videos: Sequence[int]) -> str | None:
-    """Why a shard cannot serve (it does not open, or is not the shard of ``videos``), or None."""
-    try:
-        data = torch.load(shard, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any failure to open means the same: recompute it
-        return f"cannot be read ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
-    if not isinstance(data, dict) or any(k not in data for k in _SHARD_KEYS):
-        return "cannot be read (not a shard of a teacher cache)"
-    if [data["start"], data["stop"]] != list(videos):
-        return f"holds the videos [{data['start']}, {data['stop']}), its record says {list(videos)}"
-    return None
 
 
 def _check_room(root: Path, need: float, how: str) -> None:
@@ -269,12 +110,14 @@ class TeacherCache:
     """A built teacher cache, opened for reading. Build or resume one with :meth:`build`, open a finished
     one with :meth:`open`.
 
-    ``targets(i, k)`` -> ``{"mid/2d": (C, slots, H, W), ...}`` (the parts of
-    :class:`~distilled_shufflenet.distill.TargetBuilder` for one clip, laid on the slots of the
-    :class:`~distilled_shufflenet.distill.SlotLayout` the cache was opened with); ``stored(i, k)`` -> the
-    same parts as stored (:attr:`~distilled_shufflenet.distill.PartLayout.stored_shape`); ``view(i, k)`` -> :class:`~distilled_shufflenet.distill.views.View`; ``clip(i, k)`` -> the student's clip
-    ``(3, T, crop, crop)``; ``failed`` -> ``{video index: (path, reason)}`` for videos that could not be read.
-    Shards are memory-mapped, so a DataLoader worker reads only the targets it returns.
+    ``stored(i, k)`` -> the target parts of view ``k`` of video ``i`` as stored
+    (:attr:`~distilled_shufflenet.distill.PartLayout.stored_shape`: ``{"mid/2d": (C, 1, H, W), ...}``; a
+    batch of them goes on the student's slots with :meth:`~distilled_shufflenet.distill.SlotLayout.expand`);
+    ``view(i, k)`` -> :class:`~distilled_shufflenet.distill.views.View`; ``clip(i, k)`` -> the student's clip
+    ``(3, T, crop, crop)``; ``draw(i, epoch)`` -> the view of an epoch; ``failed`` -> ``{video index: (path,
+    reason)}`` for videos that could not be read.  :class:`~distilled_shufflenet.distill.dataset.CachedViews`
+    reads training samples this way.  Shards are memory-mapped, so a DataLoader worker reads only the
+    targets it returns.
     """
 
     def __init__(self, root: Path, meta: dict[str, Any], files: dict[int, Path], videos: Sequence[Path] | None,
@@ -308,115 +151,23 @@ class TeacherCache:
         that holds more teachers than the fingerprint asks for serves it (both teachers' cache, one
         teacher's run). Every shard must be present with its recorded size (``verify=True`` also checks
         the SHA-256). ``videos`` (the dataset's paths) lets :meth:`clip` decode views; ``layout`` (the
-        builder's :meth:`~distilled_shufflenet.distill.TargetBuilder.plan`) is what :meth:`targets` lays
-        the maps on."""
+        builder's :meth:`~distilled_shufflenet.distill.TargetBuilder.plan`) says which parts :meth:`stored`
+        reads, and is checked against the stored shapes."""
         root = Path(root)
-        meta = cls._read_meta(root)
+        meta = read_meta(root)
         if meta is None:
             raise TeacherCacheError(f"teacher cache {root}: no {META} here; build the cache first")
         if fingerprint is not None:
-            cls._check_fingerprint(root, meta, fingerprint, videos)
-        files, problems = cls._scan(root, meta, verify=verify)
-        missing = [i for i in range(cls._num_shards(meta)) if i not in files]
+            check_fingerprint(root, meta, fingerprint, videos)
+        files, problems = scan_shards(root, meta, verify=verify)
+        missing = [i for i in range(num_shards(meta)) if i not in files]
         if missing:
             why = "; ".join(problems[:3])
             raise TeacherCacheError(
-                f"teacher cache {root} is incomplete: {len(missing)} of {cls._num_shards(meta)} shards missing or "
+                f"teacher cache {root} is incomplete: {len(missing)} of {num_shards(meta)} shards missing or "
                 f"damaged (first: {missing[:5]}){' - ' + why if why else ''}; run the build again (the same "
                 "dsn distill command), it recomputes them")
         return cls(root, meta, files, videos, layout)
-
-    @staticmethod
-    def _num_shards(meta: Mapping[str, Any]) -> int:
-        return math.ceil(int(meta["num_videos"]) / int(meta["shard_size"]))
-
-    @staticmethod
-    def _read_meta(root: Path) -> dict[str, Any] | None:
-        path = root / META
-        if not path.is_file():
-            return None
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise TeacherCacheError(f"teacher cache {path}: unreadable ({e}); delete the folder to rebuild") from None
-        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
-            raise TeacherCacheError(f"teacher cache {path}: not a teacher cache of this version (format "
-                                    f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected "
-                                    f"{CACHE_FORMAT!r}); use another folder or delete it")
-        problem = _meta_problem(meta)
-        if problem:
-            raise TeacherCacheError(f"teacher cache {path} is damaged or was edited ({problem}), so which shard "
-                                    f"holds which videos cannot be trusted; delete the folder {root} to rebuild "
-                                    "the cache, or use another folder")
-        return meta
-
-    @staticmethod
-    def _check_fingerprint(root: Path, meta: Mapping[str, Any], fingerprint: Mapping[str, Any],
-                           videos: Sequence[str | os.PathLike] | None = None) -> None:
-        # through JSON, so tuples and lists compare equal
-        wanted = json.loads(json.dumps(fingerprint, default=str))
-        held = sorted(meta["fingerprint"].get("teachers", {}))
-        missing = sorted(set(wanted.get("teachers", {})) - set(held))
-        if missing:
-            raise TeacherCacheError(
-                f"teacher cache {root} holds the targets of the {' and '.join(k.upper() for k in held) or 'no'} "
-                f"teacher(s), not of the {' and '.join(k.upper() for k in missing)} one(s) this run needs; use "
-                "another folder, or build the cache with every teacher the runs on it use")
-        diffs = _differences(_restrict(meta["fingerprint"], list(wanted.get("teachers", {}))), wanted)
-        changed = _changed_videos(meta, videos) if videos is not None else []
-        if changed:  # the same names: say which videos changed rather than that a digest differs
-            diffs = [d for d in diffs if not d.startswith("videos: videos.content ")]
-            shown = ", ".join(str(p) for p in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-            diffs.append(f"videos: {len(changed)} video(s) changed since the cache was built (another size or "
-                         f"content): {shown}")
-        if diffs:
-            raise TeacherCacheError(
-                f"teacher cache {root} was built for something else and cannot be used: " + "; ".join(diffs)
-                + ". Use another folder (or delete this one) to build a cache for the current settings")
-
-    @classmethod
-    def _scan(cls, root: Path, meta: Mapping[str, Any], *, verify: bool) -> tuple[dict[int, Path], list[str]]:
-        """The valid shard of each index, and what was wrong with the others.  A record whose videos are not
-        those ``cache.json`` gives its shard is a :class:`TeacherCacheError` (one of them was edited)."""
-        files: dict[int, Path] = {}
-        problems: list[str] = []
-        num_videos, shard_size = int(meta["num_videos"]), int(meta["shard_size"])
-        for record in sorted(root.glob("shard-*.json")):
-            m = _SHARD.match(record.name)
-            if not m:
-                continue
-            index = int(m.group(1))
-            shard = record.with_suffix(".pt")
-            try:
-                info = json.loads(record.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                problems.append(f"{record.name}: unreadable record")
-                continue
-            if not isinstance(info, dict):
-                problems.append(f"{record.name}: unreadable record")
-                continue
-            expected = [index * shard_size, min((index + 1) * shard_size, num_videos)]
-            if info.get("videos") != expected:
-                raise TeacherCacheError(
-                    f"teacher cache {root}: {META} (shard_size {shard_size}, {num_videos} videos) gives shard "
-                    f"{index} the videos {expected}, but its record {record.name} says {info.get('videos')}: one "
-                    f"of them was edited or damaged; delete the folder {root} to rebuild the cache")
-            if not shard.is_file():
-                problems.append(f"{shard.name}: missing")
-                continue
-            size = shard.stat().st_size
-            if size != info.get("size"):
-                problems.append(f"{shard.name}: {size} bytes, {info.get('size')} recorded (cut short?)")
-                continue
-            if verify and _sha256_file(shard) != info.get("sha256"):
-                problems.append(f"{shard.name}: checksum differs from the record")
-                continue
-            unreadable = _unreadable(shard, expected)
-            if unreadable:
-                problems.append(f"{shard.name}: {unreadable}")
-                continue
-            files.setdefault(index, shard)
-        return files, problems
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -476,10 +227,10 @@ class TeacherCache:
         fingerprint = cache_fingerprint(builder, spec, paths)
         layout = builder.plan((spec.clip_len, spec.crop_size, spec.crop_size))
         meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "num_videos": len(paths),
-                "shard_size": shard_size, "video_stats": _video_stats(paths)}
-        existing = cls._read_meta(root)
+                "shard_size": shard_size, "video_stats": video_stats(paths)}
+        existing = read_meta(root)
         if existing is not None:
-            cls._check_fingerprint(root, existing, fingerprint, paths)
+            check_fingerprint(root, existing, fingerprint, paths)
             meta = existing  # it may hold more teachers than this builder uses
             shard_size = int(existing["shard_size"])  # the shards already written decide
         else:
@@ -489,19 +240,19 @@ class TeacherCache:
                                         "and no cache; use an empty or new folder")
             atomic_write_text(json.dumps(meta, indent=1, default=str), root / META)  # identical from every rank
 
-        num_shards = math.ceil(len(paths) / shard_size)
-        done, problems = cls._scan(root, meta, verify=verify)
-        mine = [i for i in range(num_shards) if i % world_size == rank and i not in done]
+        shard_count = math.ceil(len(paths) / shard_size)
+        done, problems = scan_shards(root, meta, verify=verify)
+        mine = [i for i in range(shard_count) if i % world_size == rank and i not in done]
         extra = sorted(set(meta["fingerprint"]["teachers"]) - set(builder.kinds))
-        if extra and len(done) < num_shards:
+        if extra and len(done) < shard_count:
             raise TeacherCacheError(
                 f"teacher cache {root} is unfinished and also holds the {' and '.join(k.upper() for k in extra)} "
                 f"teacher's targets, which this run (--teachers {builder.mode}) cannot compute; finish it with a "
                 "run of every teacher it holds, or use another folder")
-        per_view = sum(int(np.prod(p["stored_shape"])) for p in _layout_record(layout)) * 2  # fp16 bytes
+        per_view = sum(int(np.prod(p["stored_shape"])) for p in layout_record(layout)) * 2  # fp16 bytes
         total = len(paths) * spec.views * per_view
-        videos_of = {i: min(shard_size, len(paths) - i * shard_size) for i in range(num_shards)}
-        todo = [i for i in range(num_shards) if i not in done]
+        videos_of = {i: min(shard_size, len(paths) - i * shard_size) for i in range(shard_count)}
+        todo = [i for i in range(shard_count) if i not in done]
         # a shard's bytes: per video, measured on the shards written (the largest share), else the arrays'
         # own size (maps, view records, scales); plus the file format's records of its tensors
         per_shard = 1024 + 384 * (2 + 2 * len(layout.parts))
@@ -510,7 +261,7 @@ class TeacherCache:
         need = sum(videos_of[i] for i in todo) * per_video + len(todo) * per_shard
         if rank == 0:
             say(f"teacher cache {root}: {len(paths)} videos x {spec.views} views x {_human(per_view)} = "
-                f"{_human(total)} (fp16, {num_shards} shards); {len(done)} shards done, {_human(need)} to write")
+                f"{_human(total)} (fp16, {shard_count} shards); {len(done)} shards done, {_human(need)} to write")
             for p in problems:
                 say(f"teacher cache: recomputing {p}")
         how = f"measured on the {len(done)} shard(s) written" if measured else "estimated from the maps' sizes"
@@ -583,7 +334,7 @@ class TeacherCache:
         try:
             atomic_save({"start": start, "stop": stop, "views": views, "ok": ok, "parts": parts, "scales": scales,
                          "failures": failures}, written)
-            record = {"size": written.stat().st_size, "sha256": _sha256_file(written), "videos": [start, stop],
+            record = {"size": written.stat().st_size, "sha256": sha256_file(written), "videos": [start, stop],
                       "failed": len(failures)}
             atomic_write_text(json.dumps(record), root / f"{name}.json")  # last: the shard is complete
         except OSError as e:
@@ -629,15 +380,6 @@ class TeacherCache:
         keys = self.layout.keys if self.layout is not None else [p["key"] for p in self.parts]
         return {key: data["parts"][key][j, k].float() * data["scales"][key][j, k] for key in keys}  # copies
 
-    def targets(self, video_index: int, k: int) -> dict[str, Tensor]:
-        """The target parts of view ``k`` of video ``video_index`` on the slots of the cache's layout:
-        ``{"mid/2d": (C, slots, H, W), ...}``, what the builder gives for that view's clip."""
-        if self.layout is None:
-            raise ValueError(f"teacher cache {self.root} was opened without a target layout (layout=...); "
-                             "its stored parts are read with stored()")
-        stored = {key: v.unsqueeze(0) for key, v in self.stored(video_index, k).items()}
-        return {key: v[0] for key, v in self.layout.expand(stored).items()}
-
     def view(self, video_index: int, k: int) -> View:
         data, j = self._locate(video_index, k)
         return View.from_tensor(data["views"][j, k])
@@ -653,14 +395,6 @@ class TeacherCache:
         (the views' seed, epoch, video index), so every rank and DataLoader worker agrees."""
         rng = np.random.default_rng((int(self.spec.seed), int(epoch), int(video_index)))
         return int(rng.integers(self.spec.views))
-
-    def sample(self, video_index: int, epoch: int) -> dict[str, Any]:
-        """A training sample of ``epoch``: ``{"clip": (3, T, c, c), "index", "view": k, "frame2d",
-        "targets": {part: (C, slots, H, W)}}`` for the view :meth:`draw` picks (no label anywhere)."""
-        k = self.draw(video_index, epoch)
-        view = self.view(video_index, k)
-        return {"clip": self.clip(video_index, k), "index": int(video_index), "view": k, "frame2d": view.frame2d,
-                "targets": self.targets(video_index, k)}
 
     @property
     def failed(self) -> dict[int, tuple[str, str]]:

@@ -1,14 +1,15 @@
-"""Label-free dual-teacher distillation (``dsn distill``): the data, the objective and the run.
+"""Label-free dual-teacher distillation (``dsn distill``): its config and the run.
 
 ::
 
     distill(config)
-        unlabelled videos: a folder (or a labelled dataset's training videos, labels dropped)
-                           + --extra-unlabelled folders (+ the test videos, only when asked)
+        unlabelled videos (data.unlabelled_videos): a folder (or a labelled dataset's training videos,
+                           labels dropped) + --extra-unlabelled folders (+ the test videos, only when asked)
             -> held out for validation: ~5 % of them, by whole actor groups where names have them
         student (+ --init weights) ; frozen teachers from files ; TargetBuilder.plan(clip) checks all
-        loop.fit(student, ..., Distillation)       the same loop as dsn train: resume, torchrun, NaN stop
-            step: clip -> teachers' target parts (or the teacher cache) ; student's adapted maps -> loss
+        loop.fit(student, ..., DistillationObjective)   the same loop as dsn train: resume, torchrun, NaN stop
+            step: clip -> teachers' target parts (or the teacher cache: distill.CachedViews) ; student's
+                  adapted maps -> loss (distill.Distillation)
         last.pt / best.pt: the student (backbone + adapters, no classifier), as dsn finetune reads it
 
 No label is read anywhere on this path: the datasets are :class:`~distilled_shufflenet.data.VideoClips`
@@ -22,16 +23,23 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from distilled_shufflenet.data import FailureLog, VideoClips, build_dataset, collate_clips, eval_transform, train_transform
-from distilled_shufflenet.data.datasets import find_videos
+from distilled_shufflenet.data import FailureLog, VideoClips, eval_transform, train_transform
 from distilled_shufflenet.data.groups import holdout
+from distilled_shufflenet.data.unlabelled import unlabelled_videos
+from distilled_shufflenet.distill import DistillLoss, TargetBuilder, TeacherAdapters, TeacherSpec, build_teacher
+from distilled_shufflenet.distill.cache import TeacherCache
+from distilled_shufflenet.distill.dataset import CachedViews
+from distilled_shufflenet.distill.loss import LOSSES
+from distilled_shufflenet.distill.objective import Distillation
+from distilled_shufflenet.distill.plots import plot_distillation
+from distilled_shufflenet.distill.targets import TEACHER_MODES
+from distilled_shufflenet.distill.views import ViewSpec
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig, _need_path, _opt
 from distilled_shufflenet.engine.lock import RunLock
@@ -41,8 +49,7 @@ from distilled_shufflenet.engine.train import check_model_input, resolve_preproc
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
 
 DISTILL_DATASETS = ("folder", "ucf101", "hmdb51", "list")
-LOSS_KINDS = ("mse", "mse_normalized", "smooth_l1")
-TEACHER_MODES = ("both", "2d", "3d")
+MAPS_PNG = "maps.png"
 
 
 @dataclass
@@ -67,7 +74,7 @@ class DistillConfig(TrainConfig):
     teacher_weights: tuple[float, float] = _opt((1.0, 1.0), "weights of the 2D and 3D teachers' slots in each "
                                                 "tap's loss, a weighted mean (the paper: equal)")
     loss: str = _opt("mse", "regression loss: MSE (the paper), MSE on channel-L2-normalised maps, smooth L1",
-                     choices=LOSS_KINDS)
+                     choices=LOSSES)
     per_teacher_adapters: bool = _opt(False, "where a teacher's channels differ from the student's adapters, "
                                              "regress it through an adapter of its own")
     # data: unlabelled videos
@@ -129,8 +136,6 @@ class DistillConfig(TrainConfig):
                              f"got dataset {self.dataset!r}")
         for i, folder in enumerate(self.extra_unlabelled):
             _need_path(f"extra_unlabelled[{i}]", folder, folder=True)
-        from distilled_shufflenet.distill import TeacherSpec
-
         for kind in ("2d", "3d"):
             if self.teachers in ("both", kind):
                 TeacherSpec.parse(getattr(self, f"teacher{kind}"), getattr(self, f"teacher{kind}_kwargs"),
@@ -148,42 +153,13 @@ class DistillConfig(TrainConfig):
         super().validate()
 
 
-# --------------------------------------------------------------------------- unlabelled videos
-def unlabelled_videos(config: DistillConfig) -> list[Path]:
-    """Every video distillation may use, in a fixed order, each once: the source of ``config.dataset``
-    (paths only: a labelled dataset goes through its unlabelled view), the extra folders, and the test
-    videos when ``include_test`` is set."""
-    if config.dataset == "folder":
-        found = find_videos(config.data_root)
-        if not found:
-            raise ValueError(f"data_root: {config.data_root}: no video files found")
-        paths = list(found)
-    else:
-        common: dict[str, Any] = dict(splits_dir=config.splits_dir, split=config.split, labels=False,
-                                      list_file=config.train_list, skip_missing=config.skip_missing)
-        paths = list(build_dataset(config.dataset, config.data_root, subset="train", **common).paths)
-        if config.include_test:
-            paths += list(build_dataset(config.dataset, config.data_root, subset="test", **common).paths)
-    for folder in config.extra_unlabelled:
-        extra = find_videos(folder)
-        if not extra:
-            raise ValueError(f"extra_unlabelled: {folder}: no video files found")
-        paths += list(extra)
-    seen: set[Path] = set()
-    unique = []
-    for p in paths:
-        key = Path(p).resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(Path(p))
-    return unique
-
-
 def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tuple[VideoClips, VideoClips | None]:
     """The unlabelled training clips (random windows, training augmentation) and the held-out
     validation clips (centre window, centre crop), or ``None`` without validation."""
     p = preprocess
-    paths = unlabelled_videos(config)
+    paths = unlabelled_videos(config.dataset, config.data_root, extra=config.extra_unlabelled,
+                              include_test=config.include_test, splits_dir=config.splits_dir, split=config.split,
+                              list_file=config.train_list, skip_missing=config.skip_missing)
     fraction = config.val_fraction if config.validation else 0.0
     train_paths, val_paths = holdout(paths, fraction, config.seed)
     common: dict[str, Any] = dict(clip_len=p.clip_len, frame_stride=config.frame_stride, on_error=config.on_error,
@@ -198,119 +174,22 @@ def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tupl
     return train_set, val_set
 
 
-class CachedViews(Dataset):
-    """The training clips of a teacher cache: sample ``i`` of epoch ``e`` is one of the K cached views
-    of video ``i`` (:meth:`TeacherCache.draw`), decoded again, with its targets read from the cache as
-    stored (:meth:`TeacherCache.stored`; the objective lays them on the slots, a whole batch at once):
-    ``{"clip": (3, T, crop, crop), "index", "targets": {"mid/2d": (C, 1, H, W), ...}}`` and no label.
-    A video that could not be read when the cache was built is replaced by another, and reported."""
-
-    def __init__(self, cache: Any, seed: int) -> None:
-        self.cache = cache
-        self.seed = seed
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self.readable = [i for i in range(len(cache)) if i not in cache.failed]
-        if not self.readable:
-            raise ValueError(f"teacher cache {cache.root}: no video of it could be read")
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.fill_(int(epoch))
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng((self.seed, int(self._epoch.item()), int(index)))
-        failures = []
-        used = int(index)
-        if used in self.cache.failed:
-            path, reason = self.cache.failed[used]
-            failures.append({"index": used, "path": path, "reason": reason})
-            used = self.readable[int(rng.integers(len(self.readable)))]
-        k = self.cache.draw(used, int(self._epoch.item()))
-        sample = {"clip": self.cache.clip(used, k), "index": used,
-                  "targets": self.cache.stored(used, k)}  # float32: maps may exceed float16
-        if failures:
-            sample["failures"] = failures
-        return sample
-
-
-def collate_distill(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """:func:`collate_clips` plus the cached target parts, stacked per part."""
-    batch = collate_clips([{k: v for k, v in s.items() if k != "targets"} for s in samples])
-    ok = [s for s in samples if "clip" in s]
-    if ok and "targets" in ok[0]:
-        batch["targets"] = {key: torch.stack([s["targets"][key] for s in ok]) for key in ok[0]["targets"]}
-    return batch
-
-
-# --------------------------------------------------------------------------- the objective
-def _column(key: str) -> str:
-    return key.replace("/", "_")
-
-
-class Distillation(Objective):
-    """Regress the student's adapted maps on the frozen teachers' target parts (see
-    :class:`~distilled_shufflenet.distill.TargetBuilder`).  Reports the loss of every tap and of every
-    tap's teacher; ``best.pt`` is the lowest held-out distillation loss.  The checkpoint holds the
-    student without its classifier; the per-teacher adapters (if any) are saved apart."""
-
-    monitor = "val_loss"
-    higher_is_better = False
-    collate = staticmethod(collate_distill)
-
-    def __init__(self, targets: nn.Module, loss: nn.Module, layout: Any, adapters: nn.Module | None = None,
-                 *, description: dict[str, Any] | None = None) -> None:
-        self.targets = targets
-        self.loss = loss
-        self.layout = layout
-        self.adapters = adapters if adapters is not None and len(adapters) else None
-        self.description = dict(description or {})
-        names = list(layout.taps) + list(layout.keys)
-        parts = tuple(_column(k) for k in names)
-        # teacher_s: seconds per clip spent computing (or reading) the targets, to see where time goes
-        self.train_columns = (*parts, "teacher_s")
-        self.val_columns = ("val_loss", *(f"val_{c}" for c in parts))
-        self._parts = tuple(names)
-
-    def network(self, model: nn.Module) -> nn.Module:
-        from distilled_shufflenet.distill import StudentMaps
-
-        return StudentMaps(model, self.adapters)
-
-    def _targets(self, batch: dict[str, Any], clips: Tensor, rt: Runtime, *, frame: str) -> dict[str, Tensor]:
-        if "targets" in batch:  # from the teacher cache, as stored: 2D on one slot, 3D at the teacher's steps
-            stored = {k: v.to(rt.device, non_blocking=True).float() for k, v in batch["targets"].items()}
-            return self.layout.expand(stored)
-        if "frame2d" in batch:
-            index = batch["frame2d"]
-        elif frame == "middle":
-            index = torch.full((clips.shape[0],), clips.shape[2] // 2, dtype=torch.long)
-        else:  # the global generator: restored on resume, so the frames drawn are the same
-            index = torch.randint(0, clips.shape[2], (clips.shape[0],))
-        self.targets.to(rt.device)
-        with rt.autocast():
-            parts = self.targets(clips, index.to(clips.device))
-        return {k: v.float() for k, v in parts.items()}
-
-    def _figures(self, parts: dict[str, Tensor], n: int) -> dict[str, float]:
-        return {_column(k): float(parts[k]) * n for k in self._parts}
+class DistillationObjective(Distillation, Objective):
+    """:class:`~distilled_shufflenet.distill.objective.Distillation` as an objective of the training loop:
+    the step and the validation, on the loop's device and precision and summed over its processes."""
 
     def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
         clips = rt.to_device(batch["clip"])  # (N, 3, T, H, W)
         start = time.perf_counter()
-        target = self._targets(batch, clips, rt, frame="random")
+        target = self.batch_targets(batch, clips, rt.device, frame="random", autocast=rt.autocast)
         teacher_s = time.perf_counter() - start
-        with rt.autocast():
-            maps = net(clips, self.layout)
-        total, parts = self.loss(maps, target)
-        n = clips.shape[0]
-        return StepResult(total, n, {**self._figures(parts, n), "teacher_s": teacher_s})
+        total, figures = self.regress(net, clips, target, rt.autocast)
+        return StepResult(total, clips.shape[0], {**figures, "teacher_s": teacher_s})
 
     @torch.no_grad()
     def validate(self, model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, float]:
         model.eval()
-        sums = {_column(k): 0.0 for k in self._parts}
+        sums = dict.fromkeys(self.part_columns, 0.0)
         total = count = 0.0
         failures = FailureLog()
         for batch in loader:
@@ -318,14 +197,11 @@ class Distillation(Objective):
             if "clip" not in batch:
                 continue
             clips = rt.to_device(batch["clip"])
-            target = self._targets(batch, clips, rt, frame="middle")
-            with rt.autocast():
-                maps = model(clips, self.layout)
-            loss, parts = self.loss(maps, target)
-            n = clips.shape[0]
-            total += float(loss) * n
-            count += n
-            for k, v in self._figures(parts, n).items():
+            target = self.batch_targets(batch, clips, rt.device, frame="middle", autocast=rt.autocast)
+            loss, figures = self.regress(model, clips, target, rt.autocast)
+            total += float(loss) * clips.shape[0]
+            count += clips.shape[0]
+            for k, v in figures.items():
                 sums[k] += v
         if len(failures):
             print(f"validation: {failures.summary()}", file=sys.stderr)
@@ -336,32 +212,10 @@ class Distillation(Objective):
         row.update({f"val_{k}": v / reduced[1] for k, v in zip(sums, reduced[2:])})
         return row
 
-    def model_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {k: v for k, v in state.items() if not k.startswith("fc.")}  # the student has no classifier yet
-
-    def load_model_state(self, model: nn.Module, state: dict[str, Tensor]) -> None:
-        result = model.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-        if missing or result.unexpected_keys:
-            raise ValueError(f"resume: the checkpoint does not fit the student (missing {missing[:5]}, "
-                             f"unexpected {result.unexpected_keys[:5]})")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"adapters": self.adapters.state_dict()} if self.adapters is not None else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.adapters is not None and state.get("adapters"):
-            self.adapters.load_state_dict(state["adapters"])
-
-    def checkpoint_extras(self) -> dict[str, Any]:
-        return {"distillation": self.description}
-
 
 # --------------------------------------------------------------------------- the run
 def build_teachers(config: DistillConfig, device: torch.device) -> tuple[nn.Module | None, nn.Module | None]:
     """The frozen teachers ``config.teachers`` asks for, built from their names, files and arguments."""
-    from distilled_shufflenet.distill import TeacherSpec, build_teacher
-
     out = []
     for kind in ("2d", "3d"):
         if config.teachers not in ("both", kind):
@@ -379,8 +233,6 @@ def distill(config: DistillConfig) -> FitResult:
     Every check (config values, paths, teachers' files, whether the teachers' maps can fill the
     student's slots at this clip size, channel counts) happens before the first step.
     """
-    from distilled_shufflenet.distill import DistillLoss, TargetBuilder, TeacherAdapters, TeacherSpec
-
     config.validate()
     resume = read_run_checkpoint(config.resume) if config.resume else None
     name, kwargs = config.model, dict(config.model_kwargs)
@@ -440,7 +292,7 @@ def distill(config: DistillConfig) -> FitResult:
         if config.cache_teachers:
             train_set = cached_training_set(config, train_set, targets, preprocess, rt)
             description["cache"] = str(config.cache_teachers)
-        objective = Distillation(targets, loss, layout, adapters, description=description)
+        objective = DistillationObjective(targets, loss, layout, adapters, description=description)
         fixed = _fixed_clip(val_set if val_set is not None else train_set)
         on_epoch_end = None
         if config.maps_png and fixed is not None:
@@ -453,16 +305,10 @@ def distill(config: DistillConfig) -> FitResult:
         teardown_runtime(rt)
 
 
-MAPS_PNG = "maps.png"
-
-
 def cached_training_set(config: DistillConfig, train_set: VideoClips, targets: nn.Module, preprocess: Preprocess,
                         rt: Runtime) -> CachedViews:
     """Build (or reuse, or finish) the teacher cache of the training videos and read the training clips
     from it.  A cache built for other teachers, views, preprocessing or videos is refused."""
-    from distilled_shufflenet.distill.cache import TeacherCache
-    from distilled_shufflenet.distill.views import ViewSpec
-
     spec = ViewSpec.from_preprocess(preprocess, views=config.cache_views, seed=config.seed,
                                     frame_stride=config.frame_stride)
     cache = TeacherCache.build(config.cache_teachers, train_set.paths, targets, spec, batch_size=config.batch_size,
@@ -483,8 +329,9 @@ def _fixed_clip(dataset: Any) -> Tensor | None:
     return None
 
 
-def _maps_png(path: Path, targets: nn.Module, adapters: nn.Module | None, clip: Tensor, device: torch.device):
-    from distilled_shufflenet.distill.plots import plot_distillation
+def _maps_png(path: Path, targets: nn.Module, adapters: nn.Module | None, clip: Tensor,
+              device: torch.device) -> Callable[[nn.Module, dict[str, Any]], None]:
+    """The end-of-epoch hook that draws maps.png: the teachers' targets and the student's maps of ``clip``."""
 
     def draw(student: nn.Module, row: dict[str, Any]) -> None:
         x = clip.to(device)
