@@ -5,6 +5,7 @@ cache, and clear messages where OpenVINO or native bf16 is missing. No timing is
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -179,4 +180,26 @@ def test_profile_says_where_the_time_goes(student, info) -> None:
     convs = [r for r in rows if r["type"] == "Convolution"]
     assert len(convs) == sum(isinstance(m, torch.nn.Conv3d) for m in student.modules())
     assert {"layer", "type", "kernel", "ms"} <= set(rows[0])
+
+
+def test_openvino_agrees_with_pytorch_on_avx2_kernels(student, info, tmp_path) -> None:
+    """With oneDNN limited to AVX2 (as on a CPU without AVX-512), ov-fp32 gives PyTorch's logits: a
+    multi-axis mean in the exported head once gave wrong ones there. A new process: the limit is read once."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "tiny.onnx"
+    export_model(student, info, path)
+    x = example_clip(info, batch=2, seed=3)
+    with torch.inference_mode():
+        torch.save(student(x), tmp_path / "expected.pt")
+    torch.save(x, tmp_path / "x.pt")
+    code = (f"import torch; from distilled_shufflenet.inference.backends import file_backend; "
+            f"b, _ = file_backend({str(path)!r}, backend='ov-fp32', threads=1); "
+            f"x, e = torch.load({str(tmp_path / 'x.pt')!r}), torch.load({str(tmp_path / 'expected.pt')!r}); "
+            f"print(float((b(x) - e).abs().max()))")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip().splitlines()[-1]) <= 1e-4
 

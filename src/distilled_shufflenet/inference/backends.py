@@ -35,6 +35,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -156,6 +157,18 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:24]
 
 
+def _export_code() -> bytes:
+    """A digest of the code that turns a model into the ONNX graph (and its int8 form): a change there
+    makes earlier prepared models stale."""
+    import sys
+
+    from distilled_shufflenet.inference import export, graph, quantize
+    from distilled_shufflenet.models import student
+
+    modules = [export, graph, quantize, student, sys.modules[__name__]]
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).digest()
+
+
 def _state_bytes(model: nn.Module) -> bytes:
     h = hashlib.sha256()
     for key, value in model.state_dict().items():
@@ -180,7 +193,7 @@ def prepared_onnx(model: nn.Module, info: ModelInfo, precision: str, calibration
     reduce_range = not vnni_support()
     shape = str((info.preprocess.clip_len, info.preprocess.crop_size)).encode()
     fp32_key = _digest(_state_bytes(model), type(model).__name__.encode(), shape,
-                       info.metadata()["dsn.classes"].encode())
+                       info.metadata()["dsn.classes"].encode(), _export_code())
     int8_key = "" if precision != "int8" else "-int8-" + _digest(
         str(tuple(calibration.shape)).encode(), calibration.float().contiguous().numpy().tobytes(),
         b"7-bit weights" if reduce_range else b"8-bit weights")

@@ -11,6 +11,8 @@ shape every student block sees, and returns a copy whose blocks reshape with tho
     channel shuffle     Reshape(-1, 2, C/2, T, H, W) -> Transpose -> Reshape(-1, C, T, H, W)
     (1,k,k) / (k,1,1)   Conv with a 3D kernel (ONNX Runtime has no need of the 2D-convolution detour)
     max-pool (1,3,3)    MaxPool with a (1, 3, 3) window
+    the head's means    MatMul with a constant averaging vector (a reduction there gave wrong logits in
+                        OpenVINO with oneDNN limited to AVX2, ONEDNN_MAX_CPU_ISA=AVX2)
 
 The copy keeps the module names and the state-dict keys of the model it came from, and computes the
 same function; it only accepts clips of the recorded size (any batch).
@@ -19,12 +21,15 @@ same function; it only accepts clips of the recorded size (any batch).
 from __future__ import annotations
 
 import copy
+import types
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distilled_shufflenet.models.student import DownUnit, SpatialConv3d, SpatialMaxPool, TemporalConv3d, Unit
+from distilled_shufflenet.models.student import DownUnit, ShuffleNet2Plus1D, SpatialConv3d, SpatialMaxPool, \
+    TemporalConv3d, Unit
 
 _Shape = tuple[int, int, int, int]  # (C, T, H, W) of one clip
 
@@ -124,6 +129,24 @@ def _record_shapes(model: nn.Module, example: Tensor) -> dict[nn.Module, tuple[_
     return shapes
 
 
+def mean_from(x: Tensor, start_dim: int) -> Tensor:
+    """The mean over every dimension from ``start_dim`` on, as a product with a constant averaging vector:
+    ``(N, C, T, H, W)``, 2 -> ``(N, C)``; traced, the reshape and the vector are constants (batch free)."""
+    n = 1
+    for size in x.shape[start_dim:]:
+        n *= int(size)
+    y = x.reshape([-1] + [int(size) for size in x.shape[1:start_dim]] + [n])
+    return y @ torch.full((n,), 1.0 / n, dtype=y.dtype, device=y.device)
+
+
+def _static_head(self: ShuffleNet2Plus1D, features: Dict[str, Tensor]) -> Tensor:
+    """:meth:`ShuffleNet2Plus1D.forward_head` with its means as :func:`mean_from`."""
+    mid = mean_from(self.adapt_mid(features["mid"]), 2)  # (N, 1024)
+    final = self.adapt_final(features["final"])  # (N, 2048, 2, 7, 7)
+    final = mean_from(final, 3).flatten(1) if self.head_pool == "flatten" else mean_from(final, 2)
+    return self.fc(self.dropout(torch.cat((mid, final), dim=1)))  # (N, num_classes)
+
+
 CONV_LAYOUTS = ("conv3d", "conv2d")
 
 
@@ -152,5 +175,7 @@ def static_graph(model: nn.Module, example: Tensor, *, convs: str = "conv3d") ->
                 parent._modules[name] = _as(child, cls, shapes[child])
             elif isinstance(child, SpatialMaxPool):
                 parent._modules[name] = FramePool()
+    if isinstance(graph, ShuffleNet2Plus1D):
+        graph.forward_head = types.MethodType(_static_head, graph)
     graph.static_input = tuple(example.shape[1:])
     return graph
