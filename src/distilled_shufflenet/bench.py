@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
@@ -546,9 +547,16 @@ def _file_params(path: str, x: Tensor) -> int:
     from distilled_shufflenet.inference.source import read_ir
 
     ov_model, _ = read_ir(path)
-    return int(sum(math.prod(op.get_output_shape(0)) for op in ov_model.get_ops()  # weights, not shape constants
-                   if op.get_type_name() == "Constant" and op.get_output_element_type(0).is_real()
-                   and len(op.get_output_shape(0)) > 0))
+    def is_weight(op: Any) -> bool:  # not a shape constant, a scalar, nor the head's averaging vector
+        if op.get_type_name() != "Constant" or not op.get_output_element_type(0).is_real():
+            return False
+        shape = tuple(op.get_output_shape(0))
+        if not shape:
+            return False
+        values = op.get_data().ravel()
+        return not (len(shape) == 1 and bool((values == np.float32(1.0 / values.size)).all()))
+
+    return int(sum(math.prod(op.get_output_shape(0)) for op in ov_model.get_ops() if is_weight(op)))
 
 
 def _file_calls(path: str, x: Tensor, paths: list[str]) -> list[tuple[str, Callable[[], Tensor]]]:

@@ -43,7 +43,7 @@ from distilled_shufflenet.data.transforms import (
     eval_transform,
     train_transform,
 )
-from distilled_shufflenet.data.unlabelled import unlabelled_videos
+from distilled_shufflenet.data.collection import unlabelled_videos
 from distilled_shufflenet.data.video import (
     VIDEO_EXTENSIONS,
     VideoDecodeError,

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from distilled_shufflenet.data import FailureLog, VideoClips, eval_transform, train_transform
 from distilled_shufflenet.data.groups import holdout
-from distilled_shufflenet.data.unlabelled import unlabelled_videos
+from distilled_shufflenet.data.collection import unlabelled_videos
 from distilled_shufflenet.distill import DistillLoss, TargetBuilder, TeacherAdapters, TeacherSpec, build_teacher
 from distilled_shufflenet.distill.cache import TeacherCache
 from distilled_shufflenet.distill.dataset import CachedViews
