@@ -62,10 +62,11 @@ def read_log(run_dir: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_training_reduces_the_loss_on_a_fixed_batch(tmp_path: Path) -> None:
     data = RandomClips(n=4, augment=False)  # batch 4: every epoch is the same single batch
-    cfg = tiny_config(tmp_path / "run", epochs=6, optimizer="adam", lr=0.01, weight_decay=0.0)
+    # 10 steps: after 6 the loss sat near 0.8 of its start, on either side depending on the thread count
+    cfg = tiny_config(tmp_path / "run", epochs=10, optimizer="adam", lr=0.01, weight_decay=0.0)
     result = fit(tiny_student(), data, None, cfg, classes=data.classes)
     losses = [float(r["train_loss"]) for r in read_log(result.run_dir)]
-    assert len(losses) == 6 and result.steps == 6 and result.stopped == "completed"
+    assert len(losses) == 10 and result.steps == 10 and result.stopped == "completed"
     assert losses[-1] < 0.8 * losses[0], losses
     assert result.best_checkpoint is None  # no validation set, so no best.pt
 
