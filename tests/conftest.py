@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +25,16 @@ TINY_SYNTH_CONFIG = SynthConfig(
     seed=0,
     format="avi",
 )
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld() -> None:
+    """After each test, the default SIGCHLD handler again. PyTorch installs its own the first time a
+    DataLoader starts worker processes, and in this long-lived test process it crashed pytest (a
+    segmentation fault) when a later test's subprocess exited."""
+    yield
+    if hasattr(signal, "SIGCHLD") and signal.getsignal(signal.SIGCHLD) is not signal.SIG_DFL:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

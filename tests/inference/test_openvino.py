@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 
 import pytest
 import torch
@@ -200,13 +199,7 @@ def test_openvino_agrees_with_pytorch_on_avx2_kernels(student, info, tmp_path) -
             f"x, e = torch.load({str(tmp_path / 'x.pt')!r}), torch.load({str(tmp_path / 'expected.pt')!r}); "
             f"print(float((b(x) - e).abs().max()))")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    # a DataLoader with workers run earlier in this process leaves PyTorch's SIGCHLD handler behind, which
-    # crashed the test process when this child exited: the default handler while it runs
-    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    try:
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    finally:
-        signal.signal(signal.SIGCHLD, previous)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert float(done.stdout.strip().splitlines()[-1]) <= 1e-4
 
