@@ -86,8 +86,8 @@ def test_second_start_reads_the_prepared_model_from_the_cache(student, info, mon
     with pytest.raises(AssertionError, match="exported again"):  # other clips: another model
         backends.prepared_onnx(student, info, "int8", example_clip(info, batch=2, seed=4))
     # a CPU without VNNI (or ONEDNN_MAX_CPU_ISA=AVX2) gets the 7-bit weights' model, not the cached one
-    vnni = backends.vnni_support()
-    monkeypatch.setattr(backends, "vnni_support", lambda: not vnni)
+    vnni = openvino.vnni_support()
+    monkeypatch.setattr(openvino, "vnni_support", lambda: not vnni)
     with pytest.raises(AssertionError, match="exported again"):
         backends.prepared_onnx(student, info, "int8", calibration)
 

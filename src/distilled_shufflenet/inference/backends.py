@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from distilled_shufflenet.inference.runtime import Backend, OrtBackend, set_threads
 from distilled_shufflenet.inference.source import ModelInfo, file_format, read_onnx, read_torchscript
 from distilled_shufflenet.io import atomic_write_bytes
-from distilled_shufflenet.machine import bf16_support, vnni_support
+from distilled_shufflenet.machine import bf16_support
 from distilled_shufflenet.models import fuse_for_inference
 
 
@@ -184,25 +184,22 @@ def prepared_onnx(model: nn.Module, info: ModelInfo, precision: str, calibration
     calibrated on ``calibration`` clips ``(N, 3, T, H, W)``. Kept in :func:`cache_dir` by a hash of all it
     depends on, so the next start of the same model and clips reads it instead of exporting again."""
     from distilled_shufflenet.inference.export import example_clip, onnx_bytes
-    from distilled_shufflenet.inference.openvino import cache_dir
-    from distilled_shufflenet.inference.quantize import quantize_onnx
+    from distilled_shufflenet.inference.openvino import cache_dir, int8_weight_bits, quantize_for_openvino
 
     if precision == "int8" and calibration is None:
         raise ValueError("ov-int8: calibration clips are needed to quantise the model")
-    # without VNNI, 16-bit sums of u8 x s8 products saturate: 7-bit weights keep them in range
-    reduce_range = not vnni_support()
     shape = str((info.preprocess.clip_len, info.preprocess.crop_size)).encode()
     fp32_key = _digest(_state_bytes(model), type(model).__name__.encode(), shape,
                        info.metadata()["dsn.classes"].encode(), _export_code())
     int8_key = "" if precision != "int8" else "-int8-" + _digest(
         str(tuple(calibration.shape)).encode(), calibration.float().contiguous().numpy().tobytes(),
-        b"7-bit weights" if reduce_range else b"8-bit weights")
+        f"{int8_weight_bits()}-bit weights".encode())
     path = cache_dir() / "models" / (fp32_key + int8_key + ".onnx")
     if use_cache and path.is_file():
         return path.read_bytes()
     data = onnx_bytes(model, info, example=example_clip(info))
     if precision == "int8":
-        data = quantize_onnx(data, calibration, reduce_range=reduce_range)
+        data = quantize_for_openvino(data, calibration)
     if use_cache:
         try:
             atomic_write_bytes(data, path)

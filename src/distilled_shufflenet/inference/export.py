@@ -31,7 +31,6 @@ from distilled_shufflenet.inference.graph import static_graph
 from distilled_shufflenet.inference.runtime import OrtBackend, set_threads
 from distilled_shufflenet.inference.source import EXPORT_FORMATS, ModelInfo
 from distilled_shufflenet.io import atomic_write_bytes
-from distilled_shufflenet.machine import vnni_support
 from distilled_shufflenet.models import fuse_for_inference
 
 MIN_OPSET = 17
@@ -402,10 +401,9 @@ def run_export(config: ExportConfig) -> list[ExportReport | QuantizeReport]:
     if not config.quantize:
         return reports
     if config.format == "openvino":
-        from distilled_shufflenet.inference.openvino import OvBackend
+        from distilled_shufflenet.inference.openvino import OvBackend, quantize_for_openvino
 
-        # without VNNI, 16-bit sums of u8 x s8 products saturate: 7-bit weights keep them in range
-        data = quantize_onnx(onnx_bytes(model, info, opset=config.opset), calibration, reduce_range=not vnni_support())
+        data = quantize_for_openvino(onnx_bytes(model, info, opset=config.opset), calibration)
         runner = OvBackend(data, precision="int8", threads=config.threads, name="ov-int8", cache=False)
     else:
         data = quantize_onnx(onnx_bytes(model, info, opset=config.opset), calibration)

@@ -32,7 +32,7 @@ from torch import Tensor
 from distilled_shufflenet._text import first_line
 from distilled_shufflenet.inference.runtime import Backend
 from distilled_shufflenet.inference.source import IR_METADATA_ROOT, ModelInfo
-from distilled_shufflenet.machine import bf16_support
+from distilled_shufflenet.machine import bf16_support, vnni_support
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # OpenVINO's INFERENCE_PRECISION_HINT per backend precision; int8 models keep their float layers in f32
@@ -53,6 +53,20 @@ def _core() -> Any:
     import openvino as ov
 
     return ov.Core()
+
+
+def int8_weight_bits() -> int:
+    """Bits of the int8 model's weights here: 7 where the CPU has no VNNI, whose int8 kernels sum pairs of
+    u8 x s8 products in 16 bits (saturating with 8-bit weights), else 8."""
+    return 8 if vnni_support() else 7
+
+
+def quantize_for_openvino(model: bytes, calibration: Tensor) -> bytes:
+    """The QDQ int8 model OpenVINO runs for the fp32 ONNX ``model``, calibrated on ``calibration`` clips
+    ``(N, 3, T, H, W)``, with :func:`int8_weight_bits` bits of weight."""
+    from distilled_shufflenet.inference.quantize import quantize_onnx
+
+    return quantize_onnx(model, calibration, reduce_range=int8_weight_bits() == 7)
 
 
 def cache_dir() -> Path:
