@@ -14,7 +14,8 @@ from torch.utils.data import Dataset
 
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.engine.checkpointing import save_checkpoint
-from distilled_shufflenet.engine.evaluate import EvalConfig, evaluate, evaluate_checkpoint, write_report
+from distilled_shufflenet.engine.eval_report import write_report
+from distilled_shufflenet.engine.evaluate import EvalConfig, evaluate, evaluate_checkpoint
 from distilled_shufflenet.models import IMAGENET_MEAN, IMAGENET_STD, create_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -113,7 +114,7 @@ def test_report_is_json_and_says_which_figure_is_which(tmp_path: Path) -> None:
 
 
 def test_each_level_reports_its_top1_interval_and_which_videos_it_got_right(tmp_path: Path) -> None:
-    from distilled_shufflenet.engine.evaluate import paired_top1_margin
+    from distilled_shufflenet.engine.eval_report import paired_top1_margin
     from distilled_shufflenet.engine.metrics import accuracy_interval, paired_margin_interval
 
     report = _hand_made()

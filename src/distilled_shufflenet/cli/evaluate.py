@@ -7,14 +7,8 @@ import argparse
 import dataclasses
 from dataclasses import fields
 
-from distilled_shufflenet.engine.evaluate import (
-    AVERAGES,
-    CONFUSION_NAME,
-    EVAL_DATASETS,
-    REPORT_NAME,
-    EvalConfig,
-    default_out_dir,
-)
+from distilled_shufflenet.engine.eval_report import AVERAGES, CONFUSION_NAME, REPORT_NAME
+from distilled_shufflenet.engine.evaluate import EVAL_DATASETS, EvalConfig, default_out_dir
 from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS
 
 _DEFAULTS = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()

@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from distilled_shufflenet.engine.evaluate import EvalConfig, EvalReport, eval_config, evaluate_checkpoint, evaluate_model
+from distilled_shufflenet.engine.eval_report import EvalReport
+from distilled_shufflenet.engine.evaluate import EvalConfig, eval_config, evaluate_checkpoint, evaluate_model
 from distilled_shufflenet.inference.backends import Backend, file_backend
 from distilled_shufflenet.inference.source import file_format
 from distilled_shufflenet.models import Preprocess
