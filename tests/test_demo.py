@@ -78,7 +78,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     # a stage folder is reused only for its own settings: other ones are refused, not overwritten
     from distilled_shufflenet.engine import TrainConfig
     from distilled_shufflenet.engine.checkpointing import read_run_config
-    from distilled_shufflenet.engine.config import build_config
+    from distilled_shufflenet.options import build_config
 
     # distillation runs at its own learning rate, every supervised run at the other
     quick = DemoConfig.quick()

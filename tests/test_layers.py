@@ -2,7 +2,8 @@
 
 The layers, lowest first (a module may import from its own layer and the layers below it):
 
-    0  the package root (its version), _text, io, machine   plain text, atomic files and figures, the CPU
+    0  the package root (its version), _text, io, machine,  plain text, atomic files and figures, the CPU,
+       options                                            typed configs as flags and YAML files
     1  checkpoint                                             reading and writing weight files safely
     2  models                                                 the student, the teachers, X3D
     3  data                                                   videos, datasets, SynthActions
@@ -31,7 +32,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 
 # the first part of a module's name below the package -> its layer ("" is the package root itself)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "_text", "io", "machine"),
+    ("", "_text", "io", "machine", "options"),
     ("checkpoint",),
     ("models",),
     ("data",),

@@ -11,7 +11,8 @@ import yaml
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.engine import FinetuneConfig, TrainConfig, resolve_config, train
 from distilled_shufflenet.engine.distill import DistillConfig
-from distilled_shufflenet.engine.config import add_config_arguments, build_config, config_from_args
+from distilled_shufflenet.engine.config import run_config_from_args
+from distilled_shufflenet.options import add_config_arguments, build_config
 
 TINY = {"widths": [8, 16, 32], "units": [1, 1, 1], "adapter_channels": [16, 32], "clip_len": 8}
 
@@ -19,7 +20,7 @@ TINY = {"widths": [8, 16, 32], "units": [1, 1, 1], "adapter_channels": [16, 32],
 def parse(cls: type, argv: list[str]):
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, cls)
-    return config_from_args(cls, parser.parse_args(argv))
+    return run_config_from_args(cls, parser.parse_args(argv))
 
 
 def test_finetune_defaults_are_the_method_recipe() -> None:

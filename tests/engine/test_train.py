@@ -344,11 +344,11 @@ def test_distill_takes_no_label_fraction() -> None:
 
 def test_linear_probe_flag_and_its_earlier_name_set_the_frozen_backbone() -> None:
     from distilled_shufflenet.cli import build_parser
-    from distilled_shufflenet.engine.config import config_from_args
+    from distilled_shufflenet.engine.config import run_config_from_args
 
     for flag, frozen in (("--linear-probe", True), ("--freeze-backbone", True), ("--no-linear-probe", False)):
         args = build_parser().parse_args(["finetune", "--checkpoint", "x.pt", flag])
-        assert config_from_args(FinetuneConfig, args).freeze_backbone is frozen, flag
+        assert run_config_from_args(FinetuneConfig, args).freeze_backbone is frozen, flag
     with pytest.raises(SystemExit):  # dsn train has no backbone to freeze
         build_parser().parse_args(["train", "--linear-probe"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from distilled_shufflenet.cli.train import run_command
-from distilled_shufflenet.engine.config import add_config_arguments
+from distilled_shufflenet.options import add_config_arguments
 from distilled_shufflenet.engine.distill import DistillConfig, distill
 
 _EPILOG = """\

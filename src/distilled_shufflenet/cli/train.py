@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any, Callable
 
-from distilled_shufflenet.engine.config import FinetuneConfig, TrainConfig, add_config_arguments, config_from_args
+from distilled_shufflenet.engine.config import FinetuneConfig, TrainConfig, run_config_from_args
+from distilled_shufflenet.options import add_config_arguments
 
 _TRAIN_EPILOG = """\
 examples:
@@ -57,7 +58,7 @@ def run_command(cls: type[TrainConfig], library: Callable[[Any], Any]) -> Callab
         from distilled_shufflenet.engine import NonFiniteLossError
         from distilled_shufflenet.engine.loop import RunInterrupted
 
-        config = config_from_args(cls, args)
+        config = run_config_from_args(cls, args)
         try:
             result = library(config)
         except NonFiniteLossError as e:

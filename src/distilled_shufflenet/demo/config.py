@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from distilled_shufflenet.distill import LOSSES, DistillLoss
-from distilled_shufflenet.engine.config import _plain
+from distilled_shufflenet.options import plain
 
 __all__ = ["DISTILL_MODES", "SHIPPED_TEACHERS", "TEACHER_FILES", "DemoConfig", "check_teacher_files"]
 
@@ -125,7 +125,7 @@ class DemoConfig:
             raise ValueError(f"crop_size: {self.crop_size} exceeds the videos' {self.video_size[0]}x{self.video_size[1]}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def check_teacher_files(cfg: DemoConfig) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
-from distilled_shufflenet.engine.config import RESUME_CHANGEABLE, _plain, build_config, resolve_config
+from distilled_shufflenet.engine.config import RESUME_CHANGEABLE, resolve_config
+from distilled_shufflenet.options import build_config, plain
 from distilled_shufflenet.engine.loop import steps_per_epoch
 
 __all__ = ["DemoResult", "Progress", "epochs_for_steps", "run_stage", "stage_config", "stage_state"]
@@ -33,7 +34,7 @@ def _same(requested: Any, saved: Any) -> bool:
         return True
     if isinstance(requested, dict):
         return isinstance(saved, dict) and all(_same(v, saved.get(k)) for k, v in requested.items())
-    return _plain(requested) == _plain(saved)
+    return plain(requested) == plain(saved)
 
 
 def stage_state(folder: Path, config: Any) -> str:

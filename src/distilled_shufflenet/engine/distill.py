@@ -41,12 +41,13 @@ from distilled_shufflenet.distill.plots import plot_distillation
 from distilled_shufflenet.distill.targets import TEACHER_MODES
 from distilled_shufflenet.distill.views import ViewSpec
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
-from distilled_shufflenet.engine.config import TrainConfig, _need_path, _opt
+from distilled_shufflenet.engine.config import TrainConfig
 from distilled_shufflenet.engine.lock import RunLock
 from distilled_shufflenet.engine.loop import FitResult, Objective, StepResult, fit
 from distilled_shufflenet.engine.runtime import Runtime, all_reduce_sums, seed_everything, setup_runtime, teardown_runtime
 from distilled_shufflenet.engine.train import check_model_input, resolve_preprocess
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
+from distilled_shufflenet.options import need_path, option
 
 DISTILL_DATASETS = ("folder", "ucf101", "hmdb51", "list")
 MAPS_PNG = "maps.png"
@@ -58,49 +59,49 @@ class DistillConfig(TrainConfig):
     10-epoch plateau of the loss; resnet101 and r3d_50 teachers; 0.9 x final + 0.1 x mid MSE)."""
 
     # teachers and targets
-    teacher2d: str = _opt("resnet101", "the 2D teacher, NAME[:WEIGHTS_FILE] (ImageNet ResNet-101 in the paper)")
-    teacher3d: str = _opt("r3d_50", "the 3D teacher, NAME[:WEIGHTS_FILE] (a 3D ResNet-50 in the paper)")
-    teacher2d_kwargs: dict = _opt({}, "2D teacher builder argument KEY=VALUE, repeatable (e.g. widen_factor=0.25)",
-                                  flag="--teacher2d-arg")
-    teacher3d_kwargs: dict = _opt({}, "3D teacher builder argument KEY=VALUE, repeatable", flag="--teacher3d-arg")
-    allow_random_teachers: bool = _opt(False, "distil from a teacher given without a weights file (random "
+    teacher2d: str = option("resnet101", "the 2D teacher, NAME[:WEIGHTS_FILE] (ImageNet ResNet-101 in the paper)")
+    teacher3d: str = option("r3d_50", "the 3D teacher, NAME[:WEIGHTS_FILE] (a 3D ResNet-50 in the paper)")
+    teacher2d_kwargs: dict = option({}, "2D teacher builder argument KEY=VALUE, repeatable (e.g. widen_factor=0.25)",
+                                    flag="--teacher2d-arg")
+    teacher3d_kwargs: dict = option({}, "3D teacher builder argument KEY=VALUE, repeatable", flag="--teacher3d-arg")
+    allow_random_teachers: bool = option(False, "distil from a teacher given without a weights file (random "
                                               "weights: its maps teach nothing; for tests and timing only)")
-    teacher3d_frame_stride: int = _opt(1, "the 3D teacher sees every n-th frame of the student's clip (e.g. 2 "
+    teacher3d_frame_stride: int = option(1, "the 3D teacher sees every n-th frame of the student's clip (e.g. 2 "
                                           "for a teacher trained at twice the student's --frame-stride)")
-    teachers: str = _opt("both", "distil from both teachers (the paper) or from one alone (ablation)",
-                         choices=TEACHER_MODES)
-    teacher_split: float = _opt(0.5, "the 2D teacher's share of each tap's time slots (the paper: the first half)")
-    tap_weights: tuple[float, float] = _opt((0.1, 0.9), "loss weights of the mid and final taps")
-    teacher_weights: tuple[float, float] = _opt((1.0, 1.0), "weights of the 2D and 3D teachers' slots in each "
-                                                "tap's loss, a weighted mean (the paper: equal)")
-    loss: str = _opt("mse", "regression loss: MSE (the paper), MSE on channel-L2-normalised maps, smooth L1",
-                     choices=LOSSES)
-    per_teacher_adapters: bool = _opt(False, "where a teacher's channels differ from the student's adapters, "
+    teachers: str = option("both", "distil from both teachers (the paper) or from one alone (ablation)",
+                           choices=TEACHER_MODES)
+    teacher_split: float = option(0.5, "the 2D teacher's share of each tap's time slots (the paper: the first half)")
+    tap_weights: tuple[float, float] = option((0.1, 0.9), "loss weights of the mid and final taps")
+    teacher_weights: tuple[float, float] = option((1.0, 1.0), "weights of the 2D and 3D teachers' slots in each "
+                                                  "tap's loss, a weighted mean (the paper: equal)")
+    loss: str = option("mse", "regression loss: MSE (the paper), MSE on channel-L2-normalised maps, smooth L1",
+                       choices=LOSSES)
+    per_teacher_adapters: bool = option(False, "where a teacher's channels differ from the student's adapters, "
                                              "regress it through an adapter of its own")
     # data: unlabelled videos
-    dataset: str = _opt("folder", "where the unlabelled videos come from: every video under --data-root, or "
-                        "the training videos of a dataset (its labels are not read)", choices=DISTILL_DATASETS)
-    extra_unlabelled: list[str] = _opt([], "another folder of unlabelled videos, repeatable")
-    include_test: bool = _opt(False, "also distil on the dataset's TEST videos (the authors' variant; the "
+    dataset: str = option("folder", "where the unlabelled videos come from: every video under --data-root, or "
+                          "the training videos of a dataset (its labels are not read)", choices=DISTILL_DATASETS)
+    extra_unlabelled: list[str] = option([], "another folder of unlabelled videos, repeatable")
+    include_test: bool = option(False, "also distil on the dataset's TEST videos (the authors' variant; the "
                                      "student then sees the test videos before it is evaluated on them)")
-    validation: bool = _opt(True, "validate the distillation loss after every epoch on the held-out videos "
-                            "(--val-fraction of them; never a test split)")
-    val_fraction: float = _opt(0.05, "share of the videos held out to validate the distillation loss (whole "
+    validation: bool = option(True, "validate the distillation loss after every epoch on the held-out videos "
+                              "(--val-fraction of them; never a test split)")
+    val_fraction: float = option(0.05, "share of the videos held out to validate the distillation loss (whole "
                                      "actor groups where the names have them, gXX); 0: no validation")
     # teacher cache
-    cache_teachers: str | None = _opt(None, "folder of the teacher feature cache: targets of K views per video "
+    cache_teachers: str | None = option(None, "folder of the teacher feature cache: targets of K views per video "
                                             "computed once, reused every epoch and by later runs")
-    cache_views: int = _opt(4, "K: augmented views per video in the teacher cache")
-    maps_png: bool = _opt(True, "draw maps.png (targets and the student's maps of one clip) every epoch")
+    cache_views: int = option(4, "K: augmented views per video in the teacher cache")
+    maps_png: bool = option(True, "draw maps.png (targets and the student's maps of one clip) every epoch")
     # the paper's optimisation
-    optimizer: str = _opt("adam", "optimiser", choices=("sgd", "adam"))
-    batch_size: int = _opt(8, "clips per step and process")
-    weight_decay: float = _opt(0.0, "weight decay")
-    scheduler: str = _opt("plateau", "learning-rate schedule: x gamma on a loss plateau (validation loss, "
-                          "else training loss), every step_size epochs, cosine to zero, or constant",
-                          choices=("plateau", "step", "cosine", "none"))
-    early_stop_patience: int = _opt(0, "stop after this many epochs without a lower loss (0: off)")
-    output: str = _opt("runs/distill", "run folder: student checkpoints, log.csv, curves.png, maps.png, config.yaml")
+    optimizer: str = option("adam", "optimiser", choices=("sgd", "adam"))
+    batch_size: int = option(8, "clips per step and process")
+    weight_decay: float = option(0.0, "weight decay")
+    scheduler: str = option("plateau", "learning-rate schedule: x gamma on a loss plateau (validation loss, "
+                            "else training loss), every step_size epochs, cosine to zero, or constant",
+                            choices=("plateau", "step", "cosine", "none"))
+    early_stop_patience: int = option(0, "stop after this many epochs without a lower loss (0: off)")
+    output: str = option("runs/distill", "run folder: student checkpoints, log.csv, curves.png, maps.png, config.yaml")
 
     command = "distill"
     # supervised settings with no meaning here, and where dsn demo roots its stages' paths
@@ -135,14 +136,14 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"include_test: only with --dataset ucf101 or hmdb51 (they have a test split), "
                              f"got dataset {self.dataset!r}")
         for i, folder in enumerate(self.extra_unlabelled):
-            _need_path(f"extra_unlabelled[{i}]", folder, folder=True)
+            need_path(f"extra_unlabelled[{i}]", folder, folder=True)
         for kind in ("2d", "3d"):
             if self.teachers in ("both", kind):
                 TeacherSpec.parse(getattr(self, f"teacher{kind}"), getattr(self, f"teacher{kind}_kwargs"),
                                   field_name=f"teacher{kind}")
                 spec = TeacherSpec.parse(getattr(self, f"teacher{kind}"))
                 if spec.path is not None:
-                    _need_path(f"teacher{kind}", str(spec.path))
+                    need_path(f"teacher{kind}", str(spec.path))
                 elif not self.allow_random_teachers:
                     raise ValueError(
                         f"teacher{kind}: {spec.name} is given without a weights file, so it would be built with "
