@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from distilled_shufflenet.data.datasets import find_videos
+from distilled_shufflenet.data.splits import find_videos
 from distilled_shufflenet.data.transforms import TrainTransform
 from distilled_shufflenet.data.video import VideoDecodeError, probe_video, read_frames
 from distilled_shufflenet.distill import DistillLoss, TargetBuilder, student_maps

@@ -12,18 +12,19 @@ datasets (:class:`UCF101`, :class:`HMDB51`, :class:`VideoList`, :class:`VideoFol
 :func:`build_dataset` and :func:`unlabelled_videos` (the videos distillation may use).
 """
 
-from distilled_shufflenet.data.datasets import (
-    HMDB51,
-    UCF101,
+from distilled_shufflenet.data.clips import (
     ClipOptions,
     FailureLog,
     LabelledVideoClips,
     MissingVideosError,
     VideoClips,
-    VideoFolder,
-    VideoList,
-    VideoRecord,
     collate_clips,
+    unlabelled,
+)
+from distilled_shufflenet.data.datasets import HMDB51, UCF101, VideoFolder, VideoList
+from distilled_shufflenet.data.factory import DATASET_KINDS, build_dataset
+from distilled_shufflenet.data.splits import (
+    VideoRecord,
     find_videos,
     hmdb51_classes,
     hmdb51_splits_dir,
@@ -33,9 +34,7 @@ from distilled_shufflenet.data.datasets import (
     read_ucf101_split,
     read_video_list,
     ucf101_splits_dir,
-    unlabelled,
 )
-from distilled_shufflenet.data.factory import DATASET_KINDS, build_dataset
 from distilled_shufflenet.data.sampling import center_window, random_window, spread_indices, uniform_windows
 from distilled_shufflenet.data.transforms import (
     EvalTransform,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from distilled_shufflenet.data.datasets import VideoClips, collate_clips
+from distilled_shufflenet.data.clips import VideoClips, collate_clips
 from distilled_shufflenet.data.factory import build_dataset
 from distilled_shufflenet.data.transforms import train_transform
 

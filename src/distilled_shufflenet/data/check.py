@@ -20,14 +20,9 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from distilled_shufflenet.data.datasets import (
-    find_videos,
-    hmdb51_splits_dir,
-    read_hmdb51_split,
-    read_ucf101_split,
-    read_video_list,
-    ucf101_splits_dir,
-)
+from distilled_shufflenet.data.datasets import OFFICIAL_SPLITS
+from distilled_shufflenet.data.factory import check_kind
+from distilled_shufflenet.data.splits import find_videos, read_video_list
 from distilled_shufflenet.data.video import VIDEO_EXTENSIONS, VideoDecodeError, VideoReader
 
 __all__ = [
@@ -153,29 +148,16 @@ def dataset_paths(
 ) -> list[Path]:
     """Every video path a dataset lists (present on disk or not), ``subset`` ``"train"``, ``"test"`` or
     ``"all"`` (both) for the official splits; kind ``"folder"`` with a file as ``root`` is that one video."""
-    from distilled_shufflenet.data.factory import DATASET_KINDS
-
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
+    check_kind(kind, root, list_file)
     if subset not in CHECK_SUBSETS:
         raise ValueError(f"subset must be one of {', '.join(CHECK_SUBSETS)}, got {subset!r}")
     if kind == "list":
-        if list_file is None:
-            raise ValueError("dataset kind 'list' needs a list file")
         return [r.path for r in read_video_list(list_file, root)[0]]
-    if root is None:
-        raise ValueError(f"dataset kind {kind!r} needs a root folder")
     root = Path(root)
     if kind == "folder":
         return [root] if root.is_file() else find_videos(root)
     subsets = ("train", "test") if subset == "all" else (subset,)
-    if kind == "ucf101":
-        splits = Path(splits_dir) if splits_dir is not None else ucf101_splits_dir(root)
-        records = [r for s in subsets for r in read_ucf101_split(splits, split, s, root=root)]
-    else:
-        splits = Path(splits_dir) if splits_dir is not None else hmdb51_splits_dir(root)
-        records = [r for s in subsets for r in read_hmdb51_split(splits, split, s, root=root)]
-    return list(dict.fromkeys(r.path for r in records))
+    return OFFICIAL_SPLITS[kind].split_paths(root, splits_dir, split, subsets)
 
 
 def check_dataset(

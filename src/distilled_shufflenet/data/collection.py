@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from distilled_shufflenet.data.datasets import find_videos
+from distilled_shufflenet.data.splits import find_videos
 from distilled_shufflenet.data.factory import build_dataset
 
 __all__ = ["unlabelled_videos"]

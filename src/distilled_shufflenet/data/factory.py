@@ -6,11 +6,25 @@ import os
 import sys
 from typing import Any
 
-from distilled_shufflenet.data.datasets import HMDB51, UCF101, VideoClips, VideoFolder, VideoList, unlabelled
+from distilled_shufflenet.data.clips import VideoClips, unlabelled
+from distilled_shufflenet.data.datasets import OFFICIAL_SPLITS, VideoFolder, VideoList
 
-__all__ = ["DATASET_KINDS", "build_dataset"]
+__all__ = ["DATASET_KINDS", "LABELLED_KINDS", "build_dataset", "check_kind"]
 
-DATASET_KINDS = ("ucf101", "hmdb51", "list", "folder")
+# the kinds with labels: the official splits and a list of 'path,label' lines
+LABELLED_KINDS: tuple[str, ...] = (*OFFICIAL_SPLITS, "list")
+DATASET_KINDS: tuple[str, ...] = (*LABELLED_KINDS, "folder")
+
+
+def check_kind(kind: str, root: str | os.PathLike | None, list_file: str | os.PathLike | None) -> None:
+    """Refuse an unknown ``kind``, a ``"list"`` without ``list_file`` and any other kind without ``root``."""
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
+    if kind == "list":
+        if list_file is None:
+            raise ValueError("dataset kind 'list' needs list_file (a CSV or text file of 'path,label' lines)")
+    elif root is None:
+        raise ValueError(f"dataset kind {kind!r} needs a root folder of videos")
 
 
 def build_dataset(
@@ -40,13 +54,7 @@ def build_dataset(
     videos), a warning says so on stderr, once per dataset and clip span (from the first process only
     under ``torchrun``).
     """
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
-    if kind == "list":
-        if list_file is None:
-            raise ValueError("dataset kind 'list' needs list_file (a CSV or text file of 'path,label' lines)")
-    elif root is None:
-        raise ValueError(f"dataset kind {kind!r} needs a root folder of videos")
+    check_kind(kind, root, list_file)
     if kind == "folder":
         if labels:
             raise ValueError(
@@ -55,10 +63,8 @@ def build_dataset(
         folder = VideoFolder(root, **clip_options)
         _warn_if_padded(folder)
         return folder
-    if kind == "ucf101":
-        dataset: VideoClips = UCF101(root, splits_dir, split, subset, **clip_options)
-    elif kind == "hmdb51":
-        dataset = HMDB51(root, splits_dir, split, subset, **clip_options)
+    if kind in OFFICIAL_SPLITS:
+        dataset: VideoClips = OFFICIAL_SPLITS[kind](root, splits_dir, split, subset, **clip_options)
     else:
         dataset = VideoList(list_file, root, classes, **clip_options)
     _warn_if_padded(dataset)

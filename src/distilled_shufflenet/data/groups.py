@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distilled_shufflenet.data.datasets import VideoRecord
+from distilled_shufflenet.data.splits import VideoRecord
 
 __all__ = ["group_of", "holdout", "labelled_subset"]
 
