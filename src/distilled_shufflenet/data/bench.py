@@ -2,8 +2,8 @@
 
 Each clip is what training reads: a random 16-frame window decoded with PyAV, one random 224 crop of the
 clip resized to short side 256, a random flip, normalised; batches of 8 through :func:`collate_clips`.
-Without a dataset, a few UCF101-like videos (320x240 MPEG-4 in AVI, 150 frames, 25 fps) are written to a
-temporary folder first.
+Without a dataset, a few UCF101-like videos (SynthActions clips, 320x240 MPEG-4 in AVI, 150 frames, 25 fps)
+are written to a temporary folder first.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from distilled_shufflenet.data.clips import VideoClips, collate_clips
 from distilled_shufflenet.data.factory import build_dataset
+from distilled_shufflenet.data.synth import SYNTH_CLASSES, SynthConfig, write_synth_video
 from distilled_shufflenet.data.transforms import train_transform
 
 __all__ = ["BenchConfig", "BenchResult", "format_results", "make_bench_videos", "run_data_bench", "time_loader"]
@@ -66,35 +66,16 @@ class BenchResult:
         return self.clips / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _frame(rng: np.random.Generator, base: np.ndarray, t: int, h: int, w: int) -> np.ndarray:
-    """A textured background panning sideways with two moving blobs and sensor noise: (H, W, 3) uint8."""
-    img = np.roll(base, shift=2 * t, axis=1)[:h, :w].astype(np.float32)  # (H, W, 3)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for k, colour in enumerate(((220, 60, 40), (40, 90, 230))):
-        cy = h * (0.5 + 0.3 * np.sin(0.11 * t + 2 * k))
-        cx = w * (0.5 + 0.35 * np.cos(0.07 * t + k))
-        mask = ((yy - cy) ** 2 + (xx - cx) ** 2) < (h / 6) ** 2
-        img[mask] = colour
-    img += rng.normal(0, 4, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def make_bench_videos(
     folder: str | os.PathLike, num_videos: int = 6, num_frames: int = 150, size: tuple[int, int] = (320, 240)
 ) -> list[Path]:
-    """Write ``num_videos`` UCF101-like videos (MPEG-4 in AVI, ``size`` = (width, height), 25 fps)."""
-    from distilled_shufflenet.data.encode import write_video
-
-    folder = Path(folder)
-    w, h = size
-    paths = []
-    for i in range(num_videos):
-        rng = np.random.default_rng(i)
-        base = rng.integers(0, 256, size=(h // 8 + 1, (w + 2 * num_frames) // 8 + 1, 3)).astype(np.uint8)
-        base = np.repeat(np.repeat(base, 8, axis=0), 8, axis=1)  # blocky texture, wide enough to pan
-        frames = (_frame(rng, base, t, h, w) for t in range(num_frames))
-        paths.append(write_video(folder / f"v_Bench_g01_c{i + 1:02d}.avi", frames, fps=25, codec="mpeg4"))
-    return paths
+    """Write ``num_videos`` UCF101-like videos (MPEG-4 in AVI, ``size`` = (width, height), 25 fps): SynthActions
+    clips, one class after another, so that the decoder sees moving figures on textured scenes."""
+    config = SynthConfig(frames=num_frames, size=size, fps=25, format="avi")
+    n = len(SYNTH_CLASSES)
+    return [write_synth_video(Path(folder) / f"v_Bench_g01_c{i + 1:02d}.avi", SYNTH_CLASSES[i % n], 1, i // n + 1,
+                              config)
+            for i in range(num_videos)]
 
 
 def time_loader(dataset: VideoClips, workers: int, batch_size: int, batches: int, seed: int = 0) -> BenchResult:

@@ -43,7 +43,7 @@ from distilled_shufflenet.data.synth.config import (
     synth_video_name,
 )
 from distilled_shufflenet.data.synth.motion import render_synth_clip
-from distilled_shufflenet.data.synth.write import SynthReport, generate_synth_actions
+from distilled_shufflenet.data.synth.write import SynthReport, generate_synth_actions, write_synth_video
 
 __all__ = [
     "DEFAULT_CLASSES",
@@ -54,4 +54,5 @@ __all__ = [
     "render_synth_clip",
     "synth_test_groups",
     "synth_video_name",
+    "write_synth_video",
 ]

@@ -23,7 +23,7 @@ from distilled_shufflenet.io import (
     remove_stale_temporaries,
 )
 
-__all__ = ["SynthReport", "generate_synth_actions"]
+__all__ = ["SynthReport", "generate_synth_actions", "write_synth_video"]
 
 CONFIG_FILE = "synth_config.yaml"
 # bumped whenever the generator draws differently, so that a resumed run never mixes two versions
@@ -50,12 +50,18 @@ class SynthReport:
                 f"split 1: {self.train_videos} train / {self.test_videos} test; {self.seconds:.1f} s")
 
 
+def write_synth_video(path: str | os.PathLike[str], class_name: str, group: int, clip: int,
+                      config: SynthConfig) -> Path:
+    """Render one SynthActions video (:func:`render_synth_clip`) and write it to ``path`` atomically, in
+    the config's format and frame rate; returns the path."""
+    return write_video(path, render_synth_clip(class_name, group, clip, config), fps=config.fps, codec=config.codec)
+
+
 def _write_one(root: str, name: str, class_name: str, group: int, clip: int, cfg: SynthConfig) -> bool:
     path = Path(root) / name
     if path.is_file():  # files only appear under their name once complete
         return False
-    frames = render_synth_clip(class_name, group, clip, cfg)
-    write_video(path, frames, fps=cfg.fps, codec=cfg.codec)
+    write_synth_video(path, class_name, group, clip, cfg)
     return True
 
 
