@@ -34,12 +34,13 @@ T = TypeVar("T")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[Any, ...] | None = None,
-           flag: str | None = None, metavar: str | tuple[str, ...] | None = None,
+           flag: str | tuple[str, ...] | None = None, metavar: str | tuple[str, ...] | None = None,
            parse: Callable[[Any], Any] | None = None, group: str | None = None,
            default_factory: Callable[[], Any] | None = None) -> Any:
     """A dataclass field that is also a command-line flag.
 
-    ``flag`` replaces the flag made from the field's name (``batch_size`` -> ``--batch-size``);
+    ``flag`` replaces the flag made from the field's name (``batch_size`` -> ``--batch-size``), or is
+    several spellings of it (``("--output", "-o")``, the first named in messages);
     ``parse`` turns a text value (the flag's, or a YAML string) into the field's value, for values
     written in a syntax of their own (``160x120``, comma lists), and its result is taken as it is;
     ``group`` places the flag under that heading of the help.  A list or dict default is copied per
@@ -55,7 +56,12 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple
 
 def flag_of(f: dataclasses.Field) -> str:
     """The flag of a field, as the user types it."""
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return _flags(f)[0]
+
+
+def _flags(f: dataclasses.Field) -> tuple[str, ...]:
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return (flag,) if isinstance(flag, str) else tuple(flag)
 
 
 def plain(value: Any) -> Any:
@@ -263,25 +269,26 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, hidden: set[str], pr
             kw["metavar"] = f.metadata["metavar"]
         origin, args = typing.get_origin(inner), typing.get_args(inner)
         if f.metadata.get("parse"):
-            where.add_argument(flag_of(f), **kw)
+            where.add_argument(*_flags(f), **kw)
         elif inner is bool:
-            where.add_argument(flag_of(f), action=argparse.BooleanOptionalAction, **kw)
+            where.add_argument(*_flags(f), action=argparse.BooleanOptionalAction, **kw)
         elif inner is dict or origin is dict:
-            where.add_argument(flag_of(f), action="append", type=_key_value, **{"metavar": "KEY=VALUE", **kw})
+            where.add_argument(*_flags(f), action="append", type=_key_value, **{"metavar": "KEY=VALUE", **kw})
         elif origin is list:
-            where.add_argument(flag_of(f), action="append", type=args[0], **{"metavar": "VALUE", **kw})
+            where.add_argument(*_flags(f), action="append", type=args[0], **{"metavar": "VALUE", **kw})
         elif origin is tuple:
             variadic = len(args) == 2 and args[1] is Ellipsis
-            where.add_argument(flag_of(f), nargs="+" if variadic else len(args), type=args[0],
+            where.add_argument(*_flags(f), nargs="+" if variadic else len(args), type=args[0],
                                **{**({} if variadic else {"metavar": "X"}), **kw})
         else:
-            where.add_argument(flag_of(f), type=inner, choices=f.metadata.get("choices"), **kw)
+            where.add_argument(*_flags(f), type=inner, choices=f.metadata.get("choices"), **kw)
 
 
 def _shown(value: Any) -> str:
     """A default as the help prints it: lists with commas, as they are typed."""
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value)) if all(isinstance(v, str) for v in value) else " ".join(map(str, value))
+    if isinstance(value, (tuple, list)):  # numbers as nargs flags take them, anything else as a comma list
+        numbers = all(isinstance(v, (int, float)) for v in value)
+        return (" " if numbers else ",").join(map(str, value))
     return str(plain(value))
 
 

@@ -32,13 +32,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from distilled_shufflenet.engine.eval_report import AVERAGES, EvalReport, report_from_meters, write_report
+from distilled_shufflenet.engine.eval_report import (
+    AVERAGES,
+    CONFUSION_NAME,
+    REPORT_NAME,
+    EvalReport,
+    report_from_meters,
+    write_report,
+)
 from distilled_shufflenet.engine.metrics import VideoScoreMeter
-from distilled_shufflenet.engine.runtime import PRECISIONS, Runtime, default_workers, setup_runtime, teardown_runtime
+from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS, Runtime, default_workers, setup_runtime, teardown_runtime
 from distilled_shufflenet.io import check_writable_folder, remove_stale_temporaries
+from distilled_shufflenet.options import option
 
 # labelled dataset kinds (those of dsn train)
 EVAL_DATASETS = ("ucf101", "hmdb51", "list")
+_PREPROCESSING = "preprocessing (default: the checkpoint's)"  # the help's heading of the overrides
 
 
 # --------------------------------------------------------------------------- scoring
@@ -181,31 +190,42 @@ class EvalConfig:
     ``list_file``, paths relative to ``data_root``, by default the list's folder), as for ``dsn train``.
     """
 
-    dataset: str = "ucf101"
-    data_root: str = ""
-    list_file: str | None = None
-    splits_dir: str | None = None
-    split: int = 1
-    subset: str = "test"
-    clips: int = 10
-    crops: int = 3
-    frame_stride: int | None = None  # None: the stride the checkpoint was trained with
-    batch_size: int = 8
-    workers: int = field(default_factory=default_workers)
-    device: str = "auto"
-    precision: str = "fp32"
-    average: str = "prob"
-    skip_missing: bool = False
-    out: str | None = None
-    progress: bool = True
+    dataset: str = option("ucf101", "dataset layout: official split files (ucf101, hmdb51) or a list file",
+                          choices=EVAL_DATASETS)
+    data_root: str = option("", "folder holding the dataset's videos (--dataset list: default the list file's folder)")
+    list_file: str | None = option(None, "with --dataset list: CSV or text file of 'path,label' lines")
+    splits_dir: str | None = option(None, "folder of the official split files (default: in --data-root)")
+    split: int = option(1, "official split", choices=(1, 2, 3))
+    subset: str = option("test", "side of the split", choices=("train", "test"))
+    clips: int = option(10, "clips per video at video level")
+    crops: int = option(3, "crops per clip at video level", choices=(1, 3))
+    # None: the stride the checkpoint was trained with
+    frame_stride: int | None = option(None, "take every n-th frame (default: the stride the checkpoint was "
+                                      "trained with)", group=_PREPROCESSING)
+    batch_size: int = option(8, "videos per batch, and clips per forward pass")
+    workers: int = option(help="data-loading processes", default_factory=default_workers)
+    device: str = option("auto", "auto = cuda when a GPU is visible", choices=DEVICES)
+    precision: str = option("fp32", "autocast precision", choices=PRECISIONS)
+    average: str = option("prob", "what is averaged over the views of a video", choices=tuple(AVERAGES))
+    out: str | None = option(None, f"folder for {REPORT_NAME} and {CONFUSION_NAME} "
+                             "(default: eval-<dataset>-split<k>-<subset> beside the checkpoint)")
+    skip_missing: bool = option(False, "count listed videos missing from disk as unscored instead of stopping "
+                                "with an error")
+    progress: bool = option(True, "a progress bar on stderr")
     # overrides of the checkpoint's preprocessing
-    clip_len: int | None = None
-    crop_size: int | None = None
-    resize: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    clip_len: int | None = option(None, "frames per clip", group=_PREPROCESSING)
+    crop_size: int | None = option(None, "square crop side in pixels", group=_PREPROCESSING)
+    resize: int | None = option(None, "short side in pixels before cropping", group=_PREPROCESSING)
+    mean: tuple[float, float, float] | None = option(None, "normalisation mean", metavar=("R", "G", "B"),
+                                                     group=_PREPROCESSING)
+    std: tuple[float, float, float] | None = option(None, "normalisation std", metavar=("R", "G", "B"),
+                                                    group=_PREPROCESSING)
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
         checks = [
             ("dataset", self.dataset in EVAL_DATASETS, f"one of {', '.join(EVAL_DATASETS)}"),
             ("clips", self.clips >= 1, "a positive integer"),

@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from distilled_shufflenet.data.factory import DATASET_KINDS
 from distilled_shufflenet.inference.graph import static_graph
 from distilled_shufflenet.inference.runtime import OrtBackend, set_threads
 from distilled_shufflenet.inference.source import EXPORT_FORMATS, ModelInfo
 from distilled_shufflenet.io import atomic_write_bytes
 from distilled_shufflenet.models import fuse_for_inference
+from distilled_shufflenet.options import option
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
@@ -210,23 +212,37 @@ class ExportConfig:
     replace an existing file that is not a model written by ``dsn export``; the checkpoint being exported
     is never replaced."""
 
-    checkpoint: str
-    format: str = "onnx"
-    output: str | None = None
-    opset: int = DEFAULT_OPSET
-    quantize: str | None = None
-    data_root: str | None = None
-    dataset: str = "ucf101"
-    split: int = 1
-    calibration_clips: int = 32
-    test_clips: int | None = None
-    threads: int | None = None
-    list_file: str | None = None
-    force: bool = False
+    checkpoint: str  # a run checkpoint (.pt) or run folder: CHECKPOINT on the command line
+    format: str = option("onnx", "file format", choices=FORMATS)
+    output: str | None = option(None, "file to write, named with its format's suffix (" + "; ".join(
+        f"{fmt} {' or '.join(EXPORT_FORMATS[fmt])}" for fmt in FORMATS) + "; default: beside the checkpoint, with "
+        "the int8 model as NAME.int8.onnx or NAME.int8.xml)", flag=("--output", "-o"))
+    opset: int = option(DEFAULT_OPSET, "ONNX opset, 17 or newer")
+    quantize: str | None = option(None, "static int8 quantisation (QDQ), for ONNX Runtime (--format onnx) or "
+                                  "OpenVINO (--format openvino)", choices=("int8",))
+    data_root: str | None = option(None, "videos for the real check clips, the int8 calibration and the int8 "
+                                   "agreement: a dataset (train subset calibrates, test subset checks), or any "
+                                   "folder of videos with --dataset folder")
+    # None: list with a list file, else ucf101
+    dataset: str | None = option(None, "kind of --data-root: ucf101, hmdb51 (official splits), folder (every "
+                                 "video under it, no labels) or list (--list-file) (default: list with "
+                                 "--list-file, else ucf101)", choices=DATASET_KINDS)
+    split: int = option(1, "official split")
+    calibration_clips: int = option(32, "clips to calibrate on")
+    test_clips: int | None = option(None, "test clips for the agreement (default: all)")
+    threads: int | None = option(None, "threads for the checks (default: torch's default)")
+    list_file: str | None = option(None, "CSV or text file of 'path,label' lines (paths relative to --data-root, "
+                                   "default the list's folder); calibrates on videos spread over it, checks on "
+                                   "the others")
+    force: bool = option(False, "replace an existing --output file even if it is not an earlier export")
 
     def __post_init__(self) -> None:
-        from distilled_shufflenet.data import DATASET_KINDS
+        if self.dataset is None:
+            self.dataset = "list" if self.list_file else "ucf101"
+        self.validate()
 
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
         if self.format not in FORMATS:
             raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.quantize not in (None, "int8"):
