@@ -90,6 +90,51 @@ def test_stream_windows_cover_the_video(student, make_info, make_video, frames, 
     assert report.decode_s > 0 and report.model_s > 0 and report.wall_s >= report.model_s
 
 
+def test_stream_times_the_model_alone_before_its_clock_starts(student, info, make_video) -> None:
+    """The warm-up and timed calls run on a still clip before the stream; the model-alone rate is a window
+    every hop frames at their median time, and the stream's model time counts only the windows."""
+    backend = _Recording(TorchBackend(student, threads=1))
+    report = stream_predict(backend, info, str(make_video("alone.avi", 24)),
+                            StreamConfig(hop=4, warmup_calls=2, timed_calls=3))
+    before = len(backend.logits) - len(report.windows)
+    assert before == 5 and all(not torch.equal(x, backend.logits[before]) for x in backend.logits[:1])
+    assert report.hop == 4 and report.model_alone_s > 0
+    assert report.model_alone_fps == pytest.approx(4 / report.model_alone_s)
+    assert report.to_dict()["model_alone_fps"] == report.model_alone_fps
+    assert "model alone" in report.summary()
+    untimed = stream_predict(TorchBackend(student, threads=1), info, str(make_video("alone.avi", 24)),
+                             StreamConfig(hop=4, timed_calls=0))
+    assert untimed.model_alone_s == 0.0 and untimed.model_alone_fps == 0.0 and "model alone" not in untimed.summary()
+    with pytest.raises(ValueError, match="warmup_calls"):
+        StreamConfig(warmup_calls=0)
+
+
+def test_stream_windows_are_the_evaluation_transform_of_their_frames(student, make_info, make_video) -> None:
+    """Frames preprocessed in batches before each window give each window exactly the clip that the
+    evaluation transform makes of its frames (every stride-th one, the tail window's last frame too)."""
+    from distilled_shufflenet.inference.predict import clip_transform
+
+    info = make_info(student, frame_stride=2)
+    video = make_video("exact.avi", 40)
+    with av.open(str(video)) as c:
+        rgb = torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)])
+    clips: list[torch.Tensor] = []
+
+    def backend(clip: torch.Tensor) -> torch.Tensor:
+        clips.append(clip)
+        return student(clip)
+
+    report = stream_predict(backend, info, str(video), StreamConfig(hop=6, timed_calls=0, warmup_calls=1))
+    windows = clips[1:]
+    assert len(windows) == len(report.windows) >= 3
+    transform = clip_transform(info)
+    for w, clip in zip(report.windows, windows):
+        picked = [i for i in range(w.first_frame, w.last_frame + 1) if i % 2 == 0]  # the sampled frames
+        if w.last_frame % 2:  # the tail window ends on a frame the stride skips, and keeps clip_len frames
+            picked = (picked + [w.last_frame])[-info.preprocess.clip_len:]
+        assert torch.equal(clip[0], transform(rgb[picked])), w.index
+
+
 def test_stream_of_a_short_video_pads(student, info, make_video) -> None:
     report = stream_predict(TorchBackend(student, threads=1), info, str(make_video("short.avi", 5)))
     assert len(report.windows) == 1 and report.windows[0].padded and "padded" in report.note

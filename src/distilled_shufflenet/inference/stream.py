@@ -1,13 +1,16 @@
 """Streaming prediction: a sliding window over a video as it decodes, one label per window.
 
-A feeder thread decodes and preprocesses frames into a bounded queue while the model runs on the
-windows already complete, so decoding overlaps the model::
+A feeder thread decodes frames into a bounded queue while the model runs on the windows already
+complete, so decoding overlaps the model. The frames a window needs are preprocessed in one batch in the
+model's thread just before it runs: batched, the crop + resize + normalise costs a fraction of what it
+costs frame by frame in a second thread competing with the model for the cores::
 
-    feeder thread:  PyAV decode ──> RGB ──> (every frame_stride-th frame) crop + resize + normalise
+    feeder thread:  PyAV decode ──> RGB
                          │  (realtime: released at the video's own frame rate, as a camera would)
                          v
-                    bounded queue ──> main thread: ring of the last clip_len frames ──every hop frames──>
-                    backend ──> probabilities, smoothed over the last `smooth` windows ──> on_window(...)
+                    bounded queue ──> main thread: every frame_stride-th frame waits ──every hop frames──>
+                    crop + resize + normalise of the waiting frames (one batch) ──> ring of the last clip_len
+                    frames ──> backend ──> probabilities, smoothed over the last `smooth` windows ──> on_window
 
 Windows end every ``hop`` frames (a multiple of the frame stride); a last window ends on the last frame,
 so the windows cover the whole video. A source shorter than one window gives one window padded with its
@@ -51,13 +54,18 @@ class StreamConfig:
     realtime: bool = False
     # seconds without a frame after which a stream counts as stalled and ends
     stall_timeout: float = 10.0
-    # frames the feeder may run ahead of the model
-    queue_size: int = 64
+    # decoded frames the feeder may run ahead of the model (each a whole RGB frame in memory)
+    queue_size: int = 32
     # also hand every decoded RGB frame to on_frame (for the annotated video)
     keep_frames: bool = False
+    # model calls on a still clip before the stream starts, off its clock: warm-up (first-run plans and
+    # allocations of the backend, which a live stream pays once at start-up), then the timed ones that give
+    # the model-alone rate the stream's own rate is compared with
+    warmup_calls: int = 2
+    timed_calls: int = 3
 
     def __post_init__(self) -> None:
-        for name, low in (("smooth", 1), ("topk", 1), ("queue_size", 1)):
+        for name, low in (("smooth", 1), ("topk", 1), ("queue_size", 1), ("warmup_calls", 1), ("timed_calls", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
@@ -108,6 +116,9 @@ class StreamReport:
     wall_s: float = 0.0
     stopped: str = "end of stream"
     note: str = ""
+    # median seconds of one model call on a still clip, timed before the stream (0: not timed)
+    model_alone_s: float = 0.0
+    hop: int = 0
 
     @property
     def end_to_end_fps(self) -> float:
@@ -117,6 +128,12 @@ class StreamReport:
     def model_bound_fps(self) -> float:
         """Frames per second if the model were the only cost (frames / model seconds)."""
         return self.frames / self.model_s if self.model_s else 0.0
+
+    @property
+    def model_alone_fps(self) -> float:
+        """Frames per second the model alone keeps up with: a window every ``hop`` frames, each taking the
+        median time of the calls timed before the stream."""
+        return self.hop / self.model_alone_s if self.model_alone_s and self.hop else 0.0
 
     @property
     def realtime_factor(self) -> float:
@@ -132,6 +149,7 @@ class StreamReport:
             "source": self.source, "fps": self.fps, "frames": self.frames, "windows": len(self.windows),
             "decode_s": self.decode_s, "preprocess_s": self.preprocess_s, "model_s": self.model_s,
             "wall_s": self.wall_s, "end_to_end_fps": self.end_to_end_fps, "model_bound_fps": self.model_bound_fps,
+            "hop": self.hop, "model_alone_s": self.model_alone_s, "model_alone_fps": self.model_alone_fps,
             "realtime_factor": self.realtime_factor, "stopped": self.stopped, "note": self.note,
             **({"latency_s_median": float(np.median(lat)), "latency_s_max": max(lat)} if lat else {}),
         }
@@ -149,6 +167,10 @@ class StreamReport:
             f"{self.realtime_factor:.2f}x real time; {100 * self.end_to_end_fps / max(self.model_bound_fps, 1e-9):.0f} "
             f"% of the model-bound rate",
         ]
+        if self.model_alone_fps:
+            lines.append(f"  model alone {1e3 * self.model_alone_s:8.1f} ms/window before the stream: "
+                         f"{self.model_alone_fps:.1f} frames/s at hop {self.hop}; the stream ran at "
+                         f"{100 * self.end_to_end_fps / self.model_alone_fps:.0f} % of it")
         lat = self.latencies()
         if lat:
             lines.append(f"  latency from a window's last frame to its label: median {1e3 * np.median(lat):.0f} ms, "
@@ -190,18 +212,16 @@ def _decoded(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
 
 
 class _Feeder(threading.Thread):
-    """Decodes and preprocesses frames into ``out``: items ``(index, release time, model input or
-    None, RGB frame or None)``, then ``None`` at the end; an exception object if decoding fails."""
+    """Decodes frames into ``out``: items ``(index, release time, RGB frame (H, W, 3))``, then ``None``
+    at the end; an exception object if decoding fails."""
 
-    def __init__(self, container: av.container.InputContainer, transform: Callable, stride: int, fps: float,
-                 config: StreamConfig) -> None:
+    def __init__(self, container: av.container.InputContainer, fps: float, config: StreamConfig) -> None:
         super().__init__(daemon=True, name="dsn-stream-feeder")
-        self.container, self.transform, self.stride, self.fps, self.config = container, transform, stride, fps, config
+        self.container, self.fps, self.config = container, fps, config
         self.out: queue.Queue = queue.Queue(maxsize=config.queue_size)
         self.stop = threading.Event()
-        self.decode_s = self.preprocess_s = 0.0
+        self.decode_s = 0.0
         self._rgb = VideoReformatter()
-        self.last_rgb: np.ndarray | None = None  # the latest decoded frame, for a final window
 
     def run(self) -> None:
         start = time.perf_counter()
@@ -214,17 +234,12 @@ class _Feeder(threading.Thread):
                 if frame is None:
                     break
                 rgb = self._rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()  # (H, W, 3)
-                self.last_rgb = rgb
-                t1 = time.perf_counter()
-                x = self.transform(torch.from_numpy(rgb)[None]) if i % self.stride == 0 else None  # (3, 1, c, c)
-                t2 = time.perf_counter()
-                self.decode_s += t1 - t0
-                self.preprocess_s += t2 - t1
+                self.decode_s += time.perf_counter() - t0
                 if self.config.realtime and self.fps:
                     delay = start + i / self.fps - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                self._put((i, time.perf_counter(), x, rgb if self.config.keep_frames else None))
+                self._put((i, time.perf_counter(), rgb))
                 i += 1
             self._put(None)
         except Exception as e:  # noqa: BLE001 - handed to the main thread, which ends the stream cleanly
@@ -261,15 +276,29 @@ def stream_predict(backend: Backend, info: ModelInfo, source: str, config: Strea
     if config.realtime and not fps:
         container.close()
         raise ValueError(f"video {source}: it states no frame rate, so --realtime cannot pace it")
-    report = StreamReport(source=source, fps=fps)
-    feeder = _Feeder(container, clip_transform(info), stride, fps, config)
+    report = StreamReport(source=source, fps=fps, hop=hop)
+    feeder = _Feeder(container, fps, config)
+    transform = clip_transform(info)
     sampled: collections.deque = collections.deque(maxlen=clip_len)  # (index, (3, 1, c, c)) of sampled frames
+    waiting: list[tuple[int, np.ndarray]] = []  # sampled frames not preprocessed yet: (index, (H, W, 3))
     recent: collections.deque = collections.deque(maxlen=config.smooth)  # probabilities of recent windows
     releases: dict[int, float] = {}
     last_end = -1
 
+    def preprocess_waiting() -> None:
+        """The waiting frames into ``sampled``, preprocessed as one clip (the same values frame by frame)."""
+        if not waiting:
+            return
+        t0 = time.perf_counter()
+        del waiting[:-clip_len]  # older ones would leave the ring before any window used them
+        x = transform(torch.from_numpy(np.stack([rgb for _, rgb in waiting])))  # (3, n, c, c)
+        sampled.extend((i, x[:, k : k + 1]) for k, (i, _) in enumerate(waiting))
+        report.preprocess_s += time.perf_counter() - t0
+        waiting.clear()
+
     def run_window(end: int, padded: bool) -> None:
         nonlocal last_end
+        preprocess_waiting()
         frames = [x for _, x in sampled]
         frames = frames + [frames[-1]] * (clip_len - len(frames))  # a short source: its last frame repeated
         clip = torch.cat(frames, dim=1)[None]  # (1, 3, T, c, c)
@@ -289,10 +318,10 @@ def stream_predict(backend: Backend, info: ModelInfo, source: str, config: Strea
             on_window(window)
 
     crop = info.preprocess.crop_size
-    backend(torch.zeros(1, 3, clip_len, crop, crop))  # one-time set-up (allocations, first-run plans) off the clock
+    report.model_alone_s = _model_alone(backend, torch.zeros(1, 3, clip_len, crop, crop), config)
     start = time.perf_counter()
     feeder.start()
-    last = -1
+    last, last_rgb = -1, None
     try:
         while True:
             try:
@@ -307,25 +336,25 @@ def stream_predict(backend: Backend, info: ModelInfo, source: str, config: Strea
                     raise VideoDecodeError(source, f"cannot decode: {str(item).splitlines()[0]}")
                 report.stopped = f"decoding failed after frame {last}: {str(item).splitlines()[0]}"
                 break
-            i, released, x, rgb = item
-            last = i
+            i, released, rgb = item
+            last, last_rgb = i, rgb
             releases[i] = released
             releases.pop(i - span, None)
-            if rgb is not None and on_frame is not None:
+            if config.keep_frames and on_frame is not None:
                 on_frame(i, rgb)
-            if x is not None:
-                sampled.append((i, x))
+            if i % stride:
+                continue
+            waiting.append((i, rgb))
+            del waiting[:-clip_len]  # older ones would leave the ring before any window used them
             # a window ends on a sampled frame, every hop frames once the first one is full
-            if x is not None and i >= span - 1 and (i - (span - 1)) % hop == 0:
+            if i >= span - 1 and (i - (span - 1)) % hop == 0:
                 run_window(i, padded=False)
         report.frames = last + 1
         if last >= 0 and last != last_end:
             # the tail after the last full hop, or a source shorter than one window
             short = last < span - 1
-            while sampled and sampled[-1][0] > last:
-                sampled.pop()
-            if last % stride:  # the stride skipped the last frame: preprocess it for the final window
-                sampled.append((last, feeder.transform(torch.from_numpy(feeder.last_rgb)[None])))
+            if last % stride:  # the stride skipped the last frame: it ends the final window all the same
+                waiting.append((last, last_rgb))
             run_window(last, padded=short)
             if short:
                 report.note = (f"the source has {last + 1} frames, fewer than one window ({clip_len} frames at "
@@ -335,9 +364,22 @@ def stream_predict(backend: Backend, info: ModelInfo, source: str, config: Strea
     finally:
         feeder.stop.set()
         report.wall_s = time.perf_counter() - start
-        report.decode_s, report.preprocess_s = feeder.decode_s, feeder.preprocess_s
+        report.decode_s = feeder.decode_s
         container_close(feeder, container)
     return report
+
+
+def _model_alone(backend: Backend, clip: torch.Tensor, config: StreamConfig) -> float:
+    """Warm ``backend`` up on ``clip`` and return the median seconds of ``config.timed_calls`` more calls
+    (0.0 when none are asked for)."""
+    for _ in range(config.warmup_calls):
+        backend(clip)
+    times = []
+    for _ in range(config.timed_calls):
+        t0 = time.perf_counter()
+        backend(clip)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) if times else 0.0
 
 
 def container_close(feeder: _Feeder, container: av.container.InputContainer) -> None:
