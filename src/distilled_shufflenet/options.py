@@ -41,8 +41,9 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple
 
     ``flag`` replaces the flag made from the field's name (``batch_size`` -> ``--batch-size``), or is
     several spellings of it (``("--output", "-o")``, the first named in messages);
-    ``parse`` turns a text value (the flag's, or a YAML string) into the field's value, for values
-    written in a syntax of their own (``160x120``, comma lists), and its result is taken as it is;
+    ``parse`` turns a text value (the flag's, a YAML string or list of strings) into the field's value,
+    for values written in a syntax of their own (``160x120``, comma lists), and its result is taken as
+    it is;
     ``group`` places the flag under that heading of the help.  A list or dict default is copied per
     instance.
     """
@@ -187,8 +188,10 @@ def merge_values(cls: type, layers: Iterable[tuple[Mapping[str, Any], str]], *, 
         for key, value in values.items():
             hint, _ = _optional(hints[key])
             parse = fields[key].metadata.get("parse")
-            if parse is not None and value is not None:
+            if parse is not None and _is_text(value):
                 out[key] = parse(value)
+            elif parse is not None:  # a flag's value, which argparse parsed already
+                out[key] = value
             elif dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
                 nested.setdefault(key, []).append((value, source))
             else:
@@ -200,6 +203,13 @@ def merge_values(cls: type, layers: Iterable[tuple[Mapping[str, Any], str]], *, 
         hint, _ = _optional(hints[key])
         out[key] = hint(**merge_values(hint, given, prefix=f"{prefix}{key}."))
     return out
+
+
+def _is_text(value: Any) -> bool:
+    """A string, or a list of strings: what a ``parse`` hook reads."""
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, str) for v in value)
+    return isinstance(value, str)
 
 
 def build_config(cls: type[T], values: Mapping[str, Any], *, base: T | None = None, source: str = "config") -> T:
@@ -269,7 +279,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, hidden: set[str], pr
             kw["metavar"] = f.metadata["metavar"]
         origin, args = typing.get_origin(inner), typing.get_args(inner)
         if f.metadata.get("parse"):
-            where.add_argument(*_flags(f), **kw)
+            where.add_argument(*_flags(f), type=_argument_type(f.metadata["parse"]), **kw)
         elif inner is bool:
             where.add_argument(*_flags(f), action=argparse.BooleanOptionalAction, **kw)
         elif inner is dict or origin is dict:
@@ -282,6 +292,18 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, hidden: set[str], pr
                                **{**({} if variadic else {"metavar": "X"}), **kw})
         else:
             where.add_argument(*_flags(f), type=inner, choices=f.metadata.get("choices"), **kw)
+
+
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse type: its ``ValueError`` becomes the usage error naming the flag."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
 
 
 def _shown(value: Any) -> str:

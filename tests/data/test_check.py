@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distilled_shufflenet.cli import main
-from distilled_shufflenet.data.bench import BenchConfig, format_results, run_data_bench
+from distilled_shufflenet.data.bench import DataBenchConfig, format_results, run_data_bench
 from distilled_shufflenet.data.check import check_dataset, check_video, check_videos
 
 
@@ -93,7 +93,7 @@ def test_check_a_dataset_reports_missing_files(tiny_synth, tmp_path, capsys):
 
 
 def test_bench_runs_and_prints_a_table(capsys):
-    cfg = BenchConfig(clip_len=4, crop_size=32, batch_size=2, workers=(0, 1), batches=2, videos=2, frames=12)
+    cfg = DataBenchConfig(clip_len=4, crop_size=32, batch_size=2, workers=(0, 1), batches=2, videos=2, frames=12)
     results = run_data_bench(cfg)
     assert [r.workers for r in results] == [0, 1]
     assert all(r.clips == 4 and r.failures == 0 and r.clips_per_s > 0 for r in results)

@@ -4,61 +4,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from distilled_shufflenet.data.factory import DATASET_KINDS
+from distilled_shufflenet.data.bench import DataBenchConfig, format_results, run_data_bench
+from distilled_shufflenet.data.check import CheckConfig, check_dataset
+from distilled_shufflenet.options import add_config_arguments, config_from_args
 
 __all__ = ["register"]
 
 
-def _add_dataset_flags(p: argparse.ArgumentParser, default_subset: str, subsets: tuple[str, ...]) -> None:
-    p.add_argument("--dataset", choices=DATASET_KINDS, default="folder",
-                   help="how to find the videos: every video under ROOT (folder), an official split (ucf101, "
-                        "hmdb51) or a list file (default: %(default)s)")
-    p.add_argument("--splits-dir", default=None, help="folder of the official split files (ucf101, hmdb51)")
-    p.add_argument("--split", type=int, default=1, help="official split 1, 2 or 3 (default: %(default)s)")
-    p.add_argument("--subset", choices=subsets, default=default_subset, help="split subset (default: %(default)s)")
-    p.add_argument("--list-file", default=None, help="CSV or text file of 'path,label' lines (--dataset list)")
-
-
 def _run_check(args: argparse.Namespace) -> int:
-    from distilled_shufflenet.data.check import check_dataset
-
-    report = check_dataset(
-        args.dataset,
-        args.root,
-        splits_dir=args.splits_dir,
-        split=args.split,
-        subset=args.subset,
-        list_file=args.list_file,
-        min_frames=args.min_frames,
-        full=args.full,
-        progress=not args.no_progress,
-    )
+    cfg = config_from_args(CheckConfig, args)
+    options = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("dataset", "root")}
+    report = check_dataset(cfg.dataset, cfg.root, **options)
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from distilled_shufflenet.data.bench import BenchConfig, format_results, run_data_bench
-
-    if args.dataset != "folder" and args.root is None and args.list_file is None:
-        raise ValueError(f"--dataset {args.dataset} needs ROOT (or --list-file)")
-    cfg = BenchConfig(
-        root=args.root,
-        dataset=args.dataset,
-        splits_dir=args.splits_dir,
-        split=args.split,
-        subset=args.subset,
-        list_file=args.list_file,
-        clip_len=args.clip_len,
-        crop_size=args.crop_size,
-        batch_size=args.batch_size,
-        workers=tuple(args.workers),
-        batches=args.batches,
-        videos=args.videos,
-        frames=args.frames,
-    )
+    cfg = config_from_args(DataBenchConfig, args)
     if cfg.root is None and cfg.list_file is None:
         print(f"writing {cfg.videos} UCF101-like videos (320x240 MPEG-4 AVI, {cfg.frames} frames) ...",
               file=sys.stderr)
@@ -72,16 +37,11 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
         help="list unreadable, empty or too-short videos of a folder or dataset",
         description="Open every video (of a folder, an official split or a list) and list each one that is "
                     "missing, empty, unreadable, too short, or (with --full) corrupt, with the reason. "
-                    "Exit code 1 if any bad video is found.",
+                    "Exit code 1 if any bad video is found. Defaults < --config FILE.yaml < flags.",
     )
-    p.add_argument("root", metavar="ROOT", nargs="?", default=None, help="folder of videos / dataset root")
-    _add_dataset_flags(p, "all", ("train", "test", "all"))
-    p.add_argument("--min-frames", type=int, default=16,
-                   help="videos with fewer frames are reported as too short (default: %(default)s)")
-    p.add_argument("--full", action="store_true",
-                   help="decode every frame (finds truncated and corrupt files; slower)")
+    p.add_argument("root", metavar="ROOT", nargs="?", default=argparse.SUPPRESS, help="folder of videos / dataset root")
+    add_config_arguments(p, CheckConfig)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_check)
 
 
@@ -91,18 +51,11 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         help="training clips per second of the data pipeline with 0, 1 and 2 workers",
         description="Time the training data pipeline (decode a random 16-frame window, crop 224, flip, "
                     "normalise, batch 8) with several DataLoader worker counts. Without ROOT, a few UCF101-like "
-                    "videos are generated in a temporary folder.",
+                    "videos are generated in a temporary folder. Defaults < --config FILE.yaml < flags.",
     )
-    p.add_argument("root", metavar="ROOT", nargs="?", default=None,
+    p.add_argument("root", metavar="ROOT", nargs="?", default=argparse.SUPPRESS,
                    help="folder of videos / dataset root (default: generate videos)")
-    _add_dataset_flags(p, "train", ("train", "test"))
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts (default: 0 1 2)")
-    p.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
-    p.add_argument("--batches", type=int, default=10, help="timed batches per setting (default: %(default)s)")
-    p.add_argument("--clip-len", type=int, default=16, help="default: %(default)s")
-    p.add_argument("--crop-size", type=int, default=224, help="default: %(default)s")
-    p.add_argument("--videos", type=int, default=6, help="videos to generate without ROOT (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=150, help="frames per generated video (default: %(default)s)")
+    add_config_arguments(p, DataBenchConfig)
     p.set_defaults(func=_run_bench)
 
 

@@ -17,34 +17,37 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from distilled_shufflenet.data.check import VideoSource
 from distilled_shufflenet.data.clips import VideoClips, collate_clips
 from distilled_shufflenet.data.factory import build_dataset
 from distilled_shufflenet.data.synth import SYNTH_CLASSES, SynthConfig, write_synth_video
 from distilled_shufflenet.data.transforms import train_transform
+from distilled_shufflenet.options import option
 
-__all__ = ["BenchConfig", "BenchResult", "format_results", "make_bench_videos", "run_data_bench", "time_loader"]
+__all__ = ["DataBenchConfig", "BenchResult", "format_results", "make_bench_videos", "run_data_bench", "time_loader"]
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    """What ``dsn data bench`` measures; ``root=None`` generates ``videos`` videos to read."""
+class DataBenchConfig(VideoSource):
+    """What ``dsn data bench`` measures; ``root=None`` (and no list file) generates ``videos`` videos to read."""
 
-    root: str | None = None
-    dataset: str = "folder"
-    splits_dir: str | None = None
-    split: int = 1
-    subset: str = "train"
-    list_file: str | None = None
-    clip_len: int = 16
-    crop_size: int = 224
-    batch_size: int = 8
-    workers: tuple[int, ...] = (0, 1, 2)
-    batches: int = 10
-    videos: int = 6
-    frames: int = 150
+    subset: str = option("train", "split subset", choices=("train", "test"))
+    workers: tuple[int, ...] = option((0, 1, 2), "worker counts")
+    batch_size: int = option(8, "clips per batch")
+    batches: int = option(10, "timed batches per setting")
+    clip_len: int = option(16, "frames per clip")
+    crop_size: int = option(224, "square crop in pixels")
+    videos: int = option(6, "videos to generate without ROOT")
+    frames: int = option(150, "frames per generated video")
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        if self.dataset != "folder" and self.root is None and self.list_file is None:
+            raise ValueError(f"dataset: --dataset {self.dataset} needs ROOT (or --list-file)")
         for name in ("clip_len", "crop_size", "batch_size", "batches", "videos", "frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -95,7 +98,7 @@ def time_loader(dataset: VideoClips, workers: int, batch_size: int, batches: int
     return BenchResult(workers, clips, time.perf_counter() - start, failures)
 
 
-def run_data_bench(cfg: BenchConfig) -> list[BenchResult]:
+def run_data_bench(cfg: DataBenchConfig) -> list[BenchResult]:
     """Build the dataset of ``cfg`` (or generate videos) and time it with each worker count."""
     with tempfile.TemporaryDirectory(prefix="dsn-data-bench-") as tmp:
         root, kind = cfg.root, cfg.dataset
@@ -118,7 +121,7 @@ def run_data_bench(cfg: BenchConfig) -> list[BenchResult]:
         return [time_loader(dataset, w, cfg.batch_size, cfg.batches, cfg.seed) for w in cfg.workers]
 
 
-def format_results(results: list[BenchResult], cfg: BenchConfig) -> str:
+def format_results(results: list[BenchResult], cfg: DataBenchConfig) -> str:
     """A table of clips/s per worker count."""
     head = (
         f"training clips ({cfg.clip_len} frames, {cfg.crop_size}x{cfg.crop_size}, train preset), "

@@ -21,11 +21,14 @@ from typing import Iterable
 from tqdm import tqdm
 
 from distilled_shufflenet.data.datasets import OFFICIAL_SPLITS
-from distilled_shufflenet.data.factory import check_kind
+from distilled_shufflenet.data.factory import DATASET_KINDS, check_kind
 from distilled_shufflenet.data.splits import find_videos, read_video_list
 from distilled_shufflenet.data.video import VIDEO_EXTENSIONS, VideoDecodeError, VideoReader
+from distilled_shufflenet.options import option
 
 __all__ = [
+    "CheckConfig",
+    "VideoSource",
     "PROBLEM_KINDS",
     "CheckReport",
     "VideoProblem",
@@ -37,6 +40,38 @@ __all__ = [
 
 PROBLEM_KINDS = ("missing", "empty", "unreadable", "corrupt", "too_short")
 CHECK_SUBSETS = ("train", "test", "all")
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """Which videos a data tool reads: every video under ``root`` (``folder``), a side of an official split
+    (``ucf101``, ``hmdb51``) or the lines of a ``list`` file."""
+
+    root: str | None = None  # ROOT on the command line
+    dataset: str = option("folder", "how to find the videos: every video under ROOT (folder), an official split "
+                          "(ucf101, hmdb51) or a list file", choices=DATASET_KINDS)
+    splits_dir: str | None = option(None, "folder of the official split files (ucf101, hmdb51)")
+    split: int = option(1, "official split 1, 2 or 3")
+    subset: str = option("all", "split subset", choices=CHECK_SUBSETS)
+    list_file: str | None = option(None, "CSV or text file of 'path,label' lines (--dataset list)")
+
+
+@dataclass(frozen=True)
+class CheckConfig(VideoSource):
+    """What ``dsn data check`` checks: the videos of a :class:`VideoSource`, each opened (or, ``full``,
+    decoded to the end) and reported when missing, empty, unreadable or shorter than ``min_frames``."""
+
+    min_frames: int = option(16, "videos with fewer frames are reported as too short")
+    full: bool = option(False, "decode every frame (finds truncated and corrupt files; slower)")
+    progress: bool = option(True, "a progress bar")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames: expected an integer >= 1, got {self.min_frames}")
 
 
 @dataclass(frozen=True)

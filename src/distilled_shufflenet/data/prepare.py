@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from distilled_shufflenet.data.encode import CONTAINERS, VideoWriter, codec_available
 from distilled_shufflenet.io import check_writable_folder, remove_stale_temporaries
+from distilled_shufflenet.options import option
 
 __all__ = ["VIDEO_EXTENSIONS", "PrepareConfig", "PrepareReport", "prepare_videos", "reencode_video",
            "scaled_size"]
@@ -43,11 +44,16 @@ class PrepareConfig:
     """How to re-encode. ``codec=None`` picks the codec from the file extension (MPEG-4 Part 2 for
     ``.avi``); ``quality`` is on that codec's scale (see :mod:`encode`)."""
 
-    short_side: int = 128
-    codec: str | None = None
-    quality: int | None = None
+    short_side: int = option(128, "target short side in pixels")
+    codec: str | None = option(None, "encoder, e.g. mpeg4 or libx264 (default: from the extension, mpeg4 for .avi)")
+    quality: int | None = option(None, "constant quality on the codec's scale, lower is better (default: mpeg4 4, "
+                                 "x264 CRF 18)")
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
         if self.short_side < 2:
             raise ValueError(f"short_side: expected >= 2 pixels, got {self.short_side}")
         if self.codec is not None and not codec_available(self.codec):

@@ -4,8 +4,12 @@ layout (its name, the test groups of each split)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
-__all__ = ["DEFAULT_CLASSES", "SYNTH_CLASSES", "SynthConfig", "synth_test_groups", "synth_video_name"]
+from distilled_shufflenet.options import option
+
+__all__ = ["DEFAULT_CLASSES", "SYNTH_CLASSES", "SynthConfig", "parse_classes", "parse_size", "synth_test_groups",
+           "synth_video_name"]
 
 SYNTH_CLASSES: tuple[str, ...] = (
     "JumpingJacks", "SquatDown", "StandUp", "WaveSlow", "WaveFast", "Punch", "WalkToward", "WalkAway",
@@ -14,25 +18,52 @@ SYNTH_CLASSES: tuple[str, ...] = (
 DEFAULT_CLASSES: tuple[str, ...] = SYNTH_CLASSES[:10]
 
 
+def parse_classes(value: str | int | Sequence[str]) -> tuple[str, ...]:
+    """``N`` (the first N classes of :data:`SYNTH_CLASSES`), comma-separated class names, or a list of them."""
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        if not 1 <= int(value) <= len(SYNTH_CLASSES):
+            raise ValueError(f"classes: expected 1..{len(SYNTH_CLASSES)} classes, got {value}")
+        return SYNTH_CLASSES[:int(value)]
+    names = tuple(n.strip() for n in (value.split(",") if isinstance(value, str) else map(str, value)) if n.strip())
+    unknown = [n for n in names if n not in SYNTH_CLASSES]
+    if unknown or not names:
+        raise ValueError(f"classes: unknown class {', '.join(unknown) or repr(value)}; known: {', '.join(SYNTH_CLASSES)}")
+    return names
+
+
+def parse_size(value: str | Sequence[int]) -> tuple[int, int]:
+    """``"160x120"`` (or ``[160, 120]``) -> ``(160, 120)``: width and height."""
+    try:
+        w, h = (int(v) for v in (value.lower().split("x") if isinstance(value, str) else value))
+    except (ValueError, TypeError):
+        raise ValueError(f"size: expected WIDTHxHEIGHT such as 160x120, got {value!r}") from None
+    return w, h
+
+
 @dataclass
 class SynthConfig:
     """What to generate. ``size`` is (width, height); ``format`` is ``"avi"`` (MPEG-4 Part 2, like
     UCF101) or ``"mp4"`` (H.264). ``clean`` drops the camera shake, flicker and sensor noise (the
     random draws still happen, so everything else stays the same)."""
 
-    classes: tuple[str, ...] = DEFAULT_CLASSES
-    groups: int = 8
-    clips_per_group: int = 3
-    frames: int = 40
-    size: tuple[int, int] = (160, 120)
-    fps: int = 25
-    seed: int = 0
-    format: str = "avi"
+    classes: tuple[str, ...] = option(DEFAULT_CLASSES, f"the first N classes, or a comma-separated list (default: the "
+                                      f"first {len(DEFAULT_CLASSES)})", parse=parse_classes, metavar="N|NAMES")
+    groups: int = option(8, "actors per class (gXX); a quarter of them are test groups")
+    clips_per_group: int = option(3, "clips per actor and class (cYY)")
+    frames: int = option(40, "frames per video")
+    size: tuple[int, int] = option((160, 120), "frame size (default: 160x120)", parse=parse_size, metavar="WxH")
+    fps: int = option(25, "frame rate")
+    seed: int = option(0, "random seed")
+    format: str = option("avi", "avi: MPEG-4 Part 2 like UCF101; mp4: H.264", choices=("avi", "mp4"))
     clean: bool = False  # no camera shake, flicker or sensor noise (for inspection and tests)
 
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
         self.size = (int(self.size[0]), int(self.size[1]))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
         unknown = [c for c in self.classes if c not in SYNTH_CLASSES]
         if unknown or not self.classes or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes: expected distinct names from {', '.join(SYNTH_CLASSES)}, "
