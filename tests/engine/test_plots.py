@@ -84,7 +84,7 @@ def test_plot_confusion_checks_the_matrix_shape(tmp_path: Path) -> None:
 
 def test_the_run_log_redraws_its_curves_at_most_every_few_seconds_and_on_close(tmp_path: Path, monkeypatch) -> None:
     import distilled_shufflenet.engine.plots as plots
-    from distilled_shufflenet.engine.loop import RunLog
+    from distilled_shufflenet.engine.runlog import RunLog
 
     drawn: list[int] = []  # the rows log.csv held at each drawing
     monkeypatch.setattr(plots, "plot_curves",

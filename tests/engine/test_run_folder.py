@@ -19,7 +19,7 @@ from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.engine import FinetuneConfig, TrainConfig, fit, resolve_config
 from distilled_shufflenet.engine.finetune import with_checkpoint_defaults
 from distilled_shufflenet.engine.lock import LOCK, RunFolderBusy, RunLock
-from distilled_shufflenet.engine.loop import cosine_factor
+from distilled_shufflenet.engine.optim import cosine_factor
 from distilled_shufflenet.models import create_model
 
 from test_train import TINY, RandomClips, read_log, tiny_config, tiny_student

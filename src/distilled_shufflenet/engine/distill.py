@@ -43,7 +43,8 @@ from distilled_shufflenet.distill.views import ViewSpec
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
 from distilled_shufflenet.engine.lock import RunLock
-from distilled_shufflenet.engine.loop import FitResult, Objective, StepResult, fit
+from distilled_shufflenet.engine.loop import FitResult, fit
+from distilled_shufflenet.engine.objective import Objective, StepResult
 from distilled_shufflenet.engine.runtime import Runtime, all_reduce_sums, seed_everything, setup_runtime, teardown_runtime
 from distilled_shufflenet.engine.train import check_model_input, resolve_preprocess
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained

@@ -1,4 +1,6 @@
-"""The one training loop of the project, and the :class:`Objective` that says what a step computes.
+"""The one training loop of the project; the :class:`~distilled_shufflenet.engine.objective.Objective` it is
+given says what a step computes, :mod:`~distilled_shufflenet.engine.runlog` records the run and
+:mod:`~distilled_shufflenet.engine.optim` builds the optimiser and its schedule.
 
 ::
 
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -53,6 +55,9 @@ from distilled_shufflenet.engine.checkpointing import (
     state_from_checkpoint,
 )
 from distilled_shufflenet.engine.lock import RunLock
+from distilled_shufflenet.engine.objective import Objective
+from distilled_shufflenet.engine.optim import build_optimizer, build_scheduler, restore_scheduler
+from distilled_shufflenet.engine.runlog import RunLog, epoch_row, summary
 from distilled_shufflenet.engine.runtime import (
     EpochSampler,
     Runtime,
@@ -70,9 +75,7 @@ from distilled_shufflenet.engine.runtime import (
     wrap_model,
 )
 
-RUN_COLUMNS = ("lr", "clips_per_s", "data_wait_share")
-# the figures of the one-line epoch summary (log.csv has them all)
-_SUMMARY = ("train_top1", "train_mid", "train_final", "val_loss", "val_top1", "val_top5", "val_mid", "val_final")
+
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,112 +96,6 @@ class RunInterrupted(RuntimeError):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-
-# --------------------------------------------------------------------------- objectives
-@dataclass
-class StepResult:
-    """What one step of an objective computed on this process's batch."""
-
-    loss: Tensor  # scalar, the one backpropagated
-    clips: int  # clips in the batch
-    sums: dict[str, float]  # per-batch sums of the objective's figures (keys: objective.train_columns)
-
-
-class Objective:
-    """What one training step computes and which figures it reports (a base to subclass).
-
-    ``train_columns`` name running sums that :meth:`step` returns for each batch; the loop adds them
-    up over the epoch (and over processes) and logs ``train_<name> = sum / clips``. :meth:`validate`
-    returns the ``val_*`` figures of the epoch end (``val_loss`` among them when there is one).
-    ``monitor`` is the figure that chooses ``best.pt`` (``higher_is_better`` says its direction).
-    """
-
-    train_columns: tuple[str, ...] = ()
-    val_columns: tuple[str, ...] = ("val_loss",)
-    monitor: str = "val_loss"
-    higher_is_better: bool = False
-    collate: Callable[[Sequence[Any]], dict[str, Any]] = staticmethod(collate_clips)  # batches of samples
-
-    def network(self, model: nn.Module) -> nn.Module:
-        """The module the loop trains, wraps in DDP and calls with the batch's clips."""
-        return model
-
-    def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
-        raise NotImplementedError
-
-    def validate(self, model: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, float]:
-        raise NotImplementedError
-
-    def set_train_mode(self, net: nn.Module) -> None:
-        net.train()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Trainable state the objective owns beside the model (saved in every checkpoint)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def model_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The model weights a checkpoint stores (all of them by default)."""
-        return state
-
-    def load_model_state(self, model: nn.Module, state: dict[str, Tensor]) -> None:
-        """Restore what :meth:`model_state` stored, for an exact resume."""
-        model.load_state_dict(state, strict=True)
-
-    def checkpoint_extras(self) -> dict[str, Any]:
-        """Extra self-describing entries of the checkpoint (e.g. the teachers a student was distilled from)."""
-        return {}
-
-    @property
-    def log_columns(self) -> tuple[str, ...]:
-        return ("epoch", "step", "train_loss", *(f"train_{c}" for c in self.train_columns), *self.val_columns,
-                *RUN_COLUMNS)
-
-
-# --------------------------------------------------------------------------- optimisation
-def build_optimizer(params: Sequence[nn.Parameter], config: Any) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-
-
-def cosine_factor(epochs: int) -> Callable[[int], float]:
-    """The learning-rate factor of epoch ``e`` of a cosine schedule of ``epochs`` epochs (1 at 0, 0 at the end)."""
-    return lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs))
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: Any) -> Any:
-    """Stepped once per epoch; ``plateau`` is given the monitored loss.  The cosine schedule depends on
-    ``config.epochs`` in closed form, so a resumed run with another length follows the new one."""
-    if config.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.gamma,
-                                                          patience=config.plateau_patience)
-    if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    if config.scheduler == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor(config.epochs))
-    return None
-
-
-def restore_scheduler(scheduler: Any, state: dict[str, Any] | None, optimizer: torch.optim.Optimizer) -> None:
-    """Load a saved schedule; a closed-form (cosine) one then sets the learning rate of the current
-    epoch under the config's length, which may differ from the saved run's."""
-    if scheduler is None or state is None:
-        return
-    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        epoch = int(state.get("last_epoch", 0))
-        base = list(state.get("base_lrs") or scheduler.base_lrs)
-        scheduler.last_epoch = epoch
-        scheduler.base_lrs = base
-        for group, lr, factor in zip(optimizer.param_groups, base, scheduler.lr_lambdas):
-            group["lr"] = lr * factor(epoch)
-        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
-        return
-    scheduler.load_state_dict(state)
 
 
 # --------------------------------------------------------------------------- data
@@ -226,89 +123,6 @@ def make_loader(dataset: Dataset, sampler: Any, config: Any, rt: Runtime, *, tra
         generator=generator,
         persistent_workers=config.num_workers > 0,
     )
-
-
-# --------------------------------------------------------------------------- logging
-class RunLog:
-    """``log.csv`` (one row per epoch), TensorBoard events when available, ``curves.png``.
-
-    A run that stops at its step budget mid-epoch logs that partial epoch too (training figures only); a
-    resumed run keeps the rows of the epochs its checkpoint had finished (``resume_epoch``) and drops the rest,
-    the partial row included, as they are written again. ``curves.png`` is redrawn at most every
-    ``plot_every`` seconds (a drawing takes about 0.25 s, a short epoch not much more) and when the log
-    is closed."""
-
-    plot_every = 10.0
-
-    def __init__(self, run_dir: Path, columns: Sequence[str], *, enabled: bool, tensorboard: bool, plots: bool,
-                 resume_step: int | None, resume_epoch: int | None = None, previous_csv: Path | None = None) -> None:
-        self.csv = run_dir / "log.csv"
-        self.png = run_dir / "curves.png"
-        self.columns = tuple(columns)
-        self.enabled = enabled
-        self.plots = plots
-        self._drawn_at: float | None = None  # monotonic time of the last drawing
-        self._stale = False
-        self.writer = None
-        if not enabled:
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        source = self.csv if previous_csv is None or not previous_csv.exists() else previous_csv
-        if resume_step is not None and source.exists():
-            # rows written after the checkpoint we resume from would be written again
-            lines = source.read_text().splitlines()
-            def before(ln: str) -> bool:
-                epoch, step = (int(float(v)) for v in ln.split(",")[:2])
-                return step <= resume_step and (resume_epoch is None or epoch <= resume_epoch)
-
-            kept = lines[:1] + [ln for ln in lines[1:] if ln and before(ln)]
-            self.csv.write_text("\n".join(kept) + "\n")
-        if not self.csv.exists() or resume_step is None:
-            self.csv.write_text(",".join(self.columns) + "\n")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=resume_step)
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_scalar(tag, value, step)
-
-    def row(self, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        cells = ["" if row.get(c) is None else str(int(row[c])) if c in ("epoch", "step") else f"{row[c]:.6g}"
-                 for c in self.columns]
-        with self.csv.open("a") as f:
-            f.write(",".join(cells) + "\n")
-        for key in self.columns[2:]:
-            if row.get(key) is not None:
-                self.scalar(f"epoch/{key}", row[key], int(row["step"]))
-        if not self.plots:
-            return
-        self._stale = True
-        if self._drawn_at is None or time.monotonic() - self._drawn_at >= self.plot_every:
-            self.draw()
-
-    def draw(self) -> None:
-        """Redraw ``curves.png`` from ``log.csv`` now."""
-        self._stale = False
-        self._drawn_at = time.monotonic()
-        try:
-            from distilled_shufflenet.engine.plots import plot_curves
-
-            plot_curves(self.csv, self.png)
-        except Exception as e:  # a figure must never stop a training run
-            print(f"warning: could not draw {self.png}: {e}", file=sys.stderr)
-
-    def close(self) -> None:
-        if self._stale:  # only set by rows a log that draws has written
-            self.draw()
-        if self.writer is not None:
-            self.writer.close()
 
 
 # --------------------------------------------------------------------------- signals
@@ -616,22 +430,6 @@ def _all_have_clips(batch: dict[str, Any], rt: Runtime) -> bool:
 
 
 # --------------------------------------------------------------------------- epoch end
-def epoch_row(state: TrainState, objective: Objective, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The training figures of the epoch so far (validation columns empty)."""
-    m = state.meters
-    clips = max(m["clips"], 1.0)
-    row: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step, "train_loss": m["loss"] / clips}
-    for c in objective.train_columns:
-        row[f"train_{c}"] = m.get(c, 0.0) / clips
-    row.update(dict.fromkeys(objective.val_columns))
-    row.update({
-        "lr": optimizer.param_groups[0]["lr"],
-        "clips_per_s": m["clips"] / m["time"] if m["time"] else None,
-        "data_wait_share": m["wait"] / m["time"] if m["time"] else None,
-    })
-    return row
-
-
 def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
               scheduler: Any, objective: Objective, rt: Runtime, state: TrainState,
               config: Any) -> tuple[dict[str, float], bool, bool]:
@@ -662,19 +460,3 @@ def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, o
     state.epoch_step = 0
     state.meters = TrainState().meters
     return row, improved, stop
-
-
-def summary(row: dict[str, Any], epochs: int) -> str:
-    """One line per epoch: every logged figure, compactly."""
-    text = f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f}"
-    for key, value in row.items():
-        if value is None or key not in _SUMMARY:
-            continue
-        label = key.replace("_", " ")
-        text += f"  {label} {value:.1f}%" if key.endswith(("top1", "top5")) else f"  {label} {value:.4g}"
-    text += f"  lr {row['lr']:.3g}"
-    if row.get("clips_per_s") is not None:
-        text += f"  {row['clips_per_s']:.1f} clips/s  data wait {row['data_wait_share']:.0%}"
-        if row.get("train_teacher_s") is not None:
-            text += f"  teachers {row['train_teacher_s'] * row['clips_per_s']:.0%}"
-    return text

@@ -33,15 +33,9 @@ from distilled_shufflenet.data.groups import group_of, holdout, labelled_subset
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
 from distilled_shufflenet.engine.lock import RunLock
-from distilled_shufflenet.engine.loop import (
-    FitResult,
-    NonFiniteLossError,
-    Objective,
-    RunInterrupted,
-    StepResult,
-    make_loader,
-)
+from distilled_shufflenet.engine.loop import FitResult, NonFiniteLossError, RunInterrupted, make_loader
 from distilled_shufflenet.engine.loop import fit as fit_objective
+from distilled_shufflenet.engine.objective import Objective, StepResult
 from distilled_shufflenet.engine.metrics import topk_correct
 from distilled_shufflenet.engine.runtime import (
     Runtime,
