@@ -1,8 +1,9 @@
-"""``dsn demo``: flags -> DemoConfig -> the library's run_demo()."""
+"""``dsn demo``: flags (and --config FILE.yaml) -> DemoConfig -> the library's run_demo()."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 from distilled_shufflenet import demo
 from distilled_shufflenet.engine.loop import RunInterrupted
 from distilled_shufflenet.io import atomic_write_text
+from distilled_shufflenet.options import add_config_arguments, config_from_args
 
 _EPILOG = """\
 what it does:
@@ -37,15 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     text = "the method end to end at CPU scale: teachers, distillation, fine-tuning, baselines, table, chart"
     parser = subparsers.add_parser("demo", help=text, description=text[0].upper() + text[1:] + ".",
                                    epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default=None, help="run folder (default: runs/demo, runs/demo_quick with --quick)")
+    add_config_arguments(parser, demo.DemoConfig)
     parser.add_argument("--quick", action="store_true", help="tiny data and 1-2 epochs per stage (the test's run)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the training runs and of the labelled groups")
-    parser.add_argument("--teachers-from", metavar="DIR", default=None,
-                        help="read the teachers from DIR/teacher3d.pt and DIR/teacher2d.pt (default: the demo "
-                             "teachers the project ships; --quick trains its own)")
-    parser.add_argument("--train-teachers", metavar="DIR", default=None,
-                        help="train the teachers on the source data and write them to DIR (teacher3d.pt, teacher2d.pt)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument("--summary", nargs="+", metavar="RUN", default=None,
                         help="run nothing: the mean and min-max of every model's top-1 over finished demo run "
                              "folders (e.g. three seeds), and the distilled students' margins over scratch; "
@@ -57,15 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     if args.summary:
         return _summary(args)
-    teachers_from = args.teachers_from
-    if teachers_from is None and args.train_teachers is None and not args.quick:
-        teachers_from = str(demo.SHIPPED_TEACHERS)
+    config = config_from_args(demo.DemoConfig, args, make=demo.DemoConfig.quick if args.quick else demo.DemoConfig)
+    if config.teachers_from is None and config.export_teachers is None and not args.quick:
+        config = dataclasses.replace(config, teachers_from=str(demo.SHIPPED_TEACHERS))
         print(f"teachers: the shipped demo teachers ({demo.SHIPPED_TEACHERS}); --train-teachers DIR trains them instead")
-    values = {"teachers_from": teachers_from, "export_teachers": args.train_teachers, "progress": args.progress,
-              "output": args.output or ("runs/demo_quick" if args.quick else "runs/demo")}
-    if args.seed is not None:
-        values["seed"] = args.seed
-    config = demo.DemoConfig.quick(**values) if args.quick else demo.DemoConfig(**values)
     try:
         result = demo.run_demo(config)
     except (RunInterrupted, KeyboardInterrupt) as e:
@@ -74,21 +64,21 @@ def _demo(args: argparse.Namespace) -> int:
         name = signal.Signals(e.signum).name if isinstance(e, RunInterrupted) else "SIGINT"
         print(f"dsn demo: interrupted ({name}); the finished stages (and the last checkpoint of the one under way) "
               f"are kept in {config.output}; run the same command again to continue from there:\n"
-              f"  {_same_command(args)}", file=sys.stderr)
+              f"  {_same_command(args, config)}", file=sys.stderr)
         return e.exit_code if isinstance(e, RunInterrupted) else 130
     print(f"stages run: {len(result.ran)}, reused: {len(result.reused)}")
     return 0
 
 
-def _same_command(args: argparse.Namespace) -> str:
+def _same_command(args: argparse.Namespace, config: demo.DemoConfig) -> str:
     """The ``dsn demo`` command that continues this run (its output folder spelt out)."""
     words = ["dsn", "demo"] + (["--quick"] if args.quick else [])
-    words += ["--output", args.output or ("runs/demo_quick" if args.quick else "runs/demo")]
-    for flag, value in (("--seed", args.seed), ("--teachers-from", args.teachers_from),
-                        ("--train-teachers", args.train_teachers)):
-        if value is not None:
-            words += [flag, str(value)]
-    if not args.progress:
+    words += ["--config", args.config] if args.config else []
+    words += ["--output", config.output]
+    for flag, name in (("--seed", "seed"), ("--teachers-from", "teachers_from"), ("--train-teachers", "export_teachers")):
+        if getattr(args, name, None) is not None:
+            words += [flag, str(getattr(args, name))]
+    if getattr(args, "progress", True) is False:
         words.append("--no-progress")
     return " ".join(shlex.quote(w) for w in words)
 
@@ -97,8 +87,9 @@ def _summary(args: argparse.Namespace) -> int:
     summary = demo.seed_summary([Path(p) for p in args.summary])
     text = demo.seed_summary_markdown(summary)
     print(text, end="")
-    if args.output:
-        out = Path(args.output)
+    output = getattr(args, "output", None)
+    if output:
+        out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(text, out / "summary.md")
         atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from distilled_shufflenet.distill import LOSSES, DistillLoss
-from distilled_shufflenet.options import plain
+from distilled_shufflenet.options import option, plain
 
 __all__ = ["DISTILL_MODES", "SHIPPED_TEACHERS", "TEACHER_FILES", "DemoConfig", "check_teacher_files"]
 
@@ -23,9 +23,10 @@ DISTILL_MODES = ("both", "3d", "2d")
 @dataclass
 class DemoConfig:
     """Every setting of ``dsn demo``; the defaults are the recipe docs/demo.md gives and explains,
-    :meth:`quick` is the tiny run of the test."""
+    :meth:`quick` is the tiny run of the test.  The fields with help text are ``dsn demo``'s flags; a
+    ``--config FILE.yaml`` may set any field."""
 
-    output: str = "runs/demo"
+    output: str = option("runs/demo", "run folder (default: runs/demo, runs/demo_quick with --quick)")
     # data: the teachers' source and the user's target (SynthActions, UCF101 layout)
     classes: tuple[str, ...] | None = None  # None: every SynthActions class
     source_seed: int = 1
@@ -51,8 +52,12 @@ class DemoConfig:
     teacher2d: str = "resnet18"
     teacher_width: float = 0.25
     teacher_epochs: int = 40
-    teachers_from: str | None = None  # folder holding teacher3d.pt / teacher2d.pt: no teacher training
-    export_teachers: str | None = None  # write the trained teachers there (dsn demo --train-teachers DIR)
+    # a folder holding teacher3d.pt / teacher2d.pt: no teacher training
+    teachers_from: str | None = option(None, "read the teachers from DIR/teacher3d.pt and DIR/teacher2d.pt "
+                                       "(default: the demo teachers the project ships; --quick trains its own)",
+                                       metavar="DIR")
+    export_teachers: str | None = option(None, "train the teachers on the source data and write them to DIR "
+                                         "(teacher3d.pt, teacher2d.pt)", flag="--train-teachers", metavar="DIR")
     # distillation: Adam at 1e-2, as 1e-3 (the paper's, for many UCF101 epochs) is too slow for 600 steps
     distill_epochs: int = 20
     distill_loss: str = "mse"
@@ -73,8 +78,8 @@ class DemoConfig:
     bench_repeats: int = 3
     bench_full_size: bool = True  # also bench at the paper's 16x224x224
     workers: int = 2
-    seed: int = 0
-    progress: bool = True
+    seed: int = option(0, "seed of the training runs and of the labelled groups")
+    progress: bool = option(True, "progress bars")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "DemoConfig":
@@ -84,6 +89,7 @@ class DemoConfig:
             clips_per_group=1, frames=20, video_size=(64, 48), clip_len=16, frame_stride=1, crop_size=48,
             resize=48, teacher_width=0.125, teacher_epochs=1, distill_epochs=1, cache_views=1,
             finetune_steps=2, batch_size=4, eval_clips=1, bench_repeats=1, bench_full_size=False, workers=0,
+            output="runs/demo_quick",
         )
         values.update(overrides)
         return cls(**values)
