@@ -63,6 +63,11 @@ def test_test_groups() -> None:
     assert synth_test_groups(25, 2) == [7, 8, 9, 10, 11, 12]
     assert synth_test_groups(2, 1) == [1] and synth_test_groups(2, 2) == [2] and synth_test_groups(2, 3) == []
     assert synth_video_name("Bow", 3, 12) == "Bow/v_Bow_g03_c12.avi"
+    # a chosen number of test groups: g01 on for split 1, the next ones for the splits that fit
+    assert synth_test_groups(44, 1, 20) == list(range(1, 21)) and synth_test_groups(44, 2, 20) == list(range(21, 41))
+    assert synth_test_groups(44, 3, 20) == []
+    with pytest.raises(ValueError, match="test_groups"):
+        SynthConfig(groups=4, test_groups=4)
 
 
 def test_default_classes() -> None:

@@ -48,7 +48,9 @@ class SynthConfig:
 
     classes: tuple[str, ...] = option(DEFAULT_CLASSES, f"the first N classes, or a comma-separated list (default: the "
                                       f"first {len(DEFAULT_CLASSES)})", parse=parse_classes, metavar="N|NAMES")
-    groups: int = option(8, "actors per class (gXX); a quarter of them are test groups")
+    groups: int = option(8, "actors per class (gXX); a quarter of them are test groups unless --test-groups")
+    test_groups: int | None = option(None, "test actor groups of split 1 (g01 on; default: a quarter of --groups); "
+                                     "splits 2 and 3 take as many of the next groups where they fit")
     clips_per_group: int = option(3, "clips per actor and class (cYY)")
     frames: int = option(40, "frames per video")
     size: tuple[int, int] = option((160, 120), "frame size (default: 160x120)", parse=parse_size, metavar="WxH")
@@ -73,6 +75,9 @@ class SynthConfig:
         if self.clips_per_group < 1 or self.clips_per_group > 99 or self.groups > 99:
             raise ValueError("groups and clips_per_group: expected 1..99 "
                              f"(got {self.groups}, {self.clips_per_group})")
+        if self.test_groups is not None and not 1 <= self.test_groups < self.groups:
+            raise ValueError(f"test_groups: expected 1..{self.groups - 1} (fewer than --groups {self.groups}, so that "
+                             f"training keeps some), got {self.test_groups}")
         if self.frames < 2:
             raise ValueError(f"frames: expected >= 2, got {self.frames}")
         if min(self.size) < 16 or self.size[0] % 2 or self.size[1] % 2:
@@ -93,10 +98,10 @@ def synth_video_name(class_name: str, group: int, clip: int, fmt: str = "avi") -
     return f"{class_name}/v_{class_name}_g{group:02d}_c{clip:02d}.{fmt}"
 
 
-def synth_test_groups(groups: int, split: int) -> list[int]:
-    """The test groups (1-based) of ``split`` (1..3) for a dataset of ``groups`` groups; [] if the split
-    does not exist for that many groups."""
-    n = max(1, groups // 4)
+def synth_test_groups(groups: int, split: int, test_groups: int | None = None) -> list[int]:
+    """The test groups (1-based) of ``split`` (1..3) for a dataset of ``groups`` groups, ``test_groups`` of
+    them per split (default: a quarter); [] if the split does not exist for that many groups."""
+    n = max(1, groups // 4) if test_groups is None else test_groups
     first = (split - 1) * n + 1
     if first + n - 1 > groups or n >= groups:
         return []

@@ -138,7 +138,7 @@ def generate_synth_actions(
     label = {c: i for i, c in enumerate(cfg.classes, 1)}
     splits, n_train, n_test = 0, 0, 0
     for split in (1, 2, 3):
-        test = set(synth_test_groups(cfg.groups, split))
+        test = set(synth_test_groups(cfg.groups, split, cfg.test_groups))
         if not test:
             continue
         train_lines = [f"{name} {label[c]}" for name, c, g, _ in jobs if g not in test]
