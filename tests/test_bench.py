@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from distilled_shufflenet import bench
+from distilled_shufflenet.bench import report as bench_report
+from distilled_shufflenet.bench import run as bench_run
 from distilled_shufflenet.bench import (
     PATHS,
     BenchConfig,
@@ -152,7 +154,7 @@ class _Probe(nn.Module):
 @pytest.mark.parametrize("path, expected", [("fp32", (False, False)), ("fp32+cl3d", (True, True))])
 def test_eager_paths_run_in_their_layout(path: str, expected: tuple) -> None:
     model = _Probe().eval()
-    seen = bench._make_call(model, path, torch.randn(1, 3, 4, 8, 8))()
+    seen = bench_run._make_call(model, path, torch.randn(1, 3, 4, 8, 8))()
     assert (seen["input_cl3d"], seen["weight_cl3d"]) == expected
     # a channels-last path works on its own copy: the shared model keeps its layout
     assert model.conv.weight.is_contiguous()
@@ -169,13 +171,13 @@ def test_backend_paths_run_the_backend_of_that_name(monkeypatch: pytest.MonkeyPa
     x = torch.randn(1, 3, 8, 32, 32)
     built: list = []
     real = backends.create_backend
-    monkeypatch.setattr(bench, "create_backend", lambda name, *a, **k: built.append(real(name, *a, **k)) or built[-1])
+    monkeypatch.setattr(bench_run, "create_backend", lambda name, *a, **k: built.append(real(name, *a, **k)) or built[-1])
     with torch.no_grad():
         expected = model(x)
     for name in ("torch-fp32", "ort-fp32", "ov-fp32"):
         if backends.backend_support(name):
             continue
-        out = bench._make_call(model, name, x)()
+        out = bench_run._make_call(model, name, x)()
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
     assert [b.name for b in built] == [n for n in ("ort-fp32", "ov-fp32") if not backends.backend_support(n)]
     assert any(isinstance(m, nn.BatchNorm3d) for m in model.modules())  # the original is untouched
@@ -314,7 +316,7 @@ def test_peak_share_uses_the_ceiling_of_the_same_precision(one_conv: str, monkey
         # the same product for both precisions, but the fp32 one claims a million times the FLOPs
         return (lambda: a @ a), 2 * 64**3 * (10**6 if dtype == torch.float32 else 1), 64
 
-    monkeypatch.setattr(bench, "matmul_problem", problem)
+    monkeypatch.setattr(bench_run, "matmul_problem", problem)
     config = _tiny_config(one_conv, frames=4, size=8, paths=("fp32", "torch-bf16"), force_bf16=True, repeats=1)
     report = run_benchmark(config)
     ceilings = report.ceilings_gflops
@@ -372,11 +374,11 @@ def test_model_too_small_for_input_names_the_model(one_conv: str) -> None:
 
 def test_busy_machine_warning() -> None:
     quiet = {"load_average": [0.1, 0.1, 0.1], "load_average_end": [2.1, 1.0, 0.5], "logical_cpus": 2, "threads": 2}
-    assert bench._busy_warning(quiet) is None
+    assert bench_report._busy_warning(quiet) is None
     busy = dict(quiet, load_average=[3.0, 3.0, 3.0])
-    assert "WARNING: the machine was busy (a load of about 3.0" in bench._busy_warning(busy)
+    assert "WARNING: the machine was busy (a load of about 3.0" in bench_report._busy_warning(busy)
     # one thread on two CPUs leaves room for one other process
-    assert bench._busy_warning(dict(quiet, load_average=[1.0, 1, 1], threads=1)) is None
+    assert bench_report._busy_warning(dict(quiet, load_average=[1.0, 1, 1], threads=1)) is None
 
 
 # ---------------------------------------------------------------------------------------------- CLI

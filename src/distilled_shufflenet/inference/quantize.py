@@ -79,11 +79,6 @@ def top1_agreement(a: Tensor, b: Tensor) -> float:
     return float((a.argmax(1) == b.argmax(1)).float().mean()) if len(a) else float("nan")
 
 
-def seeded_clips(n: int, shape: tuple[int, int, int, int], seed: int = 0) -> Tensor:
-    """``n`` random normalised clips of ``shape`` ``(C, T, H, W)``."""
-    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
-
-
 def _import_torchao() -> tuple:
     """torchao's PT2E entry points; its import warns about CUDA kernels it cannot load on a CPU build."""
     quiet = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
