@@ -275,21 +275,21 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, hidden: set[str], pr
         shown = default not in (dataclasses.MISSING, None, "") and "default:" not in f.metadata["help"]
         kw: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS,
                               "help": f.metadata["help"] + (f" (default: {_shown(default)})" if shown else "")}
-        if f.metadata.get("metavar"):
-            kw["metavar"] = f.metadata["metavar"]
         origin, args = typing.get_origin(inner), typing.get_args(inner)
+        if inner is not bool:  # named after the flag, as argparse does, not after the (nested) field
+            kw["metavar"] = f.metadata.get("metavar") or flag_of(f).lstrip("-").replace("-", "_").upper()
         if f.metadata.get("parse"):
             where.add_argument(*_flags(f), type=_argument_type(f.metadata["parse"]), **kw)
         elif inner is bool:
             where.add_argument(*_flags(f), action=argparse.BooleanOptionalAction, **kw)
         elif inner is dict or origin is dict:
-            where.add_argument(*_flags(f), action="append", type=_key_value, **{"metavar": "KEY=VALUE", **kw})
+            where.add_argument(*_flags(f), action="append", type=_key_value, **{**kw, "metavar": "KEY=VALUE"})
         elif origin is list:
-            where.add_argument(*_flags(f), action="append", type=args[0], **{"metavar": "VALUE", **kw})
+            where.add_argument(*_flags(f), action="append", type=args[0], **{**kw, "metavar": "VALUE"})
         elif origin is tuple:
             variadic = len(args) == 2 and args[1] is Ellipsis
             where.add_argument(*_flags(f), nargs="+" if variadic else len(args), type=args[0],
-                               **{**({} if variadic else {"metavar": "X"}), **kw})
+                               **{**kw, **({} if variadic else {"metavar": f.metadata.get("metavar") or "X"})})
         else:
             where.add_argument(*_flags(f), type=inner, choices=f.metadata.get("choices"), **kw)
 

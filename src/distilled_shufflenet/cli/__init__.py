@@ -31,15 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def name_list(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """A flag's comma-separated names, each one of ``known`` (an argparse error naming the others)."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown) or repr(text)}; known: {', '.join(known)}")
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -115,7 +115,7 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     return (str(path), st.st_size, st.st_mtime_ns)
 
 
-def _first_line(e: BaseException) -> str:
+def av_error_reason(e: BaseException) -> str:
     """The message of an error, without PyAV's "[Errno N]" prefix and repeated file name."""
     text = getattr(e, "strerror", None) if isinstance(e, av.FFmpegError) else None
     return first_line(text) if text and text.strip() else first_line(e)
@@ -165,7 +165,7 @@ class VideoReader:
         try:
             container = av.open(str(self.path), metadata_errors="ignore")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-            raise self._fail(f"cannot open: {_first_line(e)}") from None
+            raise self._fail(f"cannot open: {av_error_reason(e)}") from None
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             container.close()
@@ -203,7 +203,7 @@ class VideoReader:
                     frames = packet.decode()
                 except av.FFmpegError as e:
                     self._errors += 1
-                    self._first_error = self._first_error or _first_line(e)
+                    self._first_error = self._first_error or av_error_reason(e)
                     errors_in_row += 1
                     if errors_in_row > _MAX_DECODE_ERRORS:
                         return
@@ -212,7 +212,7 @@ class VideoReader:
                 yield from frames
         except (av.FFmpegError, OSError) as e:  # the container itself is truncated or corrupt
             self._errors += 1
-            self._first_error = self._first_error or _first_line(e)
+            self._first_error = self._first_error or av_error_reason(e)
 
     def _sequential(self) -> Iterator[tuple[int, av.VideoFrame]]:
         """(index, frame) from the start of the file, counting: exact by definition."""
@@ -318,7 +318,7 @@ class VideoReader:
                 try:
                     kept[i] = self._to_rgb(frame)
                 except (av.FFmpegError, ValueError) as e:
-                    reason = f"cannot convert frame {i} ({frame.format.name}) to RGB: {_first_line(e)}"
+                    reason = f"cannot convert frame {i} ({frame.format.name}) to RGB: {av_error_reason(e)}"
                     raise self._fail(reason) from None
             if i >= last:
                 break

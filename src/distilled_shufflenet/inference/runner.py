@@ -22,30 +22,61 @@ from distilled_shufflenet.inference.export import example_clip
 from distilled_shufflenet.inference.predict import VideoPrediction, check_outputs, clip_transform, expand_inputs, \
     is_live_source, predict_files
 from distilled_shufflenet.inference.source import ModelInfo, load_model_source
-from distilled_shufflenet.inference.stream import StreamConfig, StreamReport, Window, stream_predict
+from distilled_shufflenet.inference.stream import STREAMING, StreamConfig, StreamReport, Window, stream_predict
+from distilled_shufflenet.options import option
+
+
+def parse_backends(value: str | list[str]) -> tuple[str, ...]:
+    """``--candidates``: comma-separated backend names (or a YAML list of them), each one of BACKENDS."""
+    names = tuple(n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip())
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise ValueError(f"candidates: unknown backend {', '.join(unknown) or repr(value)}; known: {', '.join(BACKENDS)}")
+    return names
 
 
 @dataclass
 class PredictConfig:
     """What ``dsn predict`` does; defaults: five clips per video, top 5, the backend chosen by timing."""
 
-    model: str  # a checkpoint (.pt or run folder) or an exported file (.onnx, .ts)
-    inputs: tuple[str, ...]
-    backend: str = "auto"
-    threads: int | None = None
-    clips: int = 5
-    topk: int = 5
-    json: str | None = None
+    model: str  # a checkpoint (.pt or run folder) or an exported file (.onnx, .ts): MODEL on the command line
+    inputs: tuple[str, ...]  # INPUT ... on the command line
+    backend: str = option(
+        "auto", "how to run the model (default: auto: time the candidates here, keep the fastest that "
+        "agrees with fp32). An exported file runs only in the backends made for it (an fp32 .onnx in ort-fp32, "
+        "ov-fp32, ov-bf16; an int8 one in ort-int8, ov-int8; an .xml in the ov-* of its precision; a .ts in "
+        "TorchScript); another is refused. Which to use on which CPU: ov-int8 was the fastest measured on "
+        "AVX-512 with VNNI and on AVX2 (see docs/inference.md)", choices=("auto",) + BACKENDS)
+    # what auto times
+    auto_candidates: tuple[str, ...] = option(
+        AUTO_CANDIDATES, f"comma-separated backends --backend auto times for a checkpoint (default: "
+        f"{','.join(AUTO_CANDIDATES)}; torch-compile, torch-compile-bf16 and torch-int8 compile first, a minute "
+        "or more for the paper preset, so they are timed only when named here; bf16 ones only run on CPUs with "
+        "native bf16)", flag="--candidates", metavar="LIST", parse=parse_backends)
+    # largest class-probability difference to fp32 auto accepts
+    auto_tolerance: float = option(
+        DEFAULT_TOLERANCE, "largest class-probability difference to fp32 that --backend auto accepts, with the "
+        f"same top-1 on every probe clip (default: {DEFAULT_TOLERANCE}; int8 backends moved a trained demo "
+        "student's class probabilities by up to 0.08)", flag="--tolerance")
+    threads: int | None = option(None, "threads for the model (default: torch's default)")
+    clips: int = option(5, "clips per video without --stream")
+    topk: int = option(5, "classes shown")
+    json: str | None = option(None, "also write all results to this JSON file", metavar="PATH")
     # streaming
-    stream: bool = False
+    stream: bool = option(False, "label a sliding window as the video decodes", group=STREAMING)
     stream_config: StreamConfig = field(default_factory=StreamConfig)
-    output: str | None = None  # JSON lines (.jsonl) or CSV (.csv) of the windows, written as they come
-    annotate: str | None = None  # the annotated video (.mp4)
-    auto_candidates: tuple[str, ...] = AUTO_CANDIDATES  # what auto times
-    auto_tolerance: float = DEFAULT_TOLERANCE  # largest class-probability difference to fp32 auto accepts
+    # JSON lines (.jsonl) or CSV (.csv) of the windows, written as they come
+    output: str | None = option(None, "write the windows to this .jsonl or .csv file as they come", metavar="PATH",
+                                group=STREAMING)
+    annotate: str | None = option(None, "write the video with the label, score and a timeline of the top classes "
+                                  "drawn on it", flag="--out", metavar="VIDEO.mp4", group=STREAMING)
 
     def __post_init__(self) -> None:
         self.inputs = tuple(self.inputs)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
         if not self.inputs:
             raise ValueError("inputs: no video given")
         if self.backend != "auto" and self.backend not in BACKENDS:

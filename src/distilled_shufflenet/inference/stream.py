@@ -35,25 +35,29 @@ from av.video.reformatter import VideoReformatter
 
 from distilled_shufflenet.data import VideoDecodeError
 from distilled_shufflenet.data.sampling import window_span
-from distilled_shufflenet.data.video import _first_line as _av_reason
+from distilled_shufflenet.data.video import av_error_reason
 from distilled_shufflenet.inference.backends import Backend
 from distilled_shufflenet.inference.predict import clip_transform, is_live_source, top_k
 from distilled_shufflenet.inference.source import ModelInfo
+from distilled_shufflenet.options import option
+
+
+STREAMING = "streaming"  # the heading of the streaming flags in dsn predict --help
 
 
 @dataclass
 class StreamConfig:
     """How ``dsn predict --stream`` slides its window."""
 
-    # frames between the ends of two windows (a multiple of the frame stride); None: half a window
-    hop: int | None = None
-    # windows averaged into the smoothed label
-    smooth: int = 4
+    # frames between the ends of two windows; None: half a window
+    hop: int | None = option(None, "frames between windows, a multiple of the model's frame stride (default: half "
+                             "a window)", group=STREAMING)
+    smooth: int = option(4, "windows averaged into the label", group=STREAMING)
     topk: int = 3
-    # pace a file at its own frame rate, as a camera would deliver it
-    realtime: bool = False
-    # seconds without a frame after which a stream counts as stalled and ends
-    stall_timeout: float = 10.0
+    realtime: bool = option(False, "pace a file at its own frame rate, as a camera would, and report label latency",
+                            group=STREAMING)
+    stall_timeout: float = option(10.0, "seconds without a frame before a stream counts as stalled and ends",
+                                  group=STREAMING)
     # decoded frames the feeder may run ahead of the model (each a whole RGB frame in memory)
     queue_size: int = 32
     # also hand every decoded RGB frame to on_frame (for the annotated video)
@@ -65,6 +69,10 @@ class StreamConfig:
     timed_calls: int = 3
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
         for name, low in (("smooth", 1), ("topk", 1), ("queue_size", 1), ("warmup_calls", 1), ("timed_calls", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -197,7 +205,7 @@ def open_source(source: str) -> av.container.InputContainer:
     try:
         container = av.open(source, metadata_errors="ignore", timeout=10.0, **options)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VideoDecodeError(source, f"cannot open: {_av_reason(e)}") from None
+        raise VideoDecodeError(source, f"cannot open: {av_error_reason(e)}") from None
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(source, "no video stream")
