@@ -32,6 +32,8 @@ from torch.utils.data import DataLoader
 from distilled_shufflenet.data import FailureLog, VideoClips, eval_transform, train_transform
 from distilled_shufflenet.data.groups import holdout
 from distilled_shufflenet.data.collection import unlabelled_videos
+from distilled_shufflenet.data.datasets import OFFICIAL_SPLITS
+from distilled_shufflenet.data.factory import LABELLED_KINDS
 from distilled_shufflenet.distill import DistillLoss, TargetBuilder, TeacherAdapters, TeacherSpec, build_teacher
 from distilled_shufflenet.distill.cache import TeacherCache
 from distilled_shufflenet.distill.dataset import CachedViews
@@ -50,7 +52,7 @@ from distilled_shufflenet.engine.train import check_model_input, resolve_preproc
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
 from distilled_shufflenet.options import need_path, option
 
-DISTILL_DATASETS = ("folder", "ucf101", "hmdb51", "list")
+DISTILL_DATASETS = ("folder", *LABELLED_KINDS)
 MAPS_PNG = "maps.png"
 
 
@@ -133,7 +135,7 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"teacher3d_frame_stride: expected a positive integer, got {self.teacher3d_frame_stride}")
         if self.cache_views < 1:
             raise ValueError(f"cache_views: expected a positive integer, got {self.cache_views}")
-        if self.include_test and self.dataset not in ("ucf101", "hmdb51"):
+        if self.include_test and self.dataset not in OFFICIAL_SPLITS:
             raise ValueError(f"include_test: only with --dataset ucf101 or hmdb51 (they have a test split), "
                              f"got dataset {self.dataset!r}")
         for i, folder in enumerate(self.extra_unlabelled):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from distilled_shufflenet.data.factory import LABELLED_KINDS
 from distilled_shufflenet.engine.eval_report import (
     AVERAGES,
     CONFUSION_NAME,
@@ -46,7 +47,7 @@ from distilled_shufflenet.io import check_writable_folder, remove_stale_temporar
 from distilled_shufflenet.options import option
 
 # labelled dataset kinds (those of dsn train)
-EVAL_DATASETS = ("ucf101", "hmdb51", "list")
+EVAL_DATASETS = LABELLED_KINDS
 _PREPROCESSING = "preprocessing (default: the checkpoint's)"  # the help's heading of the overrides
 
 
