@@ -32,20 +32,32 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     for name in ("results.md", "results.json", "accuracy_fps.png", "demo_config.json"):
         assert (run / name).is_file(), name
     assert (run / "accuracy_fps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    stages = ["teacher3d", "teacher2d", "distill_both", "distill_3d", "distill_2d", "finetune_both", "finetune_3d",
-              "finetune_2d", "scratch_labelled", "scratch_all"]
+    stages = ["teacher3d", "teacher2d", "distill_both", "finetune_both", "probe_both", "scratch_equal"]
     for stage in stages:
         assert (run / "stages" / stage / "last.pt").is_file(), stage
         assert (run / "stages" / stage / "log.csv").is_file(), stage
-    # one teacher cache, of both teachers, built by the two-teacher run, serves the single-teacher runs too
     assert [p.name for p in (run / "cache").iterdir()] == ["teachers"]
     meta = json.loads((run / "cache" / "teachers" / "cache.json").read_text())
     assert sorted(meta["fingerprint"]["teachers"]) == ["2d", "3d"]
-    assert first.count("shards done, 0 B to write") == 2, first
 
     results = json.loads((run / "results.json").read_text())
     names = [r["name"] for r in results["rows"]]
-    assert names == [key for key, _, _ in ROWS] + ["x3d_s"]  # the X3D peer: speed only
+    trained = ["teacher3d", "teacher2d", "distilled_both", "probe_both", "scratch_equal"]
+    assert names == trained + ["x3d_s"]  # in the order of ROWS; the X3D peer: speed only
+    assert [key for key, _, _ in ROWS if key in trained] == trained
+    # every accuracy carries its bootstrap interval, every student its margin over equal-compute scratch
+    for row in results["rows"][:-1]:
+        low, high = row["video_top1_ci95"]
+        assert 0.0 <= low <= row["video_top1"] <= high <= 100.0, row
+    margins = {m["name"]: m for m in results["margins"]}
+    assert set(margins) == {"distilled_both", "probe_both"}
+    for m in margins.values():
+        assert m["ci95"][0] <= m["points"] <= m["ci95"][1] and m["over"] == "scratch_equal"
+    # the test split is the test actors (g01 on), and no stage trains on them
+    test_list = (run / "data" / "target_splits" / "testlist01.txt").read_text().split()
+    train_list = (run / "data" / "target_splits" / "trainlist01.txt").read_text()
+    assert len(test_list) == results["test_videos"] == DemoConfig.quick().target_test_groups * 4
+    assert all("_g01_" in v for v in test_list) and "_g01_" not in train_list
     for row in results["rows"]:
         assert isinstance(row["params"], int) and row["params"] > 0
         assert math.isfinite(row["gmacs_demo"]) and row["gmacs_demo"] > 0
@@ -60,7 +72,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     student = {r["params"] for r in results["rows"] if r["name"] not in ("teacher3d", "teacher2d", "x3d_s")}
     assert len(student) == 1
     table = (run / "results.md").read_text()
-    assert table.count("\n| ") == len(ROWS) + 2  # header + one line per model + X3D-S
+    assert table.count("\n| ") == len(trained) + 2  # header + one line per model + X3D-S
     assert "nan" not in table.lower()
     # the distilled student streamed over a test video, labels drawn in
     video = run / "annotated_test_video.mp4"
@@ -86,13 +98,18 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert read_run_config(run / "stages" / "finetune_both")["lr"] == quick.lr
     # the teachers' weights apply to the two-teacher run; one teacher alone has nothing to weigh
     assert read_run_config(run / "stages" / "distill_both")["teacher_weights"] == list(quick.distill_teacher_weights)
-    assert read_run_config(run / "stages" / "distill_3d")["teacher_weights"] == [1.0, 1.0]
-    # every supervised student gets exactly the step budget, however many full batches its videos make
-    for stage in ("finetune_both", "finetune_3d", "finetune_2d", "scratch_labelled", "scratch_all"):
+    # the fine-tuned and probed students get exactly the step budget, however many full batches their videos
+    # make; scratch gets as many steps as distillation and fine-tuning together (equal compute)
+    for stage in ("finetune_both", "probe_both"):
         assert read_checkpoint(run / "stages" / stage / "last.pt")["step"] == quick.finetune_steps, stage
-    # the baselines start from scratch, not from a distilled (or any) checkpoint
-    for stage in ("scratch_labelled", "scratch_all"):
-        assert read_run_config(run / "stages" / stage)["init"] is None, stage
+    distill_steps = read_checkpoint(run / "stages" / "distill_both" / "last.pt")["step"]
+    assert read_checkpoint(run / "stages" / "scratch_equal" / "last.pt")["step"] == distill_steps + quick.finetune_steps
+    # the baseline starts from scratch, not from a distilled (or any) checkpoint, and sees the same labels
+    assert read_run_config(run / "stages" / "scratch_equal")["init"] is None
+    subsets = [read_checkpoint(run / "stages" / s / "last.pt")["labelled_subset"]
+               for s in ("finetune_both", "probe_both", "scratch_equal")]
+    assert subsets[0] == subsets[1] == subsets[2] and subsets[0]["label_fraction"] == quick.label_fraction
+    assert read_run_config(run / "stages" / "probe_both")["freeze_backbone"] is True
     # the stages' paths into the demo folder are saved relative to their own run folders
     saved_distill = read_run_config(run / "stages" / "distill_both")
     assert saved_distill["cache_teachers"] == "../../cache/teachers" and saved_distill["data_root"] == "../../data/target"
@@ -101,7 +118,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 
     from distilled_shufflenet.engine.config import paths_in_place
 
-    folder = run / "stages" / "scratch_all"
+    folder = run / "stages" / "scratch_equal"
     saved = build_config(TrainConfig, paths_in_place(TrainConfig, read_run_config(folder), folder))
     assert stage_state(folder, saved) == "done"
     assert stage_state(folder, build_config(TrainConfig, {"max_steps": saved.max_steps + 5, "epochs": saved.epochs + 1}, base=saved)) == "partial"
@@ -125,9 +142,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         from distilled_shufflenet.demo import run_demo
 
         longer = run_demo(DemoConfig.quick(output=str(copy), finetune_steps=4, progress=False))
-        assert set(longer.ran) >= {"finetune_both", "scratch_labelled", "scratch_all"}
+        assert set(longer.ran) >= {"finetune_both", "scratch_equal"}
         assert not {"teacher3d", "distill_both"} & set(longer.ran)
-        assert torch_step(copy / "stages" / "scratch_all" / "last.pt") == 4
+        assert torch_step(copy / "stages" / "scratch_equal" / "last.pt") == distill_steps + 4
         assert read_run_config(copy / "stages" / "finetune_both")["checkpoint"] == "../distill_both/last.pt"
     finally:
         (tmp_path / "away").rename(run)
@@ -142,18 +159,69 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert ckpt["demo_teacher"]["train_seconds"] > 0
         assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values() if v.is_floating_point())
     other = tmp_path / "from_files"
-    assert main(["demo", "--quick", "--no-progress", "--output", str(other), "--teachers-from", str(teachers)]) == 0
+    # with the single-teacher ablations too: the two-teacher run's cache of both teachers serves them
+    recipe = tmp_path / "ablations.yaml"
+    recipe.write_text("distill_modes: [both, 3d, 2d]\n")
+    assert main(["demo", "--quick", "--no-progress", "--output", str(other), "--teachers-from", str(teachers),
+                 "--config", str(recipe)]) == 0
     out = capsys.readouterr().out
     assert "teacher3d:" not in out and not (other / "stages" / "teacher3d").exists()
     assert not (other / "data" / "source").exists()  # the source data only trains teachers
+    assert [p.name for p in (other / "cache").iterdir()] == ["teachers"]
+    assert out.count("shards done, 0 B to write") == 2, out
+    assert read_run_config(other / "stages" / "distill_3d")["teacher_weights"] == [1.0, 1.0]
     rows = json.loads((other / "results.json").read_text())["rows"]
-    assert [r["name"] for r in rows] == names and all(_finite_share(r["video_top1"]) for r in rows[:-1])
+    assert [r["name"] for r in rows] == [key for key, _, _ in ROWS] + ["x3d_s"]
+    assert all(_finite_share(r["video_top1"]) for r in rows[:-1])
 
 
-@pytest.mark.parametrize("field, value", [("labelled_fraction", 0.0), ("distill_loss", "l7"),
+@pytest.mark.slow
+def test_demo_study_quick(tmp_path, capsys):
+    """The label-efficiency study on tiny data: one distillation per teacher setting serves every fraction,
+    scratch gets equal compute at each, the reference is stopped on validation actors no stage trains or
+    tests on, and the curve, table and JSON carry intervals."""
+    from distilled_shufflenet.engine.checkpointing import read_run_config
+
+    run = tmp_path / "study"
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text("target_val_groups: 1\n")
+    assert main(["demo", "--quick", "--study", "--no-progress", "--output", str(run), "--config", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "Label-efficiency study" in out
+    assert (run / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((run / "study.json").read_text())
+    assert results["seeds"] == [0] and results["fractions"] == [0.5, 1.0]
+    points = {(p["setting"], p["fraction"]): p for p in results["curve"]}
+    assert set(points) == {(s, f) for s in ("distilled_both", "distilled_3d", "scratch_equal") for f in (0.5, 1.0)}
+    for p in [*points.values(), results["reference"]]:
+        assert p["ci95"][0] <= p["top1_mean"] <= p["ci95"][1], p
+    # nested label fractions: the larger share holds more labelled videos
+    assert points[("distilled_both", 0.5)]["labelled_videos"][0] < points[("distilled_both", 1.0)]["labelled_videos"][0]
+    stages = run / "stages" / "seed0"
+    assert sorted(p.name for p in stages.glob("distill_*")) == ["distill_3d", "distill_both"]
+    distill_steps = read_checkpoint(stages / "distill_both" / "last.pt")["step"]
+    for tag in ("f050", "f100"):
+        assert read_run_config(stages / f"finetune_3d_{tag}")["checkpoint"] == "../distill_3d/last.pt"
+        assert read_checkpoint(stages / f"scratch_equal_{tag}" / "last.pt")["step"] == distill_steps + 2
+    # the reference validates on the validation actors (g02 here: after the test actor g01) and only there
+    val = run / "data" / "target_val_splits"
+    val_videos = (val / "testlist01.txt").read_text().split()
+    assert val_videos and all("_g02_" in v for v in val_videos)
+    assert read_run_config(stages / "reference")["splits_dir"].endswith("target_val_splits")
+    for name in ("trainlist01.txt",):
+        assert "_g02_" not in (run / "data" / "target_splits" / name).read_text()
+        assert "_g02_" not in (val / name).read_text()
+    assert "_g02_" not in (run / "data" / "target_splits" / "testlist01.txt").read_text()
+    table = (run / "study.md").read_text()
+    assert table.count("\n| ") == 1 + 3 and "Upper reference" in table  # header + one line per setting
+
+
+@pytest.mark.parametrize("field, value", [("label_fraction", 0.0), ("distill_loss", "l7"),
                                           ("distill_modes", ("4d",)), ("target_seed", 1),
                                           ("distill_lr", 0.0), ("distill_teacher_weights", (0.0, 0.0)),
-                                          ("distill_teacher_weights", (-1.0, 1.0))])
+                                          ("distill_teacher_weights", (-1.0, 1.0)), ("student_stem", "4d"),
+                                          ("target_val_groups", -1), ("study_fractions", (0.0,)),
+                                          ("study_seeds", (-1,))])
 def test_demo_config_names_bad_field(field, value):
     with pytest.raises(ValueError, match=field.split("_seed")[0]):
         DemoConfig(**{field: value}).validate()
@@ -224,11 +292,12 @@ def test_dsn_demo_defaults_to_the_shipped_teachers(monkeypatch, capsys):
 def _fake_run(folder: Path, seed: int, distilled: float, scratch: float, **config) -> Path:
     rows = [{"name": "teacher3d", "video_top1": 80.0, "clip_top1": 78.0, "fps_demo": 200.0},
             {"name": "distilled_3d", "video_top1": distilled, "clip_top1": distilled - 1, "fps_demo": 900.0 + seed},
-            {"name": "scratch_labelled", "video_top1": scratch, "clip_top1": scratch, "fps_demo": 900.0 + seed},
+            {"name": "scratch_equal", "video_top1": scratch, "clip_top1": scratch, "fps_demo": 900.0 + seed},
             {"name": "x3d_s", "video_top1": None, "clip_top1": None}]
     folder.mkdir(parents=True)
+    margins = [{"name": "distilled_3d", "points": distilled - scratch, "ci95": [distilled - scratch - 9, distilled - scratch + 9]}]
     results = {"config": {"seed": seed, "output": str(folder), "crop_size": 64, **config}, "rows": rows,
-               "test_videos": 80, "wall_seconds": 600.0 + seed * 60}
+               "margins": margins, "test_videos": 200, "wall_seconds": 600.0 + seed * 60}
     (folder / "results.json").write_text(json.dumps(results))
     return folder
 
@@ -238,15 +307,18 @@ def test_seed_summary_gives_mean_min_max_and_paired_margins(tmp_path, capsys):
     assert main(["demo", "--summary", *map(str, runs), "--output", str(tmp_path / "sum")]) == 0
     summary = json.loads((tmp_path / "sum" / "summary.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
-    assert set(rows) == {"teacher3d", "distilled_3d", "scratch_labelled"}  # speed-only rows have no accuracy
+    assert set(rows) == {"teacher3d", "distilled_3d", "scratch_equal"}  # speed-only rows have no accuracy
     assert rows["distilled_3d"]["video_top1"] == {"mean": 40.0, "min": 30.0, "max": 50.0}
     # margins are paired within each run (30, -5, 30), not the difference of the means' extremes
-    assert summary["margin_over_scratch_same_labels"]["distilled_3d"] == {"mean": 55.0 / 3, "min": -5.0, "max": 30.0}
+    assert summary["margin_over_scratch_equal_compute"]["distilled_3d"] == {"mean": 55.0 / 3, "min": -5.0, "max": 30.0}
+    # and each run's own paired interval, as the run measured it
+    assert summary["margin_ci95_per_run"]["distilled_3d"][1] == {"points": -5.0, "ci95": [-14.0, 4.0]}
     assert summary["seeds"] == [0, 1, 2] and summary["differing_settings"] == []
     assert rows["distilled_3d"]["fps_demo"] == 901.0  # the median over the runs
     assert (tmp_path / "sum" / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (tmp_path / "sum" / "summary.md").read_text()
     assert "40.0 (30.0 to 50.0)" in text and "18.3 (-5.0 to 30.0)" in text  # a negative bound reads as one
+    assert "+30.0 [+21.0, +39.0]; -5.0 [-14.0, +4.0]; +30.0 [+21.0, +39.0]" in text
     assert "Warning" not in text and text in capsys.readouterr().out
 
 

@@ -17,13 +17,15 @@ from distilled_shufflenet.options import add_config_arguments, config_from_args
 
 _EPILOG = """\
 what it does:
-  Generates a source and a target SynthActions, takes two narrow teachers trained on the labelled
-  source (by default the ones the project ships, made by `dsn demo --train-teachers DIR`; --train-teachers
-  trains them here, --teachers-from reads other files), distils the small student on the target's training videos without
-  labels (from both teachers, and from each alone), fine-tunes it on 20 % of the training actor groups,
-  trains the same student from scratch on those labels and on all of them, scores every model's last.pt
-  on the target test split, benches them, and writes results.md, results.json and accuracy_fps.png.
-  Stages already done in the run folder are reused.
+  Generates a target SynthActions (24 training actors, 20 test actors: 240 training and 200 test videos of
+  10 classes), takes two narrow teachers trained on a labelled source of other actors (by default the ones
+  the project ships, made by `dsn demo --train-teachers DIR`; --teachers-from reads other files), distils
+  the small student from both teachers on the target's training videos without labels, fine-tunes it on
+  the labels of 20 % of them (--label-fraction), scores it also as a linear probe, trains the same student
+  from scratch on the same labels for as many steps as distillation and fine-tuning took (equal compute),
+  scores every model's last.pt on the test videos with 95 % bootstrap intervals and paired margins, benches
+  them, and writes results.md, results.json and accuracy_fps.png. Stages already done are reused.
+  --study runs the label-efficiency curve instead (fractions x settings x seeds; hours on 2 cores).
 
 examples:
   dsn demo                                     # the default run with the shipped teachers, into runs/demo
@@ -32,6 +34,8 @@ examples:
   dsn demo --teachers-from teachers/           # start from those teachers (teacher3d.pt, teacher2d.pt)
   for s in 0 1 2; do dsn demo --seed $s --output runs/demo_seed$s; done
   dsn demo --summary runs/demo_seed0 runs/demo_seed1 runs/demo_seed2 --output runs/demo_seeds
+  dsn demo --study --output runs/study         # 5 fractions x 3 settings x 3 seeds, study.png
+  dsn demo --study --study-seeds 0 --study-fractions 0.1,1 --output runs/study_small
 """
 
 
@@ -43,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data and 1-2 epochs per stage (the test's run)")
     parser.add_argument("--summary", nargs="+", metavar="RUN", default=None,
                         help="run nothing: the mean and min-max of every model's top-1 over finished demo run "
-                             "folders (e.g. three seeds), and the distilled students' margins over scratch; "
+                             "folders (e.g. three seeds), and the students' margins over equal-compute scratch "
+                             "with each run's interval; "
                              "printed, and written to --output as summary.md, summary.json and summary.png "
                              "(accuracy against FPS with the min-max range) when given")
     parser.set_defaults(func=_demo)
@@ -57,7 +62,7 @@ def _demo(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, teachers_from=str(demo.SHIPPED_TEACHERS))
         print(f"teachers: the shipped demo teachers ({demo.SHIPPED_TEACHERS}); --train-teachers DIR trains them instead")
     try:
-        result = demo.run_demo(config)
+        result = (demo.run_study if config.study else demo.run_demo)(config)
     except (RunInterrupted, KeyboardInterrupt) as e:
         # the stage under way wrote a checkpoint (or had its last one) and the finished ones are kept: the same
         # command reuses them and resumes it, which is the advice to give rather than the stage's own --resume

@@ -6,12 +6,13 @@
         -> a narrow 3D teacher and a narrow 2D teacher          (or --teachers-from DIR: their files)
     target SynthActions (the default seed): the user's footage
         -> distil the student from both teachers on its training videos, no label read
-           (and from each teacher alone: the ablation); one teacher cache of both teachers, built by
-           the first distillation, serves them all
-        -> fine-tune each on a labelled fraction of the training actor groups (fixed step budget)
-        -> baselines: the student from scratch on the same labels, and on all target labels
-    every model's last.pt scored on the target test split (clip and video level); nothing is selected
-    on the test split
+        -> fine-tune it on a labelled share of the training videos (by class, whole actors); its linear probe
+        -> baseline: the student from scratch on the same labels for as many steps as distillation +
+           fine-tuning (equal compute)
+    every model's last.pt scored on the target test split (clip and video level, 95 % bootstrap intervals,
+    margins paired over the test videos); nothing is selected on the test split
+    --study: label fractions x {both teachers, the 3D teacher, equal-compute scratch} x seeds, and a
+    validation-stopped scratch reference on all labels: the label-efficiency curve
     bench: parameters, GMACs, CPU FPS of the student and the teachers at the demo input and 16x224x224
     -> RUN/results.md, RUN/results.json, RUN/accuracy_fps.png, RUN/stages/<stage>/ (every stage's run)
 
@@ -22,12 +23,14 @@ recipe is a field of :class:`DemoConfig`.
 Modules: :mod:`~distilled_shufflenet.demo.config` (the settings and their checks),
 :mod:`~distilled_shufflenet.demo.stages` (reuse or resume of a stage, its runner, the progress line),
 :mod:`~distilled_shufflenet.demo.run` (the run, step by step), :mod:`~distilled_shufflenet.demo.report`
-(results.json, results.md, the chart) and :mod:`~distilled_shufflenet.demo.summaries` (several seeds).
+(results.json, results.md, the chart), :mod:`~distilled_shufflenet.demo.summaries` (several seeds) and
+:mod:`~distilled_shufflenet.demo.study` (the label-efficiency study).
 """
 
 from distilled_shufflenet.demo.config import DISTILL_MODES, SHIPPED_TEACHERS, TEACHER_FILES, DemoConfig, check_teacher_files
 from distilled_shufflenet.demo.report import ROWS, accuracy_fps_chart, collect_results, results_markdown
-from distilled_shufflenet.demo.run import annotate_test_video, check_run_folder, export_teacher, labelled_split, run_demo
+from distilled_shufflenet.demo.run import DemoSteps, annotate_test_video, check_run_folder, export_teacher, run_demo, write_splits
+from distilled_shufflenet.demo.study import run_study
 from distilled_shufflenet.demo.stages import DemoResult, Progress, epochs_for_steps, run_stage, stage_config, stage_state
 from distilled_shufflenet.demo.summaries import seed_summary, seed_summary_chart, seed_summary_markdown
 
@@ -35,6 +38,7 @@ __all__ = [
     "DISTILL_MODES",
     "DemoConfig",
     "DemoResult",
+    "DemoSteps",
     "Progress",
     "ROWS",
     "SHIPPED_TEACHERS",
@@ -46,13 +50,14 @@ __all__ = [
     "collect_results",
     "epochs_for_steps",
     "export_teacher",
-    "labelled_split",
     "results_markdown",
     "run_demo",
     "run_stage",
+    "run_study",
     "seed_summary",
     "seed_summary_chart",
     "seed_summary_markdown",
     "stage_config",
     "stage_state",
+    "write_splits",
 ]

@@ -18,6 +18,29 @@ TEACHER_FILES = {"3d": "teacher3d.pt", "2d": "teacher2d.pt"}
 # the demo teachers the project ships (made by `dsn demo --train-teachers DIR` with the default config)
 SHIPPED_TEACHERS = Path(__file__).resolve().parents[1] / "assets" / "demo_teachers"
 DISTILL_MODES = ("both", "3d", "2d")
+STEMS = ("3d", "2plus1d")
+
+
+def _fractions(value: Any) -> tuple[float, ...]:
+    """``"0.05,0.1,1"`` (or a list) -> label fractions, each in (0, 1]."""
+    try:
+        values = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise ValueError(f"study_fractions: expected comma-separated shares such as 0.1,0.2,1, got {value!r}") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise ValueError(f"study_fractions: expected shares in (0, 1], got {value!r}")
+    return values
+
+
+def _seeds(value: Any) -> tuple[int, ...]:
+    """``"0,1,2"`` (or a list) -> seeds >= 0."""
+    try:
+        values = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise ValueError(f"study_seeds: expected comma-separated seeds such as 0,1,2, got {value!r}") from None
+    if not values or min(values) < 0:
+        raise ValueError(f"study_seeds: expected seeds >= 0, got {value!r}")
+    return values
 
 
 @dataclass
@@ -32,8 +55,14 @@ class DemoConfig:
     source_seed: int = 1
     target_seed: int = 0
     source_groups: int = 16
-    target_groups: int = 16
-    clips_per_group: int = 2
+    clips_per_group: int = 2  # the source's (the shipped teachers were trained on 16 groups x 2 clips)
+    # the target: training actors (the videos distilled on, a share of them labelled), test actors and
+    # validation actors (only for the validation-stopped reference of the study); one clip per actor and
+    # class, so that a label fraction can take one actor at a time
+    target_groups: int = 24
+    target_test_groups: int = 20
+    target_val_groups: int = 0
+    target_clips_per_group: int = 1
     frames: int = 40
     video_size: tuple[int, int] = (160, 120)
     # clips (students and teachers alike)
@@ -47,6 +76,8 @@ class DemoConfig:
     # a light stem without max-pool: the final tap keeps the teachers' 4x4 grid at the 64 px crop
     student_stem_channels: int = 24
     student_stem_pool: bool = False
+    student_stem: str = option("3d", "the student's stem: 3d (the paper's 3x7x7 convolution) or 2plus1d (1x7x7 then "
+                               "3x1x1, fewer MACs)", choices=STEMS)
     # teachers
     teacher3d: str = "r3d_18"
     teacher2d: str = "resnet18"
@@ -64,11 +95,16 @@ class DemoConfig:
     distill_lr: float = 1e-2
     # the 2D and 3D teachers' slot weights in the two-teacher loss: the one-frame 2D teacher weighs less
     distill_teacher_weights: tuple[float, float] = (0.25, 1.0)
-    distill_modes: tuple[str, ...] = DISTILL_MODES
+    distill_modes: tuple[str, ...] = ("both",)  # the study adds "3d"; "2d" alone is a further ablation
     cache_views: int = 4
-    # fine-tuning and baselines: the same fixed step budget for every supervised student run
-    labelled_fraction: float = 0.2
+    # fine-tuning: a seeded share of the training videos labelled (stratified by class, by whole actors)
+    label_fraction: float = option(0.2, "share of the target's training videos whose labels the students see")
     finetune_steps: int = 300
+    linear_probe: bool = True  # also score the distilled backbone frozen, with only a classifier trained
+    # the scratch baseline gets as many optimiser steps as distillation + fine-tuning (equal compute)
+    # the study's validation-stopped reference: all labels, stopped when the validation loss stalls
+    reference_max_epochs: int = 60
+    reference_patience: int = 6
     batch_size: int = 8
     lr: float = 1e-3
     # evaluation and bench
@@ -80,15 +116,24 @@ class DemoConfig:
     workers: int = 2
     seed: int = option(0, "seed of the training runs and of the labelled groups")
     progress: bool = option(True, "progress bars")
+    # the label-efficiency study (dsn demo --study)
+    study: bool = option(False, "run the label-efficiency study instead of the single run: every label fraction x "
+                         "{distilled from both teachers, from the 3D teacher, equal-compute scratch} x seed, one "
+                         "distillation per seed and teacher setting, and a validation-stopped scratch reference "
+                         "on all labels; writes study.md, study.json and study.png")
+    study_fractions: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.5, 1.0), "label fractions of the study",
+                                                parse=_fractions, metavar="F,F,...")
+    study_seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the study", parse=_seeds, metavar="S,S,...")
 
     @classmethod
     def quick(cls, **overrides: Any) -> "DemoConfig":
         """Tiny data and 1-2 epochs per stage: every stage runs, in a few CPU minutes."""
         values: dict[str, Any] = dict(
-            classes=("JumpingJacks", "SquatDown", "WalkLeft", "Punch"), source_groups=4, target_groups=4,
-            clips_per_group=1, frames=20, video_size=(64, 48), clip_len=16, frame_stride=1, crop_size=48,
+            classes=("JumpingJacks", "SquatDown", "WalkLeft", "Punch"), source_groups=4, target_groups=3,
+            target_test_groups=1, clips_per_group=1, frames=20, video_size=(64, 48), clip_len=16, frame_stride=1, crop_size=48,
             resize=48, teacher_width=0.125, teacher_epochs=1, distill_epochs=1, cache_views=1,
             finetune_steps=2, batch_size=4, eval_clips=1, bench_repeats=1, bench_full_size=False, workers=0,
+            reference_max_epochs=2, reference_patience=1, study_fractions=(0.5, 1.0), study_seeds=(0,),
             output="runs/demo_quick",
         )
         values.update(overrides)
@@ -96,16 +141,26 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name in ("source_groups", "target_groups", "clips_per_group", "frames", "clip_len", "frame_stride",
-                     "crop_size", "teacher_epochs", "distill_epochs", "cache_views", "finetune_steps",
-                     "batch_size", "eval_clips", "bench_repeats"):
+        for name in ("source_groups", "target_groups", "target_test_groups", "target_clips_per_group",
+                     "clips_per_group", "frames", "clip_len", "frame_stride", "crop_size", "teacher_epochs",
+                     "distill_epochs", "cache_views", "finetune_steps", "batch_size", "eval_clips", "bench_repeats",
+                     "reference_max_epochs", "reference_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         for name in ("lr", "distill_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a learning rate > 0, got {getattr(self, name)}")
-        if not 0 < self.labelled_fraction <= 1:
-            raise ValueError(f"labelled_fraction: expected a share in (0, 1], got {self.labelled_fraction}")
+        if not 0 < self.label_fraction <= 1:
+            raise ValueError(f"label_fraction: expected a share in (0, 1] (--label-fraction), got {self.label_fraction}")
+        if self.target_val_groups < 0:
+            raise ValueError(f"target_val_groups: expected a count >= 0, got {self.target_val_groups}")
+        if self.target_groups + self.target_test_groups + self.target_val_groups > 99:
+            raise ValueError("target_groups, target_test_groups, target_val_groups: at most 99 actor groups in all, "
+                             f"got {self.target_groups + self.target_test_groups + self.target_val_groups}")
+        if self.student_stem not in STEMS:
+            raise ValueError(f"student_stem: expected one of {', '.join(STEMS)} (--student-stem), got {self.student_stem!r}")
+        _fractions(self.study_fractions)
+        _seeds(self.study_seeds)
         if len(self.distill_teacher_weights) != 2:
             raise ValueError(f"distill_teacher_weights: expected two weights (2D, 3D), got {self.distill_teacher_weights}")
         try:  # the loss's own check

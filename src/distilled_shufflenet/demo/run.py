@@ -3,11 +3,11 @@
 ::
 
     check the run folder -> demo_config.json
-    data        SynthActions source (teachers only) and target ; the labelled share of the target's groups
+    data        SynthActions source (teachers only) and target (training, test and validation actors)
     teachers    trained on the source (or read from files) ; exported with --train-teachers
-    distil      the student from both teachers and from each alone; one teacher cache serves them all
-    supervise   fine-tune each distilled student ; the scratch baselines (same labels, all labels)
-    evaluate    every model's last.pt on the target test split
+    distil      the student from both teachers (the study: and from the 3D teacher; one cache serves both)
+    supervise   fine-tune it on a labelled share ; its linear probe ; equal-compute scratch on the same labels
+    evaluate    every model on the target test split, with 95 % bootstrap intervals and paired margins
     bench       parameters, GMACs, CPU FPS ; annotate: dsn predict --stream on one test video
     -> results.json, results.md, accuracy_fps.png
 """
@@ -15,16 +15,14 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from distilled_shufflenet.bench import BenchConfig, ModelSpec, run_benchmark
 from distilled_shufflenet.checkpoint import atomic_save
-from distilled_shufflenet.data.groups import group_of
+from distilled_shufflenet.data.groups import group_of, labelled_subset
+from distilled_shufflenet.data.splits import VideoRecord
 from distilled_shufflenet.data.synth import DEFAULT_CLASSES, SynthConfig, generate_synth_actions
 from distilled_shufflenet.demo.config import TEACHER_FILES, DemoConfig
 from distilled_shufflenet.demo.report import accuracy_fps_chart, collect_results, results_markdown
@@ -36,40 +34,49 @@ from distilled_shufflenet.engine.evaluate import EvalConfig, evaluate_checkpoint
 from distilled_shufflenet.inference.runner import PredictConfig, run_predict
 from distilled_shufflenet.io import atomic_write_text
 
-__all__ = ["annotate_test_video", "check_run_folder", "export_teacher", "labelled_split", "run_demo"]
+__all__ = ["DemoSteps", "annotate_test_video", "check_run_folder", "export_teacher", "run_demo", "write_splits"]
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
-    """``dsn demo``: run (or reuse) every stage and write the results into ``cfg.output``."""
+    """``dsn demo``: run (or reuse) every stage and write the results into ``cfg.output`` (the study,
+    ``cfg.study``, is :func:`~distilled_shufflenet.demo.study.run_study`)."""
+    if cfg.study:
+        raise ValueError("study: run_demo runs the single demo; the study is demo.run_study(cfg)")
     cfg.validate()
     run = Path(cfg.output)
     check_run_folder(run)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", run / "demo_config.json")
-    steps = _Steps(cfg, run)
-    labelled, all_train = steps.data()
+    steps = DemoSteps(cfg, run)
+    steps.data()
     teachers = steps.teachers()
-    distilled = steps.distil(teachers)
-    students = steps.supervise(distilled, labelled, all_train)
+    distilled = steps.distil(teachers, cfg.distill_modes)
+    students = steps.supervise(distilled, cfg.label_fraction)
     evaluations = steps.evaluate({"teacher3d": teachers["3d"], "teacher2d": teachers["2d"], **students})
     bench = steps.bench()
     annotated = steps.annotate(students)
-    return steps.write_results(evaluations, bench, annotated, labelled, all_train)
+    return steps.write_results(evaluations, bench, annotated)
 
 
-class _Steps:
-    """The steps of one demo run, sharing its config, folders, progress line and record of stages."""
+class DemoSteps:
+    """The steps of a demo run, sharing its config, folders, progress line and record of stages.
 
-    def __init__(self, cfg: DemoConfig, run: Path) -> None:
+    ``stages`` (default ``RUN/stages``) and ``cache`` (default ``RUN/cache``) hold the training runs and the
+    teacher cache of one seed; the study gives each seed its own and shares the data and the teachers."""
+
+    def __init__(self, cfg: DemoConfig, run: Path, *, stages: Path | None = None, cache: Path | None = None,
+                 progress: Progress | None = None, done: DemoResult | None = None) -> None:
         self.cfg = cfg
         self.run = run
-        self.stages = run / "stages"
+        self.stages = stages or run / "stages"
+        self.cache = cache or run / "cache"
         self.source = run / "data" / "source"
         self.target = run / "data" / "target"
-        self.labelled_splits = run / "data" / "target_labelled_splits"
+        self.splits = run / "data" / "target_splits"  # training actors / test actors
+        self.val_splits = run / "data" / "target_val_splits"  # training actors / validation actors
         self.train_teachers = cfg.teachers_from is None
-        self.done = DemoResult(run_dir=run, results={})
-        self.progress = Progress(self._plan())
+        self.done = done or DemoResult(run_dir=run, results={})
+        self.progress = progress or Progress(self._plan())
         # every stage saves the paths inside this folder relative to its own run folder: the whole folder may move
         self.common = dict(clip_len=cfg.clip_len, frame_stride=cfg.frame_stride, crop_size=cfg.crop_size,
                            resize=cfg.resize, num_workers=cfg.workers, seed=cfg.seed, progress=cfg.progress,
@@ -80,30 +87,51 @@ class _Steps:
                                "stem_channels": cfg.student_stem_channels, "stem_pool": cfg.student_stem_pool,
                                "adapter_channels": [int(256 * cfg.teacher_width), int(512 * cfg.teacher_width)],
                                "clip_len": cfg.clip_len}
+        if cfg.student_stem != "3d":  # the paper's stem is the builder's default: runs of it keep their settings
+            self.student_kwargs["stem"] = cfg.student_stem
 
     def _plan(self) -> list[tuple[str, float]]:
-        """Every stage with its rough cost, in work units, for the ETA."""
+        """Every stage of the single run with its rough cost, in work units, for the ETA."""
         cfg = self.cfg
         plan: list[tuple[str, float]] = [("data", 1.0)]
         if self.train_teachers:
             plan += [("teacher3d", 3.0 * cfg.teacher_epochs), ("teacher2d", 1.0 * cfg.teacher_epochs)]
         plan += [(f"distill_{m}", 2.0 * cfg.distill_epochs) for m in _distill_order(cfg.distill_modes)]
         plan += [(f"finetune_{m}", 0.05 * cfg.finetune_steps) for m in cfg.distill_modes]
-        plan += [("scratch_labelled", 0.05 * cfg.finetune_steps), ("scratch_all", 0.05 * cfg.finetune_steps),
-                 ("evaluate", 2.0), ("bench", 2.0), ("annotate", 0.5)]
+        if cfg.linear_probe and "both" in cfg.distill_modes:
+            plan.append(("probe_both", 0.03 * cfg.finetune_steps))
+        plan += [("scratch_equal", 0.05 * cfg.finetune_steps + 2.0 * cfg.distill_epochs),
+                 ("evaluate", 3.0), ("bench", 2.0), ("annotate", 0.5)]
         return plan
 
-    def data(self) -> tuple[int, int]:
-        """The source (only to train teachers) and the target; returns the labelled and all training videos."""
+    # ------------------------------------------------------------------ data and teachers
+    def data(self) -> None:
+        """The source (only to train teachers), the target (training, test and validation actors) and the
+        split files every stage reads."""
+        cfg = self.cfg
         what = "source (teachers) and target (the user's videos)" if self.train_teachers else "target (the user's videos)"
         self.progress.begin("data", f"SynthActions: {what}")
         if self.train_teachers:
-            _synth(self.source, self.cfg, self.cfg.source_seed, self.cfg.source_groups)
-        _synth(self.target, self.cfg, self.cfg.target_seed, self.cfg.target_groups)
-        labelled = labelled_split(self.target, self.labelled_splits, self.cfg.labelled_fraction, self.cfg.seed)
+            generate_synth_actions(self.source, SynthConfig(
+                classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=cfg.source_groups,
+                clips_per_group=cfg.clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=cfg.source_seed),
+                progress=cfg.progress)
+        groups = cfg.target_test_groups + cfg.target_val_groups + cfg.target_groups
+        generate_synth_actions(self.target, SynthConfig(
+            classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=groups, test_groups=cfg.target_test_groups,
+            clips_per_group=cfg.target_clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=cfg.target_seed),
+            progress=cfg.progress)
+        write_splits(self.target, self.splits, self.val_splits, cfg.target_test_groups, cfg.target_val_groups)
         self.progress.end("data", ran=False)
-        all_train = sum(1 for ln in (self.target / "trainlist01.txt").read_text().splitlines() if ln.strip())
-        return labelled, all_train
+
+    def labelled_videos(self, fraction: float) -> int:
+        """How many training videos ``--label-fraction fraction`` labels (the draw the training run makes)."""
+        records = [VideoRecord(Path(path), int(label) - 1) for path, label in
+                   (ln.split() for ln in (self.splits / "trainlist01.txt").read_text().splitlines() if ln.strip())]
+        return len(labelled_subset(records, fraction, self.cfg.seed))
+
+    def training_videos(self) -> int:
+        return sum(1 for ln in (self.splits / "trainlist01.txt").read_text().splitlines() if ln.strip())
 
     def teachers(self) -> dict[str, Path]:
         """The teachers' files: trained on the labelled source, or read from ``teachers_from``."""
@@ -112,7 +140,7 @@ class _Steps:
             return {kind: Path(cfg.teachers_from) / name for kind, name in TEACHER_FILES.items()}  # type: ignore[arg-type]
         teachers: dict[str, Path] = {}
         for kind, model in (("3d", cfg.teacher3d), ("2d", cfg.teacher2d)):
-            folder = self.stages / f"teacher{kind}"
+            folder = self.run / "stages" / f"teacher{kind}"
             conf = stage_config(TrainConfig, model=model, model_kwargs={"widen_factor": cfg.teacher_width},
                                 dataset="ucf101", data_root=str(self.source), validation=False,
                                 epochs=cfg.teacher_epochs, output=str(folder), **self.common)
@@ -123,18 +151,19 @@ class _Steps:
                                self.progress.seconds.get(f"teacher{kind}"))
         return teachers
 
-    def distil(self, teachers: dict[str, Path]) -> dict[str, Path]:
+    # ------------------------------------------------------------------ training
+    def distil(self, teachers: dict[str, Path], modes: tuple[str, ...]) -> dict[str, Path]:
         """The student distilled on the target's training videos (labels unread) for each mode; the
         two-teacher run goes first and its cache of both teachers' maps serves the others."""
         cfg = self.cfg
         distilled: dict[str, Path] = {}
-        shared_cache = "both" in cfg.distill_modes
-        for mode in _distill_order(cfg.distill_modes):
+        shared_cache = "both" in modes
+        for mode in _distill_order(modes):
             folder = self.stages / f"distill_{mode}"
-            cache = self.run / "cache" / ("teachers" if shared_cache else mode)
+            cache = self.cache / ("teachers" if shared_cache else mode)
             conf = stage_config(
                 DistillConfig, model="shufflenet2plus1d", model_kwargs=self.student_kwargs, dataset="ucf101",
-                data_root=str(self.target), teacher2d=f"{cfg.teacher2d}:{teachers['2d']}",
+                data_root=str(self.target), splits_dir=str(self.splits), teacher2d=f"{cfg.teacher2d}:{teachers['2d']}",
                 teacher3d=f"{cfg.teacher3d}:{teachers['3d']}", teachers=mode, loss=cfg.distill_loss,
                 teacher_weights=tuple(cfg.distill_teacher_weights) if mode == "both" else (1.0, 1.0),
                 val_fraction=0.0, validation=False, cache_teachers=str(cache), cache_views=cfg.cache_views,
@@ -142,43 +171,70 @@ class _Steps:
             distilled[mode] = run_stage(f"distill_{mode}", folder, conf, distill, self.progress, self.done)
         return distilled
 
-    def supervise(self, distilled: dict[str, Path], labelled: int, all_train: int) -> dict[str, Path]:
-        """The same fixed step budget for each student: every distilled one fine-tuned on the labelled
-        groups, and the scratch baselines on those labels and on all of them."""
+    def _supervised(self, fraction: float) -> dict[str, Any]:
+        return dict(dataset="ucf101", data_root=str(self.target), splits_dir=str(self.splits), validation=False,
+                    label_fraction=fraction, label_seed=self.cfg.seed, **self.common)
+
+    def finetune(self, name: str, distilled: Path, fraction: float, *, probe: bool = False) -> Path:
+        """``distilled`` fine-tuned (or, ``probe``, only a classifier on its frozen backbone) for the fixed
+        step budget on the labels of ``fraction`` of the training videos."""
+        steps = self.cfg.finetune_steps
+        folder = self.stages / name
+        conf = stage_config(FinetuneConfig, checkpoint=str(distilled), freeze_backbone=probe, max_steps=steps,
+                            epochs=epochs_for_steps(steps, self.labelled_videos(fraction), self.cfg.batch_size),
+                            output=str(folder), **self._supervised(fraction))
+        return run_stage(name, folder, conf, finetune, self.progress, self.done)
+
+    def scratch_equal(self, name: str, distilled: Path, fraction: float) -> Path:
+        """The student from scratch on the same labels for as many optimiser steps as ``distilled`` took to
+        distil plus its fine-tuning (equal compute)."""
+        steps = int(read_run_checkpoint(distilled).get("step", 0)) + self.cfg.finetune_steps
+        folder = self.stages / name
+        conf = stage_config(TrainConfig, model="shufflenet2plus1d", model_kwargs=self.student_kwargs, max_steps=steps,
+                            epochs=epochs_for_steps(steps, self.labelled_videos(fraction), self.cfg.batch_size),
+                            output=str(folder), **self._supervised(fraction))
+        return run_stage(name, folder, conf, train, self.progress, self.done)
+
+    def reference(self, name: str) -> Path:
+        """The student from scratch on every training label, validated each epoch on the validation actors
+        (which no student trains on), its rate cut on a plateau and stopped once the validation loss stops
+        improving; returns the checkpoint of the best validation loss."""
         cfg = self.cfg
-        supervised = dict(dataset="ucf101", data_root=str(self.target), validation=False,
-                          max_steps=cfg.finetune_steps, **self.common)
-        students: dict[str, Path] = {}
-        for mode in cfg.distill_modes:
-            folder = self.stages / f"finetune_{mode}"
-            conf = stage_config(FinetuneConfig, checkpoint=str(distilled[mode]), splits_dir=str(self.labelled_splits),
-                                epochs=epochs_for_steps(cfg.finetune_steps, labelled, cfg.batch_size),
-                                output=str(folder), **supervised)
-            students[f"distilled_{mode}"] = run_stage(f"finetune_{mode}", folder, conf, finetune, self.progress,
-                                                      self.done)
-        for name, splits, videos in (("scratch_labelled", self.labelled_splits, labelled),
-                                     ("scratch_all", None, all_train)):
-            folder = self.stages / name
-            conf = stage_config(TrainConfig, model="shufflenet2plus1d", model_kwargs=self.student_kwargs,
-                                splits_dir=None if splits is None else str(splits),
-                                epochs=epochs_for_steps(cfg.finetune_steps, videos, cfg.batch_size),
-                                output=str(folder), **supervised)
-            students[name] = run_stage(name, folder, conf, train, self.progress, self.done)
+        folder = self.stages / name
+        conf = stage_config(TrainConfig, model="shufflenet2plus1d", model_kwargs=self.student_kwargs,
+                            dataset="ucf101", data_root=str(self.target), splits_dir=str(self.val_splits),
+                            validation=True, epochs=cfg.reference_max_epochs, output=str(folder),
+                            **{**self.common, "scheduler": "plateau", "plateau_patience": max(1, cfg.reference_patience // 2),
+                               "early_stop_patience": cfg.reference_patience})
+        last = run_stage(name, folder, conf, train, self.progress, self.done)
+        best = folder / "best.pt"
+        return best if best.is_file() else last
+
+    def supervise(self, distilled: dict[str, Path], fraction: float) -> dict[str, Path]:
+        """The single run's supervised students: each distilled one fine-tuned, the two-teacher one also as a
+        linear probe, and the equal-compute scratch baseline on the same labels."""
+        students = {f"distilled_{m}": self.finetune(f"finetune_{m}", distilled[m], fraction) for m in self.cfg.distill_modes}
+        if self.cfg.linear_probe and "both" in distilled:
+            students["probe_both"] = self.finetune("probe_both", distilled["both"], fraction, probe=True)
+        first = distilled["both"] if "both" in distilled else next(iter(distilled.values()))
+        students["scratch_equal"] = self.scratch_equal("scratch_equal", first, fraction)
         return students
 
-    def evaluate(self, models: dict[str, Path]) -> dict[str, Any]:
-        """Every model's last.pt on the target test split: its report.json, reused while newer than the model."""
-        self.progress.begin("evaluate", "top-1 of every model on the target test split (clip and video level)")
+    # ------------------------------------------------------------------ scoring and speed
+    def evaluate(self, models: dict[str, Path], *, where: Path | None = None) -> dict[str, Any]:
+        """Every model on the target test split: its report.json, reused while newer than the model."""
+        self.progress.begin("evaluate", f"top-1 of {len(models)} models on the target test split (clip and video "
+                            "level, with 95 % bootstrap intervals)")
         reports = {}
         for name, checkpoint in models.items():
-            out = self.run / "evaluate" / name
+            out = (where or self.run / "evaluate") / name
             report = out / "report.json"
             if report.is_file() and report.stat().st_mtime >= checkpoint.stat().st_mtime:
                 self.done.reused.append(f"evaluate_{name}")
             else:
                 evaluate_checkpoint(checkpoint, EvalConfig(
-                    dataset="ucf101", data_root=str(self.target), clips=self.cfg.eval_clips, crops=self.cfg.eval_crops,
-                    workers=self.cfg.workers, out=str(out), progress=self.cfg.progress))
+                    dataset="ucf101", data_root=str(self.target), splits_dir=str(self.splits), clips=self.cfg.eval_clips,
+                    crops=self.cfg.eval_crops, workers=self.cfg.workers, out=str(out), progress=self.cfg.progress))
                 self.done.ran.append(f"evaluate_{name}")
             reports[name] = json.loads(report.read_text())
         self.progress.end("evaluate", ran=False)
@@ -218,10 +274,11 @@ class _Steps:
         self.progress.end("annotate", ran=False)
         return annotated
 
-    def write_results(self, evaluations: dict[str, Any], bench: dict[str, Any], annotated: dict[str, Any] | None,
-                      labelled: int, all_train: int) -> DemoResult:
+    def write_results(self, evaluations: dict[str, Any], bench: dict[str, Any],
+                      annotated: dict[str, Any] | None) -> DemoResult:
         """results.json, results.md and accuracy_fps.png."""
-        results = collect_results(self.cfg, evaluations, bench, labelled, all_train)
+        results = collect_results(self.cfg, evaluations, bench, self.labelled_videos(self.cfg.label_fraction),
+                                  self.training_videos())
         results["annotated_video"] = annotated
         results["stage_seconds"] = self.progress.seconds  # this invocation's stages (reused ones are absent)
         results["wall_seconds"] = time.perf_counter() - self.progress.start
@@ -250,27 +307,26 @@ def check_run_folder(run: Path) -> None:
                          "folder, or an earlier demo run to continue it")
 
 
-def _synth(root: Path, cfg: DemoConfig, seed: int, groups: int) -> Path:
-    synth = SynthConfig(classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=groups,
-                        clips_per_group=cfg.clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=seed)
-    generate_synth_actions(root, synth, progress=cfg.progress)
-    return root
-
-
-def labelled_split(target: Path, out: Path, fraction: float, seed: int) -> int:
-    """Write a splits folder whose training list holds ``fraction`` of the target's training actor
-    groups (whole groups, drawn with ``seed``) and whose test list is the target's; returns the number
-    of labelled videos."""
+def write_splits(target: Path, splits: Path, val_splits: Path, test_groups: int, val_groups: int) -> None:
+    """The split files of the demo's stages, from the target's own (whose test split is its first
+    ``test_groups`` actor groups): ``splits`` trains on the training actors only, leaving out the
+    ``val_groups`` validation actors after the test ones, and tests on the test actors; ``val_splits``
+    (written when there are validation actors) trains on the same actors and validates on those."""
     lines = [ln for ln in (target / "trainlist01.txt").read_text().splitlines() if ln.strip()]
-    groups = sorted({group_of(Path(ln.split()[0])) for ln in lines})
-    want = max(1, math.ceil(fraction * len(groups)))
-    chosen = {str(g) for g in np.random.default_rng(seed).permutation(groups)[:want]}
-    kept = [ln for ln in lines if group_of(Path(ln.split()[0])) in chosen]
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text("\n".join(kept) + "\n", out / "trainlist01.txt")
-    for name in ("testlist01.txt", "classInd.txt"):
-        atomic_write_text((target / name).read_text(), out / name)
-    return len(kept)
+    val = {f"g{g:02d}" for g in range(test_groups + 1, test_groups + val_groups + 1)}
+    train = [ln for ln in lines if group_of(Path(ln.split()[0])) not in val]
+    classes = (target / "classInd.txt").read_text()
+    splits.mkdir(parents=True, exist_ok=True)
+    atomic_write_text("\n".join(train) + "\n", splits / "trainlist01.txt")
+    atomic_write_text((target / "testlist01.txt").read_text(), splits / "testlist01.txt")
+    atomic_write_text(classes, splits / "classInd.txt")
+    if not val:
+        return
+    val_splits.mkdir(parents=True, exist_ok=True)
+    atomic_write_text("\n".join(train) + "\n", val_splits / "trainlist01.txt")
+    atomic_write_text("\n".join(ln.split()[0] for ln in lines if group_of(Path(ln.split()[0])) in val) + "\n",
+                      val_splits / "testlist01.txt")
+    atomic_write_text(classes, val_splits / "classInd.txt")
 
 
 def export_teacher(last: Path, dest: Path, cfg: DemoConfig, seconds: float | None) -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from distilled_shufflenet.demo.report import ROWS, accuracy_fps_axes
+from distilled_shufflenet.demo.report import BASELINE, ROWS, accuracy_fps_axes
 from distilled_shufflenet.io import save_figure
 
 __all__ = ["seed_summary", "seed_summary_chart", "seed_summary_markdown"]
@@ -17,8 +17,9 @@ __all__ = ["seed_summary", "seed_summary_chart", "seed_summary_markdown"]
 
 def seed_summary(runs: list[Path]) -> dict[str, Any]:
     """Mean and min-max of every model's top-1 over finished demo runs (one ``results.json`` each,
-    typically the same demo with other ``--seed`` values), and of each distilled student's margin over
-    the student trained from scratch on the same labels (paired within each run)."""
+    typically the same demo with other ``--seed`` values), and of each trained student's margin over
+    the equal-compute scratch student on the same labels (paired within each run), with each run's own
+    95 % paired bootstrap interval of it."""
     loaded = []
     for run in runs:
         path = Path(run) / "results.json"
@@ -33,7 +34,7 @@ def seed_summary(runs: list[Path]) -> dict[str, Any]:
         return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
 
     by_name = [{r["name"]: r for r in res["rows"]} for res in loaded]
-    rows, margins = [], {}
+    rows, margins, per_run_margins = [], {}, {}
     for key, label, _ in ROWS:
         per_run = [named.get(key) for named in by_name]
         if any(r is None or r["video_top1"] is None for r in per_run):
@@ -42,16 +43,19 @@ def seed_summary(runs: list[Path]) -> dict[str, Any]:
         rows.append({"name": key, "model": label, "video_top1": spread([r["video_top1"] for r in per_run]),
                      "clip_top1": spread([r["clip_top1"] for r in per_run]),
                      "fps_demo": fps[len(fps) // 2] if fps else None})
-        if key.startswith("distilled_") and all("scratch_labelled" in named for named in by_name):
-            margins[key] = spread([r["video_top1"] - named["scratch_labelled"]["video_top1"]
+        if key != BASELINE and not key.startswith("teacher") and all(BASELINE in named for named in by_name):
+            margins[key] = spread([r["video_top1"] - named[BASELINE]["video_top1"]
                                    for r, named in zip(per_run, by_name)])
+            found = [{m["name"]: m for m in res.get("margins", [])}.get(key) for res in loaded]
+            if all(found):
+                per_run_margins[key] = [{"points": m["points"], "ci95": m["ci95"]} for m in found]
     ignored = {"seed", "output", "progress"}
     differ = sorted({k for res in loaded for k, v in res["config"].items()
                      if k not in ignored and v != loaded[0]["config"].get(k)})
     return {"runs": [str(r) for r in runs], "seeds": [res["config"].get("seed") for res in loaded],
             "differing_settings": differ,
             "test_videos": [res.get("test_videos") for res in loaded], "rows": rows,
-            "margin_over_scratch_same_labels": margins,
+            "margin_over_scratch_equal_compute": margins, "margin_ci95_per_run": per_run_margins,
             "wall_seconds": spread([res.get("wall_seconds", float("nan")) for res in loaded])}
 
 
@@ -69,11 +73,16 @@ def seed_summary_markdown(summary: dict[str, Any]) -> str:
                if summary["differing_settings"] else []),
              "| model | video top-1 % | clip top-1 % |", "|---|---|---|"]
     lines += [f"| {r['model']} | {cell(r['video_top1'])} | {cell(r['clip_top1'])} |" for r in summary["rows"]]
-    if summary["margin_over_scratch_same_labels"]:
-        lines += ["", "Margin over the student from scratch on the same labels, video top-1 points, paired by run:", "",
-                  "| student | margin, mean (min-max) |", "|---|---|"]
+    if summary["margin_over_scratch_equal_compute"]:
+        seeds = ", ".join(str(s) for s in summary["seeds"])
+        lines += ["", "Margin over the student from scratch on the same labels with equal compute, video top-1 "
+                  f"points, paired by run; then each run's margin with its 95 % paired bootstrap interval (seeds {seeds}):",
+                  "", "| student | margin, mean (min-max) | per run [95 % CI] |", "|---|---|---|"]
         labels = {key: label for key, label, _ in ROWS}
-        lines += [f"| {labels[k]} | {cell(v)} |" for k, v in summary["margin_over_scratch_same_labels"].items()]
+        per_run = summary.get("margin_ci95_per_run", {})
+        for k, v in summary["margin_over_scratch_equal_compute"].items():
+            runs = "; ".join(f"{m['points']:+.1f} [{m['ci95'][0]:+.1f}, {m['ci95'][1]:+.1f}]" for m in per_run.get(k, []))
+            lines.append(f"| {labels[k]} | {cell(v)} | {runs or '-'} |")
     w = summary["wall_seconds"]
     lines += ["", f"Wall time per run: {w['mean'] / 60:.1f} min ({w['min'] / 60:.1f} to {w['max'] / 60:.1f})."]
     return "\n".join(lines) + "\n"
