@@ -203,15 +203,16 @@ def test_demo_study_quick(tmp_path, capsys):
     for tag in ("f050", "f100"):
         assert read_run_config(stages / f"finetune_3d_{tag}")["checkpoint"] == "../distill_3d/last.pt"
         assert read_checkpoint(stages / f"scratch_equal_{tag}" / "last.pt")["step"] == distill_steps + 2
-    # the reference validates on the validation actors (g02 here: after the test actor g01) and only there
+    # the reference validates on the validation actors (g05 here: after the test actor g01 and the training
+    # actors g02-g04) and only there
     val = run / "data" / "target_val_splits"
     val_videos = (val / "testlist01.txt").read_text().split()
-    assert val_videos and all("_g02_" in v for v in val_videos)
+    assert val_videos and all("_g05_" in v for v in val_videos)
     assert read_run_config(stages / "reference")["splits_dir"].endswith("target_val_splits")
     for name in ("trainlist01.txt",):
-        assert "_g02_" not in (run / "data" / "target_splits" / name).read_text()
-        assert "_g02_" not in (val / name).read_text()
-    assert "_g02_" not in (run / "data" / "target_splits" / "testlist01.txt").read_text()
+        assert "_g05_" not in (run / "data" / "target_splits" / name).read_text()
+        assert "_g05_" not in (val / name).read_text()
+    assert "_g05_" not in (run / "data" / "target_splits" / "testlist01.txt").read_text()
     table = (run / "study.md").read_text()
     assert table.count("\n| ") == 1 + 3 and "Upper reference" in table  # header + one line per setting
 

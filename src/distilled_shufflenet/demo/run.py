@@ -121,7 +121,8 @@ class DemoSteps:
             classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=groups, test_groups=cfg.target_test_groups,
             clips_per_group=cfg.target_clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=cfg.target_seed),
             progress=cfg.progress)
-        write_splits(self.target, self.splits, self.val_splits, cfg.target_test_groups, cfg.target_val_groups)
+        write_splits(self.target, self.splits, self.val_splits, cfg.target_test_groups + cfg.target_groups,
+                     cfg.target_val_groups)
         self.progress.end("data", ran=False)
 
     def labelled_videos(self, fraction: float) -> int:
@@ -307,13 +308,14 @@ def check_run_folder(run: Path) -> None:
                          "folder, or an earlier demo run to continue it")
 
 
-def write_splits(target: Path, splits: Path, val_splits: Path, test_groups: int, val_groups: int) -> None:
-    """The split files of the demo's stages, from the target's own (whose test split is its first
-    ``test_groups`` actor groups): ``splits`` trains on the training actors only, leaving out the
-    ``val_groups`` validation actors after the test ones, and tests on the test actors; ``val_splits``
-    (written when there are validation actors) trains on the same actors and validates on those."""
+def write_splits(target: Path, splits: Path, val_splits: Path, before_val: int, val_groups: int) -> None:
+    """The split files of the demo's stages, from the target's own (its test split is its first actor
+    groups, the training ones follow): ``splits`` trains on the training actors, leaving out the last
+    ``val_groups`` groups (after the first ``before_val``: the validation actors), and tests on the test
+    actors; ``val_splits`` (written when there are validation actors) trains on the same actors and
+    validates on those. The test and training actors do not depend on the validation ones."""
     lines = [ln for ln in (target / "trainlist01.txt").read_text().splitlines() if ln.strip()]
-    val = {f"g{g:02d}" for g in range(test_groups + 1, test_groups + val_groups + 1)}
+    val = {f"g{g:02d}" for g in range(before_val + 1, before_val + val_groups + 1)}
     train = [ln for ln in lines if group_of(Path(ln.split()[0])) not in val]
     classes = (target / "classInd.txt").read_text()
     splits.mkdir(parents=True, exist_ok=True)
