@@ -18,7 +18,7 @@ import dataclasses
 
 from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.engine.config import FinetuneConfig
-from distilled_shufflenet.engine.train import ModelSpec, TrainResult, run
+from distilled_shufflenet.engine.train import ModelInit, TrainResult, run
 
 
 def with_checkpoint_defaults(config: FinetuneConfig) -> FinetuneConfig:
@@ -43,9 +43,9 @@ def with_checkpoint_defaults(config: FinetuneConfig) -> FinetuneConfig:
                                frame_stride=updates.pop("frame_stride", config.frame_stride or 1), **updates)
 
 
-def student_spec(config: FinetuneConfig) -> ModelSpec:
+def student_spec(config: FinetuneConfig) -> ModelInit:
     """The model to fine-tune, from a config completed by :func:`with_checkpoint_defaults`."""
-    return ModelSpec(config.model, dict(config.model_kwargs), weights=config.checkpoint, drop_classifier=True)
+    return ModelInit(config.model, dict(config.model_kwargs), weights=config.checkpoint, drop_classifier=True)
 
 
 def finetune(config: FinetuneConfig) -> TrainResult:
@@ -55,4 +55,4 @@ def finetune(config: FinetuneConfig) -> TrainResult:
         config.validate()
         return run(config, student_spec(config))
     config.validate()
-    return run(config, ModelSpec(config.model))
+    return run(config, ModelInit(config.model))

@@ -2,7 +2,7 @@
 
 ::
 
-    train(config) -> run(config, ModelSpec)
+    train(config) -> run(config, ModelInit)
         validate config -> runtime (device, precision, process group)
         probe the model on the meta device: preprocessing, can it take clip_len x crop x crop?
         datasets -> classes -> model (+ pretrained weights) -> loop.fit(..., Classification())
@@ -48,13 +48,14 @@ from distilled_shufflenet.engine.runtime import (
 )
 from distilled_shufflenet.models import Preprocess, create_model, load_pretrained
 
-__all__ = ["Classification", "ModelSpec", "NonFiniteLossError", "RunInterrupted", "TrainResult", "build_datasets",
+__all__ = ["Classification", "ModelInit", "NonFiniteLossError", "RunInterrupted", "TrainResult", "build_datasets",
            "fit", "make_loader", "run", "take_labelled", "train", "validate"]
 
 
 @dataclass
-class ModelSpec:
-    """What to train: a registered model, its builder arguments and optional starting weights."""
+class ModelInit:
+    """What to train and how it starts: a registered model, its builder arguments and optional starting
+    weights (``TrainConfig``'s ``model``, ``model_kwargs``, ``init`` and ``drop_classifier``)."""
 
     name: str
     kwargs: dict = field(default_factory=dict)
@@ -225,7 +226,7 @@ def check_model_input(model: nn.Module, preprocess: Preprocess) -> None:
         model.train(was_training)
 
 
-def _with_classes(spec: ModelSpec, num_classes: int, *, resumed: bool) -> dict:
+def _with_classes(spec: ModelInit, num_classes: int, *, resumed: bool) -> dict:
     kwargs = dict(spec.kwargs)
     given = kwargs.get("num_classes")
     if given is not None and given != num_classes:
@@ -247,11 +248,11 @@ def set_train_mode(model: nn.Module, *, probe: bool) -> None:
 # --------------------------------------------------------------------------- top level
 def train(config: TrainConfig) -> TrainResult:
     """``dsn train``: supervised training of ``config.model`` (from scratch, or from ``config.init``)."""
-    spec = ModelSpec(config.model, dict(config.model_kwargs), config.init, config.drop_classifier)
+    spec = ModelInit(config.model, dict(config.model_kwargs), config.init, config.drop_classifier)
     return run(config, spec)
 
 
-def run(config: TrainConfig, spec: ModelSpec) -> TrainResult:
+def run(config: TrainConfig, spec: ModelInit) -> TrainResult:
     """Validate everything, build the datasets and the model, then :func:`fit`.
 
     Every check (config values, paths, device, precision, clip size the model can take, class counts)
@@ -260,7 +261,7 @@ def run(config: TrainConfig, spec: ModelSpec) -> TrainResult:
     config.validate()
     resume = read_run_checkpoint(config.resume) if config.resume else None
     if resume is not None:
-        spec = ModelSpec(resume["model_name"], dict(resume["model_kwargs"]))
+        spec = ModelInit(resume["model_name"], dict(resume["model_kwargs"]))
     rt = setup_runtime(config.device, config.precision, channels_last=config.channels_last)
     lock = RunLock(config.output, command=f"dsn {config.command}") if rt.is_main else None  # before any work
     try:
