@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,15 @@ def test_finetune_defaults_are_the_method_recipe() -> None:
     assert (cfg.optimizer, cfg.momentum, cfg.nesterov, cfg.lr, cfg.batch_size) == ("sgd", 0.9, True, 1e-3, 16)
     assert (cfg.scheduler, cfg.gamma, cfg.plateau_patience) == ("plateau", 0.1, 10)
     assert cfg.early_stop_patience > 0 and not cfg.freeze_backbone
+
+
+def test_the_labelled_dataset_kinds_are_named_once_by_the_data_layer() -> None:
+    from distilled_shufflenet.data.factory import LABELLED_KINDS
+    from distilled_shufflenet.engine.evaluate import EvalConfig
+
+    for cls in (TrainConfig, FinetuneConfig, EvalConfig):
+        (dataset,) = (f for f in dataclasses.fields(cls) if f.name == "dataset")
+        assert dataset.metadata["choices"] is LABELLED_KINDS, cls.__name__  # the same tuple, not a copy
 
 
 def test_yaml_overrides_defaults_and_flags_override_yaml(tmp_path: Path) -> None:

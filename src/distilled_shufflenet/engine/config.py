@@ -21,6 +21,7 @@ from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import yaml
 
+from distilled_shufflenet.data.factory import LABELLED_KINDS
 from distilled_shufflenet.engine.checkpointing import read_run_config, resolve_checkpoint_path
 from distilled_shufflenet.engine.runtime import DEVICES, PRECISIONS, default_workers
 from distilled_shufflenet.io import atomic_write_text
@@ -28,7 +29,6 @@ from distilled_shufflenet.options import build_config, flag_of, flag_values, loa
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULERS = ("plateau", "step", "cosine", "none")
-DATASETS = ("ucf101", "hmdb51", "list")  # labelled kinds of data.build_dataset
 ON_ERROR = ("resample", "report")
 
 C = TypeVar("C", bound="TrainConfig")
@@ -50,7 +50,7 @@ class TrainConfig:
     init: str | None = option(None, "start from these pretrained weights (a Kinetics 3D teacher, an ImageNet ResNet, ...)")
     drop_classifier: bool = option(False, "with --init: leave the classifier as initialised when its size differs")
     # data
-    dataset: str = option("ucf101", "dataset layout", choices=DATASETS)
+    dataset: str = option("ucf101", "dataset layout", choices=LABELLED_KINDS)
     data_root: str | None = option(None, "folder holding the videos (dataset list: default the list's folder)")
     splits_dir: str | None = option(None, "folder of the official split files (default: inside --data-root)")
     split: int = option(1, "official split number (1, 2 or 3)")
