@@ -70,11 +70,11 @@ def test_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_data_check_and_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from distilled_shufflenet.cli import data
 
-    monkeypatch.setattr(data, "check_dataset", lambda kind, root, **options: keep((kind, root, options)))
+    monkeypatch.setattr(data, "check_dataset", keep)
     path = write(tmp_path, f"dataset: ucf101\nsplit: 2\nmin_frames: 8\nsplits_dir: {tmp_path}\n")
-    kind, root, options = config_of(["data", "check", "videos", "--config", path, "--min-frames", "4", "--full"])
-    assert (kind, root, options["split"], options["min_frames"], options["full"]) == ("ucf101", "videos", 2, 4, True)
-    assert options["splits_dir"] == str(tmp_path) and options["subset"] == "all"
+    cfg = config_of(["data", "check", "videos", "--config", path, "--min-frames", "4", "--full"])
+    assert (cfg.dataset, cfg.root, cfg.split, cfg.min_frames, cfg.full) == ("ucf101", "videos", 2, 4, True)
+    assert cfg.splits_dir == str(tmp_path) and cfg.subset == "all"
     monkeypatch.setattr(data, "run_data_bench", keep)
     path = write(tmp_path, "workers: [0, 3]\nbatches: 2\nroot: videos\n")
     cfg = config_of(["data", "bench", "--config", path, "--batches", "5"])

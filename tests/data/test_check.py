@@ -10,7 +10,7 @@ import pytest
 
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.data.bench import DataBenchConfig, format_results, run_data_bench
-from distilled_shufflenet.data.check import check_dataset, check_video, check_videos
+from distilled_shufflenet.data.check import CheckConfig, check_dataset, check_video, check_videos
 
 
 @pytest.fixture
@@ -84,9 +84,9 @@ def test_check_a_dataset_reports_missing_files(tiny_synth, tmp_path, capsys):
     shutil.copytree(tiny_synth, root)
     gone = next(root.glob("*/*.avi"))
     gone.unlink()
-    report = check_dataset("ucf101", root, splits_dir=root, progress=False)
+    report = check_dataset(CheckConfig(str(root), "ucf101", splits_dir=str(root), progress=False))
     assert report.checked == 32 and [(p.path, p.kind) for p in report.problems] == [(str(gone), "missing")]
-    assert check_dataset("ucf101", root, subset="test", progress=False).checked == 8
+    assert check_dataset(CheckConfig(str(root), "ucf101", subset="test", progress=False)).checked == 8
     args = ["data", "check", str(root), "--dataset", "ucf101", "--splits-dir", str(root), "--no-progress"]
     assert main(args) == 1
     assert f"missing    {gone}: no such file" in capsys.readouterr().out
@@ -117,7 +117,7 @@ def test_cli_check_refuses_a_folder_without_videos(content, tmp_path, capsys):
     assert "readable" not in captured.out
     assert captured.err.startswith(f"dsn data check: error: {root}: no video file found (extensions: .avi")
     with pytest.raises(ValueError, match="no video file found"):
-        check_dataset("folder", root, progress=False)
+        check_dataset(CheckConfig(str(root), progress=False))
 
 
 def test_cli_check_accepts_a_single_file(mixed_folder, capsys):

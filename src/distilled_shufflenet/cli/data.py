@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from distilled_shufflenet.data.bench import DataBenchConfig, format_results, run_data_bench
@@ -15,9 +14,7 @@ __all__ = ["register"]
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    cfg = config_from_args(CheckConfig, args)
-    options = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("dataset", "root")}
-    report = check_dataset(cfg.dataset, cfg.root, **options)
+    report = check_dataset(config_from_args(CheckConfig, args))
     print(report.to_json() if args.json else report.format())
     return 0 if report.ok else 1
 

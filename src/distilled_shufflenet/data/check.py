@@ -172,55 +172,35 @@ def check_videos(
     return report
 
 
-def dataset_paths(
-    kind: str,
-    root: str | os.PathLike | None,
-    *,
-    splits_dir: str | os.PathLike | None = None,
-    split: int = 1,
-    subset: str = "all",
-    list_file: str | os.PathLike | None = None,
-) -> list[Path]:
-    """Every video path a dataset lists (present on disk or not), ``subset`` ``"train"``, ``"test"`` or
+def dataset_paths(source: VideoSource) -> list[Path]:
+    """Every video path ``source`` lists (present on disk or not): its ``subset`` ``"train"``, ``"test"`` or
     ``"all"`` (both) for the official splits; kind ``"folder"`` with a file as ``root`` is that one video."""
+    kind, root, list_file = source.dataset, source.root, source.list_file
     check_kind(kind, root, list_file)
-    if subset not in CHECK_SUBSETS:
-        raise ValueError(f"subset must be one of {', '.join(CHECK_SUBSETS)}, got {subset!r}")
+    if source.subset not in CHECK_SUBSETS:
+        raise ValueError(f"subset must be one of {', '.join(CHECK_SUBSETS)}, got {source.subset!r}")
     if kind == "list":
         return [r.path for r in read_video_list(list_file, root)[0]]
     root = Path(root)
     if kind == "folder":
         return [root] if root.is_file() else find_videos(root)
-    subsets = ("train", "test") if subset == "all" else (subset,)
-    return OFFICIAL_SPLITS[kind].split_paths(root, splits_dir, split, subsets)
+    subsets = ("train", "test") if source.subset == "all" else (source.subset,)
+    return OFFICIAL_SPLITS[kind].split_paths(root, source.splits_dir, source.split, subsets)
 
 
-def check_dataset(
-    kind: str,
-    root: str | os.PathLike | None,
-    *,
-    splits_dir: str | os.PathLike | None = None,
-    split: int = 1,
-    subset: str = "all",
-    list_file: str | os.PathLike | None = None,
-    min_frames: int = 16,
-    full: bool = False,
-    progress: bool = True,
-) -> CheckReport:
-    """Check every video a dataset lists; missing files are reported as ``missing``.
+def check_dataset(config: CheckConfig) -> CheckReport:
+    """Check every video ``config`` lists (:func:`dataset_paths`); missing files are reported as ``missing``.
 
     Raises ``ValueError`` when there is no video to check (an empty folder, or one without video files),
     since "all 0 videos are readable" would hide a wrong path.
     """
-    paths = dataset_paths(kind, root, splits_dir=splits_dir, split=split, subset=subset, list_file=list_file)
+    kind, root = config.dataset, config.root
+    paths = dataset_paths(config)
+    official = f"{kind} split {config.split} ({config.subset}) under {root}"
     if not paths:
         where = f"{root}: no video file found (extensions: {' '.join(VIDEO_EXTENSIONS)})" if kind == "folder" \
-            else f"{kind} split {split} ({subset}) under {root}: the split lists no video"
+            else f"{official}: the split lists no video"
         raise ValueError(f"{where}; check the path")
-    if kind == "folder":
-        source = str(root)
-    elif kind == "list":
-        source = str(list_file)
-    else:
-        source = f"{kind} split {split} ({subset}) under {root}"
-    return check_videos(paths, min_frames=min_frames, full=full, progress=progress, source=source)
+    source = {"folder": str(root), "list": str(config.list_file)}.get(kind, official)
+    return check_videos(paths, min_frames=config.min_frames, full=config.full, progress=config.progress,
+                        source=source)
