@@ -1,18 +1,23 @@
 from __future__ import annotations
 
 import argparse
+import colorsys
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from distilled_shufflenet.cli.data_synth import add_synth_parser
 from distilled_shufflenet.data.synth import (
+    CUE_SHAPES,
     DEFAULT_CLASSES,
     SYNTH_CLASSES,
     SynthConfig,
+    cue_of,
     generate_synth_actions,
+    place_cue,
     render_synth_clip,
     synth_test_groups,
     synth_video_name,
@@ -209,6 +214,126 @@ def test_pose_classes_show_poses_no_other_class_shows() -> None:
         assert distinct >= 40, c
 
 
+# --- appearance cues ----------------------------------------------------------------------------------
+
+# per-frame pixel sums of three videos as the generator drew them before it had cues: cue strength 0 must
+# keep every random stream where it was (a sum is robust to the last-bit rounding of another CPU's sin/cos,
+# while a shifted stream moves it by hundreds)
+_BEFORE_CUES = {
+    ("Punch", 1, 1): [245091, 242077, 243543, 238608, 241037, 240532],
+    ("StandUp", 2, 3): [278255, 276467, 275365, 281860, 280884, 284254],
+    ("WaveFast", 3, 2): [328689, 333490, 326297, 334863, 328012, 328927],
+}
+
+
+def test_cue_strength_zero_renders_the_videos_of_before_cues() -> None:
+    cfg = SynthConfig(frames=6, size=(32, 24), seed=0)
+    assert cfg.cue_strength == 0.0  # the default
+    for (name, group, clip), sums in _BEFORE_CUES.items():
+        frames = render_synth_clip(name, group, clip, cfg)
+        got = [int(f.sum(dtype=np.int64)) for f in frames]
+        assert np.abs(np.subtract(got, sums)).max() <= 3, (name, got)
+
+
+def test_cues_come_from_a_stream_of_their_own() -> None:
+    # with camera shake and sensor noise: a prop changes its own pixels and no other
+    plain = SynthConfig(frames=6, size=(64, 48), seed=2)
+    cued = SynthConfig(**{**plain.__dict__, "cue_strength": 1.0})
+    for name, group, clip in (("Kick", 1, 2), ("StandUp", 3, 1), ("WaveSlow", 2, 3)):
+        prop = place_cue(name, group, clip, cued)
+        assert prop is not None and place_cue(name, group, clip, plain) is None
+        changed = np.abs(render_synth_clip(name, group, clip, cued).astype(int)
+                         - render_synth_clip(name, group, clip, plain)).max(-1) > 0  # (T, H, W)
+        assert changed.any(axis=(1, 2)).all()  # in every frame
+        _, rows, cols = np.nonzero(changed)
+        margin = 0.05 * plain.size[0]  # the camera shake and anti-aliasing
+        assert np.abs(cols - prop.x).max() <= 1.4 * prop.size + margin
+        assert prop.base - prop.size - margin <= rows.min() and rows.max() <= prop.base + margin
+
+
+def _read_cue(cued: np.ndarray, plain: np.ndarray) -> tuple[str, float]:
+    """The prop's silhouette family and hue, read off the pixels where a frame with it differs from one
+    without it."""
+    changed = np.abs(cued.astype(int) - plain).max(-1) > 40  # (H, W)
+    rows, cols = np.nonzero(changed)
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    fill = changed.sum() / (height * width)
+    family = "tall" if height > 2 * width else "wide" if width > 1.6 * height else "sparse" if fill < 0.55 else "solid"
+    hsv = np.array([colorsys.rgb_to_hsv(*p) for p in cued[np.abs(cued.astype(int) - plain).max(-1) > 60] / 255.0])
+    vivid = hsv[hsv[:, 1] > 0.6, 0]  # the prop's own colour, not its blend with the scene at the edge
+    return family, float(np.angle(np.exp(2j * np.pi * vivid).sum()) / (2 * np.pi) % 1)
+
+
+_FAMILY = {"ball": "solid", "box": "solid", "pole": "tall", "cross": "sparse", "barbell": "wide"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_strength_one_shows_every_video_its_class_cue(seed: int) -> None:
+    plain = SynthConfig(frames=2, size=(64, 48), seed=seed, clean=True)
+    cued = SynthConfig(**{**plain.__dict__, "cue_strength": 1.0})
+    for name in SYNTH_CLASSES:
+        for group, clip in ((1, 1), (2, 3)):
+            with_cue, without = render_synth_clip(name, group, clip, cued), render_synth_clip(name, group, clip, plain)
+            for f in range(len(with_cue)):
+                family, hue = _read_cue(with_cue[f], without[f])
+                assert family == _FAMILY[cue_of(name).shape], (name, group, clip, family)
+                # the hue is the class's, and closer to it than to any other class's prop of that look
+                alike = {c: cue_of(c).hue for c in SYNTH_CLASSES if _FAMILY[cue_of(c).shape] == family}
+                off = {c: abs((hue - h + 0.5) % 1 - 0.5) for c, h in alike.items()}
+                assert min(off, key=off.get) == name and off[name] < 0.045, (name, group, clip, hue)
+
+
+def test_each_class_has_its_own_cue_whatever_the_seed() -> None:
+    cues = [cue_of(c) for c in SYNTH_CLASSES]
+    assert len(set(cues)) == len(SYNTH_CLASSES) and {c.shape for c in cues} <= set(CUE_SHAPES)
+    for name in ("Punch", "WalkAway"):
+        a, b = (place_cue(name, 2, 1, SynthConfig(seed=s, cue_strength=1.0)) for s in (0, 1))
+        assert a.cue == b.cue == cue_of(name)  # the same kind of prop, not a pixel template:
+        assert (a.x, a.base, a.size) != (b.x, b.base, b.size) and not np.array_equal(a.color, b.color)
+    with pytest.raises(ValueError, match="class_name"):
+        cue_of("Dance")
+
+
+def test_half_strength_cues_about_half_the_videos() -> None:
+    videos = [(c, g, k) for c in DEFAULT_CLASSES for g in range(1, 9) for k in range(1, 4)]
+    shown = {p: {v for v in videos if place_cue(*v, SynthConfig(seed=0, cue_strength=p)) is not None}
+             for p in (0.0, 0.3, 0.5, 1.0)}
+    assert len(shown[0.5]) == 115 and len(shown[0.3]) == 66  # of 240, seeded
+    assert shown[0.0] == set() and shown[0.3] <= shown[0.5] <= shown[1.0] == set(videos)  # stronger adds cues
+    per_class = [sum(v[0] == c for v in shown[0.5]) for c in DEFAULT_CLASSES]
+    assert min(per_class) >= 6 and max(per_class) <= 18  # of 24 per class: no class left without cues
+    # a rendered video shows a prop exactly when the draw says so
+    half, plain = SynthConfig(frames=2, size=(32, 24), cue_strength=0.5), SynthConfig(frames=2, size=(32, 24))
+    for v in videos[:12]:
+        differs = not np.array_equal(render_synth_clip(*v, half), render_synth_clip(*v, plain))
+        assert differs == (v in shown[0.5]), v
+
+
+def test_cue_strength_is_a_probability() -> None:
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="cue_strength"):
+            SynthConfig(cue_strength=bad)
+
+
+def test_writer_records_the_cue_strength(tmp_path: Path) -> None:
+    cfg = SynthConfig(**{**SMALL.__dict__, "cue_strength": 0.5})
+    report = generate_synth_actions(tmp_path / "ds", cfg, workers=1, progress=False)
+    assert report.cue_strength == 0.5 and report.cued_videos == 3  # Punch g01, g02 and WaveSlow g02
+    assert "3 with their class's prop (cue strength 0.5)" in str(report)
+    record = yaml.safe_load((tmp_path / "ds" / "synth_config.yaml").read_text())
+    assert record["cue_strength"] == 0.5
+    with pytest.raises(ValueError, match="synth_config.yaml.*cue_strength"):
+        generate_synth_actions(tmp_path / "ds", SMALL, workers=1, progress=False)
+    # a folder written before cues existed holds the videos of strength 0, and resumes as such
+    old = tmp_path / "old"
+    generate_synth_actions(old, SMALL, workers=1, progress=False)
+    record = yaml.safe_load((old / "synth_config.yaml").read_text())
+    del record["cue_strength"]
+    (old / "synth_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    (old / "Punch" / "v_Punch_g01_c01.avi").unlink()
+    assert generate_synth_actions(old, SMALL, workers=1, progress=False).written == 1
+
+
 # --- CLI ---------------------------------------------------------------------------------------------
 
 
@@ -221,8 +346,12 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "4 videos" in capsys.readouterr().out
     assert _lines(tmp_path / "s" / "classInd.txt") == ["1 JumpingJacks", "2 SquatDown"]
     assert len(list((tmp_path / "s").rglob("*.avi"))) == 4
-    args = parser.parse_args(["synth", "x", "--classes", "Kick,Bow"])
-    assert args.classes == ("Kick", "Bow")
+    args = parser.parse_args(["synth", "x", "--classes", "Kick,Bow", "--cue-strength", "0.25"])
+    assert args.classes == ("Kick", "Bow") and args.cue_strength == 0.25
+    args = parser.parse_args(["synth", str(tmp_path / "bad"), "--cue-strength", "2"])
+    with pytest.raises(ValueError, match="cue_strength"):
+        args.func(args)
+    assert not (tmp_path / "bad").exists()
     for bad in (["--size", "64"], ["--classes", "Dance"], ["--classes", "99"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["synth", "x", *bad])

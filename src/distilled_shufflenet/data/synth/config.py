@@ -43,8 +43,10 @@ def parse_size(value: str | Sequence[int]) -> tuple[int, int]:
 @dataclass
 class SynthConfig:
     """What to generate. ``size`` is (width, height); ``format`` is ``"avi"`` (MPEG-4 Part 2, like
-    UCF101) or ``"mp4"`` (H.264). ``clean`` drops the camera shake, flicker and sensor noise (the
-    random draws still happen, so everything else stays the same)."""
+    UCF101) or ``"mp4"`` (H.264). ``cue_strength`` is the probability that a video shows its class's
+    prop (:mod:`distilled_shufflenet.data.synth.cues`); at 0 none does, and the videos are those of the
+    generator without cues. ``clean`` drops the camera shake, flicker and sensor noise (the random draws
+    still happen, so everything else stays the same)."""
 
     classes: tuple[str, ...] = option(DEFAULT_CLASSES, f"the first N classes, or a comma-separated list (default: the "
                                       f"first {len(DEFAULT_CLASSES)})", parse=parse_classes, metavar="N|NAMES")
@@ -57,6 +59,9 @@ class SynthConfig:
     fps: int = option(25, "frame rate")
     seed: int = option(0, "random seed")
     format: str = option("avi", "avi: MPEG-4 Part 2 like UCF101; mp4: H.264", choices=("avi", "mp4"))
+    cue_strength: float = option(0.0, "probability (0..1) that a video shows its class's prop, an object only that "
+                                 "class shows, so that one frame can tell the class (default 0: motion only)",
+                                 metavar="P")
     clean: bool = False  # no camera shake, flicker or sensor noise (for inspection and tests)
 
     def __post_init__(self) -> None:
@@ -84,6 +89,8 @@ class SynthConfig:
             raise ValueError(f"size: expected even width and height >= 16, got {self.size[0]}x{self.size[1]}")
         if self.fps < 1:
             raise ValueError(f"fps: expected >= 1, got {self.fps}")
+        if not 0.0 <= self.cue_strength <= 1.0:  # NaN fails too
+            raise ValueError(f"cue_strength: expected a probability in 0..1, got {self.cue_strength}")
         if self.format not in ("avi", "mp4"):
             raise ValueError(f"format: expected 'avi' or 'mp4', got {self.format!r}")
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from distilled_shufflenet.data.synth.config import SYNTH_CLASSES, SynthConfig
+from distilled_shufflenet.data.synth.cues import Prop, draw_prop, place_cue
 from distilled_shufflenet.data.synth.scene import Actor, Clip, capsule, make_actor, make_clip
 
 __all__ = ["render_synth_clip"]
@@ -221,7 +222,7 @@ def _draw_figure(img: np.ndarray, p: _Pose, i: int, a: Actor, h: int, off: np.nd
     capsule(img, head + up * (r * 1.05 - face), head + up * (r * 1.05 - face), face, a.skin, shade=0.25)
 
 
-def _render(class_name: str, group: int, clip: int, cfg: SynthConfig) -> np.ndarray:
+def _render(class_name: str, group: int, clip: int, cfg: SynthConfig, prop: Prop | None) -> np.ndarray:
     actor = make_actor(cfg.seed, group)
     c = make_clip(cfg.seed, group, clip, actor, cfg)
     w, h = cfg.size
@@ -233,7 +234,10 @@ def _render(class_name: str, group: int, clip: int, cfg: SynthConfig) -> np.ndar
     for i in range(cfg.frames):
         dx, dy = (m, m) if cfg.clean else c.shake[i]
         img = c.background[dy:dy + h, dx:dx + w].copy()  # (H, W, 3) the camera's view of the scene
-        _draw_figure(img, pose, i, actor, h, np.array([dx - m, dy - m], np.float32))
+        off = np.array([dx - m, dy - m], np.float32)
+        _draw_figure(img, pose, i, actor, h, off)
+        if prop is not None:  # in front of the figure, so that it shows in every frame
+            draw_prop(img, prop, off)
         noise = c.rng.standard_normal(img.shape, dtype=np.float32)  # drawn even if unused: same stream
         if not cfg.clean:
             img *= c.gain[i]
@@ -249,7 +253,7 @@ def render_synth_clip(class_name: str, group: int, clip: int, config: SynthConfi
     Args:
         class_name: one of :data:`SYNTH_CLASSES`.
         group, clip: 1-based group (actor) and clip numbers.
-        config: size, frame count, fps and seed (default :class:`SynthConfig()`).
+        config: size, frame count, fps, seed and cue strength (default :class:`SynthConfig()`).
 
     Returns:
         ``(T, H, W, 3)`` uint8 RGB frames.
@@ -257,7 +261,8 @@ def render_synth_clip(class_name: str, group: int, clip: int, config: SynthConfi
     cfg = config or SynthConfig()
     if class_name not in SYNTH_CLASSES:
         raise ValueError(f"class_name: expected one of {', '.join(SYNTH_CLASSES)}, got {class_name!r}")
+    prop = place_cue(class_name, group, clip, cfg)  # the class's own prop, also for a reversed class
     if class_name in _REVERSE_OF:
-        return _render(_REVERSE_OF[class_name], group, clip, cfg)[::-1].copy()
-    return _render(class_name, group, clip, cfg)
+        return _render(_REVERSE_OF[class_name], group, clip, cfg, prop)[::-1].copy()
+    return _render(class_name, group, clip, cfg, prop)
 

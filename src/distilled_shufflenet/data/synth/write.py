@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from distilled_shufflenet.data.encode import codec_available, write_video
 from distilled_shufflenet.data.synth.config import SynthConfig, synth_test_groups, synth_video_name
+from distilled_shufflenet.data.synth.cues import place_cue
 from distilled_shufflenet.data.synth.motion import render_synth_clip
 from distilled_shufflenet.io import (
     atomic_write_bytes,
@@ -43,10 +44,14 @@ class SynthReport:
     test_videos: int  # in split 1
     seconds: float
     per_class: dict[str, int] = field(default_factory=dict)
+    cue_strength: float = 0.0  # probability that a video shows its class's prop
+    cued_videos: int = 0  # videos that show it
 
     def __str__(self) -> str:
+        cues = (f", {self.cued_videos} with their class's prop (cue strength {self.cue_strength:g})"
+                if self.cue_strength else "")
         return (f"SynthActions in {self.root}: {len(self.classes)} classes, {self.videos} videos "
-                f"({self.written} written, {self.videos - self.written} already there), {self.splits} splits; "
+                f"({self.written} written, {self.videos - self.written} already there){cues}, {self.splits} splits; "
                 f"split 1: {self.train_videos} train / {self.test_videos} test; {self.seconds:.1f} s")
 
 
@@ -75,6 +80,8 @@ def _check_config(root: Path, cfg: SynthConfig) -> None:
     path = root / CONFIG_FILE
     if path.is_file():
         old = yaml.safe_load(path.read_text())
+        if isinstance(old, dict):  # written before cues existed: its videos are those of cue strength 0
+            old.setdefault("cue_strength", 0.0)
         if old != record:
             diff = sorted(k for k in set(old or {}) | set(record) if (old or {}).get(k) != record.get(k))
             raise ValueError(f"{path}: this folder was generated with another config (differs in "
@@ -158,4 +165,6 @@ def generate_synth_actions(
         test_videos=n_test,
         seconds=time.perf_counter() - start,
         per_class={c: cfg.groups * cfg.clips_per_group for c in cfg.classes},
+        cue_strength=cfg.cue_strength,
+        cued_videos=sum(place_cue(c, g, k, cfg) is not None for _, c, g, k in jobs),
     )
