@@ -222,7 +222,8 @@ def test_demo_study_quick(tmp_path, capsys):
                                           ("distill_lr", 0.0), ("distill_teacher_weights", (0.0, 0.0)),
                                           ("distill_teacher_weights", (-1.0, 1.0)), ("student_stem", "4d"),
                                           ("target_val_groups", -1), ("study_fractions", (0.0,)),
-                                          ("study_seeds", (-1,))])
+                                          ("study_seeds", (-1,)), ("source_cue_strength", 1.5),
+                                          ("target_cue_strength", -0.1)])
 def test_demo_config_names_bad_field(field, value):
     with pytest.raises(ValueError, match=field.split("_seed")[0]):
         DemoConfig(**{field: value}).validate()
@@ -271,6 +272,9 @@ def test_the_shipped_teachers_are_the_default_config_s_and_small():
         DemoConfig(teachers_from=str(SHIPPED_TEACHERS), teacher_width=0.5).validate()
     with pytest.raises(ValueError, match="teacher3d"):
         DemoConfig(teachers_from=str(SHIPPED_TEACHERS), teacher3d="r2plus1d_18").validate()
+    # the shipped teachers saw a source without props: a demo asking for cued teachers must train its own
+    with pytest.raises(ValueError, match="source_cue_strength"):
+        DemoConfig(teachers_from=str(SHIPPED_TEACHERS), source_cue_strength=0.5).validate()
 
 
 def test_dsn_demo_defaults_to_the_shipped_teachers(monkeypatch, capsys):

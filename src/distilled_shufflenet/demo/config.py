@@ -63,6 +63,10 @@ class DemoConfig:
     target_test_groups: int = 20
     target_val_groups: int = 0
     target_clips_per_group: int = 1
+    # class-typical props (SynthActions' cue_strength): the share of videos that show their class's prop,
+    # which gives the one-frame 2D teacher something to see; 0 (the default): classes defined by motion alone
+    source_cue_strength: float = 0.0
+    target_cue_strength: float = 0.0
     frames: int = 40
     video_size: tuple[int, int] = (160, 120)
     # clips (students and teachers alike)
@@ -152,6 +156,9 @@ class DemoConfig:
                 raise ValueError(f"{name}: expected a learning rate > 0, got {getattr(self, name)}")
         if not 0 < self.label_fraction <= 1:
             raise ValueError(f"label_fraction: expected a share in (0, 1] (--label-fraction), got {self.label_fraction}")
+        for name in ("source_cue_strength", "target_cue_strength"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: expected a probability in 0..1, got {getattr(self, name)}")
         if self.target_val_groups < 0:
             raise ValueError(f"target_val_groups: expected a count >= 0, got {self.target_val_groups}")
         if self.target_groups + self.target_test_groups + self.target_val_groups > 99:
@@ -203,6 +210,11 @@ def check_teacher_files(cfg: DemoConfig) -> None:
         if got != want:
             raise ValueError(f"teachers_from: {path} holds {got!r}, the demo's {kind} teacher is {want!r} "
                              f"(teacher{kind}); train matching ones with dsn demo --train-teachers DIR")
+        cues = float((ckpt.get("demo_teacher") or {}).get("source_cue_strength", 0.0))
+        if cues != float(cfg.source_cue_strength):
+            raise ValueError(f"source_cue_strength: {path} was trained on a source with cue strength {cues:g}, the demo "
+                             f"asks for {cfg.source_cue_strength:g}; train matching teachers with "
+                             "dsn demo --train-teachers DIR")
         if float(width) != float(cfg.teacher_width):
             raise ValueError(f"teacher_width: {path} has widen_factor {width}, the demo asks for "
                              f"{cfg.teacher_width}; train matching ones with dsn demo --train-teachers DIR")

@@ -114,12 +114,14 @@ class DemoSteps:
         if self.train_teachers:
             generate_synth_actions(self.source, SynthConfig(
                 classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=cfg.source_groups,
-                clips_per_group=cfg.clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=cfg.source_seed),
+                clips_per_group=cfg.clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=cfg.source_seed,
+                cue_strength=cfg.source_cue_strength),
                 progress=cfg.progress)
         groups = cfg.target_test_groups + cfg.target_val_groups + cfg.target_groups
         generate_synth_actions(self.target, SynthConfig(
             classes=tuple(cfg.classes or DEFAULT_CLASSES), groups=groups, test_groups=cfg.target_test_groups,
-            clips_per_group=cfg.target_clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=cfg.target_seed),
+            clips_per_group=cfg.target_clips_per_group, frames=cfg.frames, size=cfg.video_size, seed=cfg.target_seed,
+            cue_strength=cfg.target_cue_strength),
             progress=cfg.progress)
         write_splits(self.target, self.splits, self.val_splits, cfg.target_test_groups + cfg.target_groups,
                      cfg.target_val_groups)
@@ -339,6 +341,7 @@ def export_teacher(last: Path, dest: Path, cfg: DemoConfig, seconds: float | Non
                                  "epoch", "step", "metrics") if k in ckpt}
     kept["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     kept["demo_teacher"] = {"source_seed": cfg.source_seed, "source_groups": cfg.source_groups,
+                            "source_cue_strength": cfg.source_cue_strength,
                             "clips_per_group": cfg.clips_per_group, "seed": cfg.seed, "train_seconds": seconds,
                             "made_by": "dsn demo --train-teachers"}
     dest.parent.mkdir(parents=True, exist_ok=True)
