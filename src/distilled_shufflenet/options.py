@@ -276,8 +276,10 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, hidden: set[str], pr
         kw: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS,
                               "help": f.metadata["help"] + (f" (default: {_shown(default)})" if shown else "")}
         origin, args = typing.get_origin(inner), typing.get_args(inner)
-        if inner is not bool:  # named after the flag, as argparse does, not after the (nested) field
-            kw["metavar"] = f.metadata.get("metavar") or flag_of(f).lstrip("-").replace("-", "_").upper()
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
+        elif inner is not bool and not f.metadata.get("choices"):  # choices show as {a,b}, as argparse does
+            kw["metavar"] = flag_of(f).lstrip("-").replace("-", "_").upper()  # after the flag, not the nested field
         if f.metadata.get("parse"):
             where.add_argument(*_flags(f), type=_argument_type(f.metadata["parse"]), **kw)
         elif inner is bool:
