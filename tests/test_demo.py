@@ -331,6 +331,18 @@ def test_seed_summary_warns_of_other_settings_and_names_a_missing_run(tmp_path, 
     runs = [_fake_run(tmp_path / "a", 0, 40.0, 10.0), _fake_run(tmp_path / "b", 1, 30.0, 20.0, crop_size=96)]
     assert main(["demo", "--summary", *map(str, runs)]) == 0
     assert "differ in more than the seed: crop_size" in capsys.readouterr().out
+    # the same teacher files in two copies of the project are the same teachers; other files are not
+    first, second, third = (tmp_path / n for n in ("t1", "t2", "t3"))
+    for folder, content in ((first, b"a"), (second, b"a"), (third, b"b")):
+        folder.mkdir()
+        for name in ("teacher3d.pt", "teacher2d.pt"):
+            (folder / name).write_bytes(content)
+    same = [_fake_run(tmp_path / f"c{i}", i, 40.0, 10.0, teachers_from=str(f)) for i, f in enumerate((first, second))]
+    assert main(["demo", "--summary", *map(str, same)]) == 0
+    assert "Warning" not in capsys.readouterr().out
+    other = _fake_run(tmp_path / "c2", 2, 40.0, 10.0, teachers_from=str(third))
+    assert main(["demo", "--summary", str(same[0]), str(other)]) == 0
+    assert "differ in more than the seed: teachers_from" in capsys.readouterr().out
     assert main(["demo", "--summary", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
     assert "nothing/results.json: no such file" in capsys.readouterr().err
 

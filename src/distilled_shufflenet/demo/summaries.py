@@ -3,12 +3,14 @@ top-1 as mean and min-max, the distilled students' margins over scratch paired b
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from distilled_shufflenet.demo.config import TEACHER_FILES
 from distilled_shufflenet.demo.report import BASELINE, ROWS, accuracy_fps_axes
 from distilled_shufflenet.io import save_figure
 
@@ -50,13 +52,24 @@ def seed_summary(runs: list[Path]) -> dict[str, Any]:
             if all(found):
                 per_run_margins[key] = [{"points": m["points"], "ci95": m["ci95"]} for m in found]
     ignored = {"seed", "output", "progress"}
-    differ = sorted({k for res in loaded for k, v in res["config"].items()
-                     if k not in ignored and v != loaded[0]["config"].get(k)})
+    settings = [{**res["config"], "teachers_from": _teachers(res["config"].get("teachers_from"))} for res in loaded]
+    differ = sorted({k for c in settings for k, v in c.items() if k not in ignored and v != settings[0].get(k)})
     return {"runs": [str(r) for r in runs], "seeds": [res["config"].get("seed") for res in loaded],
             "differing_settings": differ,
             "test_videos": [res.get("test_videos") for res in loaded], "rows": rows,
             "margin_over_scratch_equal_compute": margins, "margin_ci95_per_run": per_run_margins,
             "wall_seconds": spread([res.get("wall_seconds", float("nan")) for res in loaded])}
+
+
+def _teachers(folder: str | None) -> Any:
+    """What a run's teachers were: the digests of its teacher files where they are still there (the same
+    files in two copies of the project are the same teachers), else the folder as written."""
+    if folder is None:
+        return None
+    files = [Path(folder) / name for name in sorted(TEACHER_FILES.values())]
+    if not all(f.is_file() for f in files):
+        return folder
+    return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
 
 
 def _spread_text(s: dict[str, float]) -> str:
