@@ -213,6 +213,13 @@ def test_demo_study_quick(tmp_path, capsys):
         assert "_g05_" not in (run / "data" / "target_splits" / name).read_text()
         assert "_g05_" not in (val / name).read_text()
     assert "_g05_" not in (run / "data" / "target_splits" / "testlist01.txt").read_text()
+    # no stage makes a choice on the test split: only the reference validates, and on the validation actors
+    for folder in stages.iterdir():
+        saved = read_run_config(folder)
+        if saved.get("validation"):
+            assert folder.name == "reference" and saved["splits_dir"].endswith("target_val_splits"), folder.name
+        else:
+            assert saved.get("early_stop_patience", 0) == 0 and saved.get("scheduler") != "plateau", folder.name
     table = (run / "study.md").read_text()
     assert table.count("\n| ") == 1 + 3 and "Upper reference" in table  # header + one line per setting
 
