@@ -153,6 +153,8 @@ def test_realtime_paces_and_reports_latency(student, info, make_video) -> None:
                             StreamConfig(hop=4, realtime=True))
     assert report.wall_s >= 19 / 50  # the last frame is released 0.38 s after the first
     assert len(report.latencies()) == len(report.windows) and min(report.latencies()) >= 0
+    # paced at the video's rate, the stream's share of the model-alone rate says nothing: it is not printed
+    assert "model alone" in report.summary() and "% of it" not in report.summary()
 
 
 def test_unreadable_source_raises_naming_it(student, info, tmp_path) -> None:

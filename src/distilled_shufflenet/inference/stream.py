@@ -176,9 +176,10 @@ class StreamReport:
             f"% of the model-bound rate",
         ]
         if self.model_alone_fps:
+            paced = self.latencies()  # a stream paced at the video's rate (--realtime) runs as fast as it comes
+            share = "" if paced else f"; the stream ran at {100 * self.end_to_end_fps / self.model_alone_fps:.0f} % of it"
             lines.append(f"  model alone {1e3 * self.model_alone_s:8.1f} ms/window before the stream: "
-                         f"{self.model_alone_fps:.1f} frames/s at hop {self.hop}; the stream ran at "
-                         f"{100 * self.end_to_end_fps / self.model_alone_fps:.0f} % of it")
+                         f"{self.model_alone_fps:.1f} frames/s at hop {self.hop}{share}")
         lat = self.latencies()
         if lat:
             lines.append(f"  latency from a window's last frame to its label: median {1e3 * np.median(lat):.0f} ms, "
