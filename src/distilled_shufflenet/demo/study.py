@@ -132,7 +132,7 @@ def study_markdown(results: dict[str, Any]) -> str:
     fractions = results["fractions"]
     head = ["student"] + [f"{100 * f:g} % labels" for f in fractions]
     by = {(p["setting"], p["fraction"]): p for p in results["curve"]}
-    lines = [f"# Label-efficiency study (seeds {', '.join(str(s) for s in results['seeds'])})", "",
+    lines = [f"# Label-efficiency study ({_seeds_text(results['seeds'])})", "",
              f"Video top-1 % on {results['test_videos']} test videos of unseen actors, mean over the seeds "
              "[95 % bootstrap interval over the test videos]; the labelled share is of the "
              f"{results['training_videos']} training videos, stratified by class, whole actors.", "",
@@ -149,6 +149,10 @@ def study_markdown(results: dict[str, Any]) -> str:
     if "wall_seconds" in results:
         lines += ["", f"Wall time: {results['wall_seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
 
 
 def study_chart(results: dict[str, Any], path: Path) -> Path:
@@ -169,7 +173,7 @@ def study_chart(results: dict[str, Any], path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("labelled share of the training videos (%)")
     ax.set_ylabel("video top-1 on the test split (%)")
-    ax.set_title(f"seeds {', '.join(str(s) for s in results['seeds'])}: mean, 95 % interval", fontsize=9)
+    ax.set_title(f"{_seeds_text(results['seeds'])}: mean, 95 % interval", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path, dpi=100)
