@@ -88,6 +88,14 @@ def need_path(name: str, value: str | None, *, folder: bool | None = False) -> N
         raise ValueError(f"{name}: {value}: expected a file, found a folder")
 
 
+def need_ints(config: Any, lowest: Mapping[str, int]) -> None:
+    """Raise naming the first field of ``config`` in ``lowest`` that is not an integer at least its value."""
+    for name, low in lowest.items():
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
 # --------------------------------------------------------------------------- values and their types
 def _optional(hint: Any) -> tuple[Any, bool]:
     """``X | None`` -> ``(X, True)``; any other hint -> ``(hint, False)``."""

@@ -15,7 +15,7 @@ from distilled_shufflenet.bench.specs import (
     input_text,
     parse_models,
 )
-from distilled_shufflenet.options import option
+from distilled_shufflenet.options import need_ints, option
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -81,10 +81,7 @@ class BenchConfig:
         """Raise ``ValueError`` naming the first bad field."""
         if not self.models:
             raise ValueError("models: no model given")
-        for name, low in (("frames", 1), ("size", 1), ("batch", 1), ("warmup", 0), ("repeats", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        need_ints(self, {"frames": 1, "size": 1, "batch": 1, "warmup": 0, "repeats": 1})
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads: expected an integer >= 1, got {self.threads!r}")
 

@@ -22,7 +22,7 @@ from typing import Any
 from distilled_shufflenet.bench import BenchConfig, ModelSpec, run_benchmark
 from distilled_shufflenet.checkpoint import atomic_save
 from distilled_shufflenet.data.groups import group_of, labelled_subset
-from distilled_shufflenet.data.splits import VideoRecord
+from distilled_shufflenet.data.splits import read_ucf101_split
 from distilled_shufflenet.data.synth import DEFAULT_CLASSES, SynthConfig, generate_synth_actions
 from distilled_shufflenet.demo.config import TEACHER_FILES, DemoConfig
 from distilled_shufflenet.demo.report import accuracy_fps_chart, collect_results, results_markdown
@@ -34,7 +34,8 @@ from distilled_shufflenet.engine.evaluate import EvalConfig, evaluate_checkpoint
 from distilled_shufflenet.inference.runner import PredictConfig, run_predict
 from distilled_shufflenet.io import atomic_write_text
 
-__all__ = ["DemoSteps", "annotate_test_video", "check_run_folder", "export_teacher", "run_demo", "write_splits"]
+__all__ = ["DemoSteps", "annotate_test_video", "check_run_folder", "export_teacher", "first_stages", "run_demo",
+           "stage_costs", "write_splits"]
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
@@ -92,16 +93,13 @@ class DemoSteps:
 
     def _plan(self) -> list[tuple[str, float]]:
         """Every stage of the single run with its rough cost, in work units, for the ETA."""
-        cfg = self.cfg
-        plan: list[tuple[str, float]] = [("data", 1.0)]
-        if self.train_teachers:
-            plan += [("teacher3d", 3.0 * cfg.teacher_epochs), ("teacher2d", 1.0 * cfg.teacher_epochs)]
-        plan += [(f"distill_{m}", 2.0 * cfg.distill_epochs) for m in _distill_order(cfg.distill_modes)]
-        plan += [(f"finetune_{m}", 0.05 * cfg.finetune_steps) for m in cfg.distill_modes]
+        cfg, cost = self.cfg, stage_costs(self.cfg)
+        plan = first_stages(cfg)
+        plan += [(f"distill_{m}", cost["distill"]) for m in _distill_order(cfg.distill_modes)]
+        plan += [(f"finetune_{m}", cost["finetune"]) for m in cfg.distill_modes]
         if cfg.linear_probe and "both" in cfg.distill_modes:
-            plan.append(("probe_both", 0.03 * cfg.finetune_steps))
-        plan += [("scratch_equal", 0.05 * cfg.finetune_steps + 2.0 * cfg.distill_epochs),
-                 ("evaluate", 3.0), ("bench", 2.0), ("annotate", 0.5)]
+            plan.append(("probe_both", cost["probe"]))
+        plan += [(name, cost[name]) for name in ("scratch_equal", "evaluate", "bench", "annotate")]
         return plan
 
     # ------------------------------------------------------------------ data and teachers
@@ -129,12 +127,10 @@ class DemoSteps:
 
     def labelled_videos(self, fraction: float) -> int:
         """How many training videos ``--label-fraction fraction`` labels (the draw the training run makes)."""
-        records = [VideoRecord(Path(path), int(label) - 1) for path, label in
-                   (ln.split() for ln in (self.splits / "trainlist01.txt").read_text().splitlines() if ln.strip())]
-        return len(labelled_subset(records, fraction, self.cfg.seed))
+        return len(labelled_subset(read_ucf101_split(self.splits), fraction, self.cfg.seed))
 
     def training_videos(self) -> int:
-        return sum(1 for ln in (self.splits / "trainlist01.txt").read_text().splitlines() if ln.strip())
+        return len(read_ucf101_split(self.splits))
 
     def teachers(self) -> dict[str, Path]:
         """The teachers' files: trained on the labelled source, or read from ``teachers_from``."""
@@ -291,6 +287,21 @@ class DemoSteps:
         accuracy_fps_chart(results, self.run / "accuracy_fps.png")
         print(f"demo run folder: {self.run} (results.md, results.json, accuracy_fps.png, stages/)")
         return self.done
+
+
+def stage_costs(cfg: DemoConfig) -> dict[str, float]:
+    """The rough cost of each kind of stage in work units, for the ETA (the single run and the study alike)."""
+    return {"data": 1.0, "teacher3d": 3.0 * cfg.teacher_epochs, "teacher2d": 1.0 * cfg.teacher_epochs,
+            "distill": 2.0 * cfg.distill_epochs, "finetune": 0.05 * cfg.finetune_steps,
+            "probe": 0.03 * cfg.finetune_steps, "scratch_equal": 0.05 * cfg.finetune_steps + 2.0 * cfg.distill_epochs,
+            "reference": 2.0 * cfg.distill_epochs, "evaluate": 3.0, "bench": 2.0, "annotate": 0.5}
+
+
+def first_stages(cfg: DemoConfig) -> list[tuple[str, float]]:
+    """The data, then the teachers where they are trained here, with their costs."""
+    cost = stage_costs(cfg)
+    return [("data", cost["data"])] + ([("teacher3d", cost["teacher3d"]), ("teacher2d", cost["teacher2d"])]
+                                       if cfg.teachers_from is None else [])
 
 
 def check_run_folder(run: Path) -> None:

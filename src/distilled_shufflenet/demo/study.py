@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from distilled_shufflenet.demo.config import DemoConfig
-from distilled_shufflenet.demo.run import DemoSteps, check_run_folder
+from distilled_shufflenet.demo.run import DemoSteps, check_run_folder, first_stages, stage_costs
 from distilled_shufflenet.demo.stages import DemoResult, Progress
 from distilled_shufflenet.engine.metrics import bootstrap_interval
 from distilled_shufflenet.io import atomic_write_text, save_figure
@@ -84,17 +84,15 @@ def run_study(cfg: DemoConfig) -> DemoResult:
 
 def _plan(cfg: DemoConfig) -> list[tuple[str, float]]:
     """The study's stages with their rough cost in work units (as the single run counts them)."""
-    plan: list[tuple[str, float]] = [("data", 1.0)]
-    if cfg.teachers_from is None:
-        plan += [("teacher3d", 3.0 * cfg.teacher_epochs), ("teacher2d", 1.0 * cfg.teacher_epochs)]
+    cost = stage_costs(cfg)
+    plan = first_stages(cfg)
     for _ in cfg.study_seeds:
-        plan += [("distill_both", 2.0 * cfg.distill_epochs), ("distill_3d", 2.0 * cfg.distill_epochs),
-                 ("reference", 2.0 * cfg.distill_epochs)]
+        plan += [("distill_both", cost["distill"]), ("distill_3d", cost["distill"]), ("reference", cost["reference"])]
         for fraction in cfg.study_fractions:
             tag = _tag(fraction)
-            plan += [(f"finetune_both_{tag}", 0.05 * cfg.finetune_steps), (f"finetune_3d_{tag}", 0.05 * cfg.finetune_steps),
-                     (f"scratch_equal_{tag}", 0.05 * cfg.finetune_steps + 2.0 * cfg.distill_epochs)]
-        plan.append(("evaluate", 3.0))
+            plan += [(f"finetune_both_{tag}", cost["finetune"]), (f"finetune_3d_{tag}", cost["finetune"]),
+                     (f"scratch_equal_{tag}", cost["scratch_equal"])]
+        plan.append(("evaluate", cost["evaluate"]))
     return plan
 
 

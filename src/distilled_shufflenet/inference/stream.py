@@ -39,7 +39,7 @@ from distilled_shufflenet.data.video import av_error_reason
 from distilled_shufflenet.inference.backends import Backend
 from distilled_shufflenet.inference.predict import clip_transform, is_live_source, top_k
 from distilled_shufflenet.inference.source import ModelInfo
-from distilled_shufflenet.options import option
+from distilled_shufflenet.options import need_ints, option
 
 
 STREAMING = "streaming"  # the heading of the streaming flags in dsn predict --help
@@ -73,10 +73,7 @@ class StreamConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name, low in (("smooth", 1), ("topk", 1), ("queue_size", 1), ("warmup_calls", 1), ("timed_calls", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        need_ints(self, {"smooth": 1, "topk": 1, "queue_size": 1, "warmup_calls": 1, "timed_calls": 0})
         if self.hop is not None and (not isinstance(self.hop, int) or self.hop < 1):
             raise ValueError(f"hop: expected an integer >= 1, got {self.hop!r}")
         if not self.stall_timeout > 0:
