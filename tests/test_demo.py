@@ -403,3 +403,18 @@ def test_dsn_demo_refuses_an_output_folder_that_is_not_a_demo_run(tiny_synth, tm
 
     (tmp_path / "empty" / ".hidden").mkdir(parents=True)
     check_run_folder(tmp_path / "empty")
+
+
+def test_progress_counts_a_stage_name_once_per_occurrence(capsys):
+    # the study runs each seed's stages under the same names: the run's ETA must count every one of them
+    from distilled_shufflenet.demo.stages import Progress
+
+    progress = Progress([("distill", 2.0), ("evaluate", 1.0), ("distill", 2.0), ("evaluate", 1.0)])
+    assert progress.left == 6.0
+    for name in ("distill", "evaluate", "distill"):
+        progress.begin(name, "running")
+        progress.end(name, ran=True)
+    progress.begin("evaluate", "running")
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    eta = float(last.split("run ETA ")[1].split(" s")[0])
+    assert progress.left == 1.0 and eta >= 0

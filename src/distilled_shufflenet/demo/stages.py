@@ -62,11 +62,11 @@ class Progress:
 
     def __init__(self, stages: list[tuple[str, float]]) -> None:
         self.stages = stages
-        self.cost = dict(stages)
+        self.cost = dict(stages)  # a name may come back (the study runs each seed's stages): same cost
         self.start = time.perf_counter()
         self.spent = 0.0  # seconds in stages that ran
         self.units = 0.0  # their work units
-        self.left = sum(self.cost.values())
+        self.left = sum(cost for _, cost in stages)  # over the list, repeats included
         self.index = 0
         self.seconds: dict[str, float] = {}  # wall time of each stage that ran here
 
