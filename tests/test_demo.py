@@ -184,7 +184,7 @@ def test_demo_study_quick(tmp_path, capsys):
 
     run = tmp_path / "study"
     recipe = tmp_path / "study.yaml"
-    recipe.write_text("target_val_groups: 1\n")
+    recipe.write_text("target_val_groups: 1\nstudy_distill_epochs: 2\n")
     assert main(["demo", "--quick", "--study", "--no-progress", "--output", str(run), "--config", str(recipe)]) == 0
     out = capsys.readouterr().out
     assert "Label-efficiency study" in out
@@ -200,6 +200,9 @@ def test_demo_study_quick(tmp_path, capsys):
     stages = run / "stages" / "seed0"
     assert sorted(p.name for p in stages.glob("distill_*")) == ["distill_3d", "distill_both"]
     distill_steps = read_checkpoint(stages / "distill_both" / "last.pt")["step"]
+    # the study distils its own number of epochs (2 here), not the single run's distill_epochs (1)
+    assert read_run_config(stages / "distill_both")["epochs"] == read_run_config(stages / "distill_3d")["epochs"] == 2
+    assert results["config"]["distill_epochs"] == 2 and "distils 2 epochs" in (run / "study.md").read_text()
     for tag in ("f050", "f100"):
         assert read_run_config(stages / f"finetune_3d_{tag}")["checkpoint"] == "../distill_3d/last.pt"
         assert read_checkpoint(stages / f"scratch_equal_{tag}" / "last.pt")["step"] == distill_steps + 2
@@ -229,7 +232,7 @@ def test_demo_study_quick(tmp_path, capsys):
                                           ("distill_lr", 0.0), ("distill_teacher_weights", (0.0, 0.0)),
                                           ("distill_teacher_weights", (-1.0, 1.0)), ("student_stem", "4d"),
                                           ("target_val_groups", -1), ("study_fractions", (0.0,)),
-                                          ("study_seeds", (-1,)), ("source_cue_strength", 1.5),
+                                          ("study_seeds", (-1,)), ("study_distill_epochs", 0), ("source_cue_strength", 1.5),
                                           ("target_cue_strength", -0.1)])
 def test_demo_config_names_bad_field(field, value):
     with pytest.raises(ValueError, match=field.split("_seed")[0]):

@@ -294,7 +294,7 @@ def stage_costs(cfg: DemoConfig) -> dict[str, float]:
     return {"data": 1.0, "teacher3d": 3.0 * cfg.teacher_epochs, "teacher2d": 1.0 * cfg.teacher_epochs,
             "distill": 2.0 * cfg.distill_epochs, "finetune": 0.05 * cfg.finetune_steps,
             "probe": 0.03 * cfg.finetune_steps, "scratch_equal": 0.05 * cfg.finetune_steps + 2.0 * cfg.distill_epochs,
-            "reference": 2.0 * cfg.distill_epochs, "evaluate": 3.0, "bench": 2.0, "annotate": 0.5}
+            "reference": 1.4 * cfg.reference_max_epochs, "evaluate": 3.0, "bench": 2.0, "annotate": 0.5}
 
 
 def first_stages(cfg: DemoConfig) -> list[tuple[str, float]]:

@@ -46,7 +46,8 @@ def _tag(fraction: float) -> str:
 
 def run_study(cfg: DemoConfig) -> DemoResult:
     """Run (or reuse) every stage of the study and write study.json, study.md and study.png."""
-    cfg = dataclasses.replace(cfg, distill_modes=MODES, target_val_groups=cfg.target_val_groups or VAL_GROUPS)
+    cfg = dataclasses.replace(cfg, distill_modes=MODES, target_val_groups=cfg.target_val_groups or VAL_GROUPS,
+                              distill_epochs=cfg.study_distill_epochs)
     cfg.validate()
     run = Path(cfg.output)
     check_run_folder(run)
@@ -133,7 +134,10 @@ def study_markdown(results: dict[str, Any]) -> str:
     lines = [f"# Label-efficiency study ({_seeds_text(results['seeds'])})", "",
              f"Video top-1 % on {results['test_videos']} test videos of unseen actors, mean over the seeds "
              "[95 % bootstrap interval over the test videos]; the labelled share is of the "
-             f"{results['training_videos']} training videos, stratified by class, whole actors.", "",
+             f"{results['training_videos']} training videos, stratified by class, whole actors. Each seed distils "
+             f"{results['config']['distill_epochs']} epochs on the training videos without their labels, once per "
+             f"teacher setting; fine-tuning takes {results['config']['finetune_steps']} steps; scratch on the same "
+             "labels takes as many steps as both together.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for setting, label in SETTINGS:
         cells = [label]
