@@ -421,3 +421,19 @@ def test_progress_counts_a_stage_name_once_per_occurrence(capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     eta = float(last.split("run ETA ")[1].split(" s")[0])
     assert progress.left == 1.0 and eta >= 0
+
+
+def test_demo_study_runs_only_the_settings_asked_for(tmp_path, capsys):
+    # without the equal-compute scratch nor the 3D teacher: one distillation, its fine-tuning, the reference
+    run = tmp_path / "study"
+    assert main(["demo", "--quick", "--study", "--no-progress", "--output", str(run), "--study-fractions", "1",
+                 "--study-settings", "distilled_both"]) == 0
+    out = capsys.readouterr().out
+    assert "from scratch, same labels" not in out and "distilled from both teachers" in out
+    assert sorted(p.name for p in (run / "stages" / "seed0").iterdir()) == ["distill_both", "finetune_both_f100",
+                                                                            "reference"]
+    results = json.loads((run / "study.json").read_text())
+    assert [p["setting"] for p in results["curve"]] == ["distilled_both"]
+    assert (run / "study.png").is_file()
+    with pytest.raises(ValueError, match="study_settings: expected some of distilled_both"):
+        DemoConfig(study_settings=("distilled_2d",)).validate()

@@ -19,6 +19,7 @@ TEACHER_FILES = {"3d": "teacher3d.pt", "2d": "teacher2d.pt"}
 SHIPPED_TEACHERS = Path(__file__).resolve().parents[1] / "assets" / "demo_teachers"
 DISTILL_MODES = ("both", "3d", "2d")
 STEMS = ("3d", "2plus1d")
+STUDY_SETTINGS = ("distilled_both", "distilled_3d", "scratch_equal")  # the study's lines, in this order
 
 
 def _fractions(value: Any) -> tuple[float, ...]:
@@ -41,6 +42,15 @@ def _seeds(value: Any) -> tuple[int, ...]:
     if not values or min(values) < 0:
         raise ValueError(f"study_seeds: expected seeds >= 0, got {value!r}")
     return values
+
+
+def _settings(value: Any) -> tuple[str, ...]:
+    """``"distilled_both,scratch_equal"`` (or a list) -> some of :data:`STUDY_SETTINGS`, in that order."""
+    values = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value or ())
+    bad = [v for v in values if v not in STUDY_SETTINGS]
+    if bad or not values:
+        raise ValueError(f"study_settings: expected some of {','.join(STUDY_SETTINGS)}, got {value!r}")
+    return tuple(v for v in STUDY_SETTINGS if v in values)
 
 
 @dataclass
@@ -130,6 +140,10 @@ class DemoConfig:
     study_fractions: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.5, 1.0), "label fractions of the study",
                                                 parse=_fractions, metavar="F,F,...")
     study_seeds: tuple[int, ...] = option((0, 1, 2), "seeds of the study", parse=_seeds, metavar="S,S,...")
+    study_settings: tuple[str, ...] = option(STUDY_SETTINGS, "the study's students: distilled_both, distilled_3d "
+                                             "(each distilled once per seed, fine-tuned at every fraction) and "
+                                             "scratch_equal (from scratch with equal compute); the validation-"
+                                             "stopped reference always runs", parse=_settings, metavar="S,S,...")
     # the study distils longer than the single run, whose 15-minute budget caps distill_epochs: 20 epochs
     # leave the distillation loss still falling, and 60 lift the student fine-tuned on 10 % of the labels
     # from 73 to 87.5 % (seed 0; docs/demo.md)
@@ -177,6 +191,7 @@ class DemoConfig:
             raise ValueError(f"student_stem: expected one of {', '.join(STEMS)} (--student-stem), got {self.student_stem!r}")
         _fractions(self.study_fractions)
         _seeds(self.study_seeds)
+        _settings(self.study_settings)
         if len(self.distill_teacher_weights) != 2:
             raise ValueError(f"distill_teacher_weights: expected two weights (2D, 3D), got {self.distill_teacher_weights}")
         try:  # the loss's own check

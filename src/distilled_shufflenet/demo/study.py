@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from distilled_shufflenet.demo.config import DemoConfig
+from distilled_shufflenet.demo.config import STUDY_SETTINGS, DemoConfig
 from distilled_shufflenet.demo.run import DemoSteps, check_run_folder, first_stages, stage_costs
 from distilled_shufflenet.demo.stages import DemoResult, Progress
 from distilled_shufflenet.engine.metrics import bootstrap_interval
@@ -31,10 +31,10 @@ from distilled_shufflenet.io import atomic_write_text, save_figure
 
 __all__ = ["SETTINGS", "run_study", "study_chart", "study_markdown", "study_results"]
 
-# (setting, its line on the chart)
-SETTINGS = (("distilled_both", "distilled from both teachers + fine-tuned"),
-            ("distilled_3d", "distilled from the 3D teacher + fine-tuned"),
-            ("scratch_equal", "from scratch, same labels, equal compute"))
+# (setting, its line on the chart), in the order of the config's STUDY_SETTINGS
+SETTINGS = tuple(zip(STUDY_SETTINGS, ("distilled from both teachers + fine-tuned",
+                                      "distilled from the 3D teacher + fine-tuned",
+                                      "from scratch, same labels, equal compute")))
 MODES = ("both", "3d")
 VAL_GROUPS = 6  # validation actors of the reference, when the config names none
 
@@ -44,10 +44,17 @@ def _tag(fraction: float) -> str:
     return f"f{round(fraction * 100):03d}"
 
 
+def _modes(cfg: DemoConfig) -> tuple[str, ...]:
+    """The distillations the study's settings need (equal-compute scratch counts the two-teacher one's steps)."""
+    return tuple(m for m in MODES if f"distilled_{m}" in cfg.study_settings
+                 or (m == "both" and "scratch_equal" in cfg.study_settings))
+
+
 def run_study(cfg: DemoConfig) -> DemoResult:
     """Run (or reuse) every stage of the study and write study.json, study.md and study.png."""
-    cfg = dataclasses.replace(cfg, distill_modes=MODES, target_val_groups=cfg.target_val_groups or VAL_GROUPS,
+    cfg = dataclasses.replace(cfg, target_val_groups=cfg.target_val_groups or VAL_GROUPS,
                               distill_epochs=cfg.study_distill_epochs)
+    cfg = dataclasses.replace(cfg, distill_modes=_modes(cfg))
     cfg.validate()
     run = Path(cfg.output)
     check_run_folder(run)
@@ -62,13 +69,16 @@ def run_study(cfg: DemoConfig) -> DemoResult:
         seeded = dataclasses.replace(cfg, seed=seed)
         steps = DemoSteps(seeded, run, stages=run / "stages" / f"seed{seed}", cache=run / "cache" / f"seed{seed}",
                           progress=progress, done=shared.done)
-        distilled = steps.distil(teachers, MODES)
+        distilled = steps.distil(teachers, cfg.distill_modes)
         models: dict[str, Path] = {"reference": steps.reference("reference")}
         for fraction in cfg.study_fractions:
             tag = _tag(fraction)
             for mode in MODES:
-                models[f"distilled_{mode}_{tag}"] = steps.finetune(f"finetune_{mode}_{tag}", distilled[mode], fraction)
-            models[f"scratch_equal_{tag}"] = steps.scratch_equal(f"scratch_equal_{tag}", distilled["both"], fraction)
+                if f"distilled_{mode}" in cfg.study_settings:
+                    models[f"distilled_{mode}_{tag}"] = steps.finetune(f"finetune_{mode}_{tag}", distilled[mode],
+                                                                       fraction)
+            if "scratch_equal" in cfg.study_settings:
+                models[f"scratch_equal_{tag}"] = steps.scratch_equal(f"scratch_equal_{tag}", distilled["both"], fraction)
         reports[seed] = steps.evaluate(models, where=run / "evaluate" / f"seed{seed}")
         reports[seed]["_labelled"] = {_tag(f): steps.labelled_videos(f) for f in cfg.study_fractions}
     results = study_results(cfg, reports, shared.training_videos())
@@ -88,11 +98,12 @@ def _plan(cfg: DemoConfig) -> list[tuple[str, float]]:
     cost = stage_costs(cfg)
     plan = first_stages(cfg)
     for _ in cfg.study_seeds:
-        plan += [("distill_both", cost["distill"]), ("distill_3d", cost["distill"]), ("reference", cost["reference"])]
+        plan += [(f"distill_{m}", cost["distill"]) for m in cfg.distill_modes] + [("reference", cost["reference"])]
         for fraction in cfg.study_fractions:
             tag = _tag(fraction)
-            plan += [(f"finetune_both_{tag}", cost["finetune"]), (f"finetune_3d_{tag}", cost["finetune"]),
-                     (f"scratch_equal_{tag}", cost["scratch_equal"])]
+            plan += [(f"finetune_{m}_{tag}", cost["finetune"]) for m in MODES if f"distilled_{m}" in cfg.study_settings]
+            if "scratch_equal" in cfg.study_settings:
+                plan.append((f"scratch_equal_{tag}", cost["scratch_equal"]))
         plan.append(("evaluate", cost["evaluate"]))
     return plan
 
@@ -103,7 +114,7 @@ def study_results(cfg: DemoConfig, reports: dict[int, dict[str, Any]], training_
     (the seeds' mean on each resampling); the same for the validation-stopped reference."""
     seeds = list(reports)
     curve = []
-    for setting, label in SETTINGS:
+    for setting, label in _settings(cfg.study_settings):
         for fraction in cfg.study_fractions:
             key = f"{setting}_{_tag(fraction)}"
             curve.append(_point(setting, label, fraction, [reports[s][key] for s in seeds],
@@ -139,7 +150,7 @@ def study_markdown(results: dict[str, Any]) -> str:
              f"teacher setting; fine-tuning takes {results['config']['finetune_steps']} steps; scratch on the same "
              "labels takes as many steps as both together.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for setting, label in SETTINGS:
+    for setting, label in _settings(results["config"].get("study_settings", STUDY_SETTINGS)):
         cells = [label]
         for f in fractions:
             p = by[(setting, f)]
@@ -153,6 +164,11 @@ def study_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _settings(names: Any) -> list[tuple[str, str]]:
+    """``(setting, label)`` of :data:`SETTINGS` that ``names`` holds, in the table's order."""
+    return [(setting, label) for setting, label in SETTINGS if setting in names]
+
+
 def _seeds_text(seeds: list[int]) -> str:
     return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
 
@@ -162,7 +178,7 @@ def study_chart(results: dict[str, Any], path: Path) -> Path:
     band, and the validation-stopped reference as a horizontal band."""
     fig = Figure(figsize=(6.5, 4.2), layout="tight")
     ax = fig.add_subplot()
-    for setting, label in SETTINGS:
+    for setting, label in _settings(results["config"].get("study_settings", STUDY_SETTINGS)):
         points = sorted((p for p in results["curve"] if p["setting"] == setting), key=lambda p: p["fraction"])
         x = [100 * p["fraction"] for p in points]
         y = [p["top1_mean"] for p in points]
