@@ -48,11 +48,12 @@ from distilled_shufflenet.data.synth.config import (
     synth_test_groups,
     synth_video_name,
 )
-from distilled_shufflenet.data.synth.cues import CUE_SHAPES, Cue, cue_of, place_cue
+from distilled_shufflenet.data.synth.cues import CROP_SHARE, CUE_SHAPES, Cue, cue_of, place_cue
 from distilled_shufflenet.data.synth.motion import render_synth_clip
 from distilled_shufflenet.data.synth.write import SynthReport, generate_synth_actions, write_synth_video
 
 __all__ = [
+    "CROP_SHARE",
     "CUE_SHAPES",
     "Cue",
     "DEFAULT_CLASSES",

@@ -7,8 +7,9 @@ ever points to the right class, and p sets how much one frame can tell.
 
 The prop of a class (:func:`cue_of`: a shape and a hue) is the same for every seed, as UCF101's training
 and test videos share "a pool for Diving"; its side, place, size and exact colour vary per video, so that
-it is a category, not a pixel template. It stands on the floor beside the actor and is drawn in front of
-the figure, so it is in every frame; it is part of the scene, so the camera shake moves it too.
+it is a category, not a pixel template. It stands on the floor beside the actor, inside the central
+square that the project's centre crop keeps (:data:`CROP_SHARE` of the short side), and is drawn in front
+of the figure, so it is in every frame and every evaluated clip; it is part of the scene, so the camera shake moves it too.
 
 Its draws come from a random stream of their own, ``[seed, 3, class, group, clip]`` (``class`` is the
 index in :data:`SYNTH_CLASSES`, whatever classes a dataset has; the actor's stream is
@@ -26,11 +27,12 @@ import numpy as np
 from distilled_shufflenet.data.synth.config import SYNTH_CLASSES, SynthConfig
 from distilled_shufflenet.data.synth.scene import _hsv, capsule
 
-__all__ = ["CUE_SHAPES", "Cue", "Prop", "cue_of", "draw_prop", "place_cue"]
+__all__ = ["CROP_SHARE", "CUE_SHAPES", "Cue", "Prop", "cue_of", "draw_prop", "place_cue"]
 
 CUE_SHAPES: tuple[str, ...] = ("ball", "box", "pole", "cross", "barbell")
 
 _CUE_STREAM = 3  # the streams of make_actor and make_clip are 1 and 2
+CROP_SHARE = 224 / 256  # the centre crop of the evaluation transform, as a share of the short side
 _SIZE = {"ball": 0.17, "box": 0.17, "pole": 0.42, "cross": 0.36, "barbell": 0.11}  # height, of the frame's
 _HALF_WIDTH = {"ball": 0.5, "box": 0.5, "pole": 0.15, "cross": 0.35, "barbell": 1.4}  # of the height
 
@@ -91,12 +93,16 @@ def place_cue(class_name: str, group: int, clip: int, config: SynthConfig) -> Pr
     shown = rng.random() < config.cue_strength
     w, h = config.size
     side = rng.choice([-1, 1])
-    x = w * (0.5 + side * rng.uniform(0.3, 0.42))  # beside the actor, who stands at 0.38..0.62 of the width
+    # beside the actor (who stands at 0.38..0.62 of the width) and inside the centre square the project's
+    # evaluation crops (224 of 256 on the short side: 0.875 of the height), so that a clip shows it
+    short = min(w, h)
+    x = w / 2 + side * short * rng.uniform(0.2, 0.33)
     base = h * rng.uniform(0.8, 0.96)  # on the floor: the horizon is at most 0.62 of the height
     size = h * rng.uniform(0.8, 1.25) * _SIZE[cue.shape]
     color = _hsv((cue.hue + rng.normal(0, 0.01)) % 1, rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
-    half = _HALF_WIDTH[cue.shape] * size + 0.02 * w  # keep all of it in the frame, whatever the camera shake
-    x = min(max(x, half), w - half)
+    half = _HALF_WIDTH[cue.shape] * size + 0.02 * w  # keep all of it in view, whatever the camera shake
+    lo, hi = max(half, w / 2 - CROP_SHARE * short / 2 + half), min(w - half, w / 2 + CROP_SHARE * short / 2 - half)
+    x = min(max(x, lo), hi) if lo <= hi else w / 2
     return Prop(cue, float(x), float(base), float(size), color) if shown else None
 
 
