@@ -25,7 +25,8 @@ what it does:
   from scratch on the same labels for as many steps as distillation and fine-tuning took (equal compute),
   scores every model's last.pt on the test videos with 95 % bootstrap intervals and paired margins, benches
   them, and writes results.md, results.json and accuracy_fps.png. Stages already done are reused.
-  --study runs the label-efficiency curve instead (fractions x settings x seeds; hours on 2 cores).
+  --study runs the label-efficiency curve instead (fractions x settings x seeds, each seed distilling
+  60 epochs per teacher setting: hours on 2 cores; --study-settings, fewer fractions or seeds cut it).
 
 examples:
   dsn demo                                     # the default run with the shipped teachers, into runs/demo
@@ -36,6 +37,7 @@ examples:
   dsn demo --summary runs/demo_seed0 runs/demo_seed1 runs/demo_seed2 --output runs/demo_seeds
   dsn demo --study --output runs/study         # 5 fractions x 3 settings x 3 seeds, study.png
   dsn demo --study --study-seeds 0 --study-fractions 0.1,1 --output runs/study_small
+  dsn demo --study --study-fractions 0.1,1 --study-settings distilled_both,distilled_3d --output runs/study_2t
 """
 
 
