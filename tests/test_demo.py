@@ -225,6 +225,16 @@ def test_demo_study_quick(tmp_path, capsys):
             assert saved.get("early_stop_patience", 0) == 0 and saved.get("scheduler") != "plateau", folder.name
     table = (run / "study.md").read_text()
     assert table.count("\n| ") == 1 + 3 and "Upper reference" in table  # header + one line per setting
+    # the paired margins the study is for: two teachers minus one, and minus the reference, per fraction
+    margins = {(m["a"], m["b"]): m for m in results["margins"]}
+    assert set(margins) == {(f"distilled_both_{t}", other) for t in ("f050", "f100")
+                            for other in (f"distilled_3d_{t}", "reference")}
+    for (a, b), m in margins.items():
+        first, second = (points[(s, 1.0 if a.endswith("f100") else 0.5)] if s != "reference" else results["reference"]
+                         for s in (a.rsplit("_", 1)[0], b if b == "reference" else b.rsplit("_", 1)[0]))
+        assert m["points"] == pytest.approx(first["top1_mean"] - second["top1_mean"])
+        assert m["ci95"][0] <= m["points"] <= m["ci95"][1] and len(m["per_seed"]) == 1
+    assert table.count("- two teachers minus") == 4
 
 
 @pytest.mark.parametrize("field, value", [("label_fraction", 0.0), ("distill_loss", "l7"),
@@ -434,6 +444,7 @@ def test_demo_study_runs_only_the_settings_asked_for(tmp_path, capsys):
                                                                             "reference"]
     results = json.loads((run / "study.json").read_text())
     assert [p["setting"] for p in results["curve"]] == ["distilled_both"]
+    assert [(m["a"], m["b"]) for m in results["margins"]] == [("distilled_both_f100", "reference")]
     assert (run / "study.png").is_file()
     with pytest.raises(ValueError, match="study_settings: expected some of distilled_both"):
         DemoConfig(study_settings=("distilled_2d",)).validate()

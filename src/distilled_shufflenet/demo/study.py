@@ -124,7 +124,32 @@ def study_results(cfg: DemoConfig, reports: dict[int, dict[str, Any]], training_
     any_report = reports[seeds[0]]["reference"]
     return {"config": cfg.to_dict(), "seeds": seeds, "fractions": list(cfg.study_fractions),
             "training_videos": training_videos, "test_videos": any_report["video_level"]["videos"],
-            "curve": curve, "reference": reference}
+            "curve": curve, "reference": reference, "margins": _margins(cfg, reports)}
+
+
+def _margins(cfg: DemoConfig, reports: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paired differences the study is for, per label fraction: two teachers minus the 3D teacher alone,
+    and the two-teacher student minus the validation-stopped reference on all labels; each per seed and
+    for the seeds' mean, paired over the same test videos (95 % bootstrap interval, points)."""
+    pairs = []
+    for fraction in cfg.study_fractions:
+        tag = _tag(fraction)
+        if "distilled_both" not in cfg.study_settings:
+            break
+        if "distilled_3d" in cfg.study_settings:
+            pairs.append(("two teachers minus the 3D teacher alone", fraction, f"distilled_both_{tag}", f"distilled_3d_{tag}"))
+        pairs.append(("two teachers minus scratch on all labels (validation-stopped)", fraction,
+                      f"distilled_both_{tag}", "reference"))
+    out = []
+    for label, fraction, a, b in pairs:
+        hits = {k: np.array([reports[s][k]["video_level"]["top1_by_video"] for s in reports], dtype=np.float64)
+                for k in (a, b)}  # (seeds, M)
+        per_seed = [bootstrap_interval(x - y) for x, y in zip(hits[a], hits[b])]
+        mean = bootstrap_interval(hits[a].mean(0) - hits[b].mean(0))
+        out.append({"margin": label, "fraction": fraction, "a": a, "b": b,
+                    "points": 100 * mean.estimate, "ci95": [100 * mean.low, 100 * mean.high],
+                    "per_seed": [{"points": 100 * i.estimate, "ci95": [100 * i.low, 100 * i.high]} for i in per_seed]})
+    return out
 
 
 def _point(setting: str, label: str, fraction: float, seed_reports: list[dict[str, Any]],
@@ -159,6 +184,12 @@ def study_markdown(results: dict[str, Any]) -> str:
     ref = results["reference"]
     lines += ["", f"Upper reference, {ref['model']}: {ref['top1_mean']:.1f} [{ref['ci95'][0]:.1f}, "
               f"{ref['ci95'][1]:.1f}] (per seed: " + ", ".join(f"{p['top1']:.1f}" for p in ref["per_seed"]) + ")."]
+    if results.get("margins"):
+        lines += ["", "Paired over the same test videos (points, 95 % interval; per seed in brackets after the mean):", ""]
+        for m in results["margins"]:
+            seeds = "; ".join(f"{p['points']:+.1f} [{p['ci95'][0]:+.1f}, {p['ci95'][1]:+.1f}]" for p in m["per_seed"])
+            lines.append(f"- {m['margin']}, {100 * m['fraction']:g} % labels: **{m['points']:+.1f} "
+                         f"[{m['ci95'][0]:+.1f}, {m['ci95'][1]:+.1f}]** (seeds: {seeds})")
     if "wall_seconds" in results:
         lines += ["", f"Wall time: {results['wall_seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
