@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from pathlib import Path
 
 import pytest
+from torch import save as torch_save
 import yaml
 
 from distilled_shufflenet.checkpoint import read_checkpoint
@@ -125,6 +127,16 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     with pytest.raises(ValueError, match="lr"):
         stage_state(folder, build_config(TrainConfig, {"lr": 0.5}, base=saved))
     assert stage_state(tmp_path / "empty", saved) == "new"
+    # a run its validation stopped early is done: resuming it would train on past its stop
+    longer = build_config(TrainConfig, {"max_steps": 0, "epochs": saved.epochs + 5, "early_stop_patience": 2}, base=saved)
+    assert stage_state(folder, longer) == "partial"
+    original, stat = (folder / "last.pt").read_bytes(), (folder / "last.pt").stat()
+    ckpt = read_checkpoint(folder / "last.pt")
+    ckpt.setdefault("progress", {})["bad_epochs"] = 2
+    torch_save(ckpt, folder / "last.pt")
+    assert stage_state(folder, longer) == "done"
+    (folder / "last.pt").write_bytes(original)
+    os.utime(folder / "last.pt", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as it was: its report stays current
 
     # the demo folder copied elsewhere (the original out of the way) is the same run: every stage is reused
     import shutil

@@ -52,8 +52,10 @@ def stage_state(folder: Path, config: Any) -> str:
     if differ:
         raise ValueError(f"{folder}: holds a run made with other settings ({', '.join(differ[:5])}); delete that "
                          "folder to redo the stage, or choose another output")
+    patience = getattr(config, "early_stop_patience", 0)
     finished = int(ckpt.get("epoch", 0)) >= config.epochs or (
-        config.max_steps and int(ckpt.get("step", 0)) >= config.max_steps)
+        config.max_steps and int(ckpt.get("step", 0)) >= config.max_steps) or (  # stopped by its validation:
+        patience and int((ckpt.get("progress") or {}).get("bad_epochs", 0)) >= patience)  # resuming would go on
     return "done" if finished else "partial"
 
 
