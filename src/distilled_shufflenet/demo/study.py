@@ -44,17 +44,20 @@ def _tag(fraction: float) -> str:
     return f"f{round(fraction * 100):03d}"
 
 
-def _modes(cfg: DemoConfig) -> tuple[str, ...]:
-    """The distillations the study's settings need (equal-compute scratch counts the two-teacher one's steps)."""
-    return tuple(m for m in MODES if f"distilled_{m}" in cfg.study_settings
-                 or (m == "both" and "scratch_equal" in cfg.study_settings))
+def _finetuned(settings: tuple[str, ...]) -> tuple[str, ...]:
+    """The distillation modes whose fine-tuned students ``settings`` asks for."""
+    return tuple(m for m in MODES if f"distilled_{m}" in settings)
+
+
+def _modes(settings: tuple[str, ...]) -> tuple[str, ...]:
+    """The distillations ``settings`` needs (equal-compute scratch counts the two-teacher one's steps)."""
+    return tuple(m for m in MODES if m in _finetuned(settings) or (m == "both" and "scratch_equal" in settings))
 
 
 def run_study(cfg: DemoConfig) -> DemoResult:
     """Run (or reuse) every stage of the study and write study.json, study.md and study.png."""
     cfg = dataclasses.replace(cfg, target_val_groups=cfg.target_val_groups or VAL_GROUPS,
-                              distill_epochs=cfg.study_distill_epochs)
-    cfg = dataclasses.replace(cfg, distill_modes=_modes(cfg))
+                              distill_epochs=cfg.study_distill_epochs, distill_modes=_modes(cfg.study_settings))
     cfg.validate()
     run = Path(cfg.output)
     check_run_folder(run)
@@ -73,10 +76,8 @@ def run_study(cfg: DemoConfig) -> DemoResult:
         models: dict[str, Path] = {"reference": steps.reference("reference")}
         for fraction in cfg.study_fractions:
             tag = _tag(fraction)
-            for mode in MODES:
-                if f"distilled_{mode}" in cfg.study_settings:
-                    models[f"distilled_{mode}_{tag}"] = steps.finetune(f"finetune_{mode}_{tag}", distilled[mode],
-                                                                       fraction)
+            for mode in _finetuned(cfg.study_settings):
+                models[f"distilled_{mode}_{tag}"] = steps.finetune(f"finetune_{mode}_{tag}", distilled[mode], fraction)
             if "scratch_equal" in cfg.study_settings:
                 models[f"scratch_equal_{tag}"] = steps.scratch_equal(f"scratch_equal_{tag}", distilled["both"], fraction)
         reports[seed] = steps.evaluate(models, where=run / "evaluate" / f"seed{seed}")
@@ -101,7 +102,7 @@ def _plan(cfg: DemoConfig) -> list[tuple[str, float]]:
         plan += [(f"distill_{m}", cost["distill"]) for m in cfg.distill_modes] + [("reference", cost["reference"])]
         for fraction in cfg.study_fractions:
             tag = _tag(fraction)
-            plan += [(f"finetune_{m}_{tag}", cost["finetune"]) for m in MODES if f"distilled_{m}" in cfg.study_settings]
+            plan += [(f"finetune_{m}_{tag}", cost["finetune"]) for m in _finetuned(cfg.study_settings)]
             if "scratch_equal" in cfg.study_settings:
                 plan.append((f"scratch_equal_{tag}", cost["scratch_equal"]))
         plan.append(("evaluate", cost["evaluate"]))
@@ -114,7 +115,7 @@ def study_results(cfg: DemoConfig, reports: dict[int, dict[str, Any]], training_
     (the seeds' mean on each resampling); the same for the validation-stopped reference."""
     seeds = list(reports)
     curve = []
-    for setting, label in _settings(cfg.study_settings):
+    for setting, label in _lines(cfg.study_settings):
         for fraction in cfg.study_fractions:
             key = f"{setting}_{_tag(fraction)}"
             curve.append(_point(setting, label, fraction, [reports[s][key] for s in seeds],
@@ -131,11 +132,11 @@ def _margins(cfg: DemoConfig, reports: dict[int, dict[str, Any]]) -> list[dict[s
     """The paired differences the study is for, per label fraction: two teachers minus the 3D teacher alone,
     and the two-teacher student minus the validation-stopped reference on all labels; each per seed and
     for the seeds' mean, paired over the same test videos (95 % bootstrap interval, points)."""
+    if "distilled_both" not in cfg.study_settings:
+        return []
     pairs = []
     for fraction in cfg.study_fractions:
         tag = _tag(fraction)
-        if "distilled_both" not in cfg.study_settings:
-            break
         if "distilled_3d" in cfg.study_settings:
             pairs.append(("two teachers minus the 3D teacher alone", fraction, f"distilled_both_{tag}", f"distilled_3d_{tag}"))
         pairs.append(("two teachers minus scratch on all labels (validation-stopped)", fraction,
@@ -175,7 +176,7 @@ def study_markdown(results: dict[str, Any]) -> str:
              f"teacher setting; fine-tuning takes {results['config']['finetune_steps']} steps; scratch on the same "
              "labels takes as many steps as both together.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for setting, label in _settings(results["config"].get("study_settings", STUDY_SETTINGS)):
+    for setting, label in _lines(results["config"].get("study_settings", STUDY_SETTINGS)):
         cells = [label]
         for f in fractions:
             p = by[(setting, f)]
@@ -195,7 +196,7 @@ def study_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _settings(names: Any) -> list[tuple[str, str]]:
+def _lines(names: Any) -> list[tuple[str, str]]:
     """``(setting, label)`` of :data:`SETTINGS` that ``names`` holds, in the table's order."""
     return [(setting, label) for setting, label in SETTINGS if setting in names]
 
@@ -209,7 +210,7 @@ def study_chart(results: dict[str, Any], path: Path) -> Path:
     band, and the validation-stopped reference as a horizontal band."""
     fig = Figure(figsize=(6.5, 4.2), layout="tight")
     ax = fig.add_subplot()
-    for setting, label in _settings(results["config"].get("study_settings", STUDY_SETTINGS)):
+    for setting, label in _lines(results["config"].get("study_settings", STUDY_SETTINGS)):
         points = sorted((p for p in results["curve"] if p["setting"] == setting), key=lambda p: p["fraction"])
         x = [100 * p["fraction"] for p in points]
         y = [p["top1_mean"] for p in points]

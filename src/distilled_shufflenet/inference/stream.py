@@ -172,12 +172,12 @@ class StreamReport:
             f"{self.realtime_factor:.2f}x real time; {100 * self.end_to_end_fps / max(self.model_bound_fps, 1e-9):.0f} "
             f"% of the model-bound rate",
         ]
+        lat = self.latencies()  # only a stream paced at the video's rate (--realtime) has them
         if self.model_alone_fps:
-            paced = self.latencies()  # a stream paced at the video's rate (--realtime) runs as fast as it comes
-            share = "" if paced else f"; the stream ran at {100 * self.end_to_end_fps / self.model_alone_fps:.0f} % of it"
+            # a paced stream runs as fast as the video comes, so its share of the model's rate says nothing
+            share = "" if lat else f"; the stream ran at {100 * self.end_to_end_fps / self.model_alone_fps:.0f} % of it"
             lines.append(f"  model alone {1e3 * self.model_alone_s:8.1f} ms/window before the stream: "
                          f"{self.model_alone_fps:.1f} frames/s at hop {self.hop}{share}")
-        lat = self.latencies()
         if lat:
             lines.append(f"  latency from a window's last frame to its label: median {1e3 * np.median(lat):.0f} ms, "
                          f"max {1e3 * max(lat):.0f} ms")
