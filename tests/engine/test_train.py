@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.engine import FinetuneConfig, NonFiniteLossError, TrainConfig, fit, load_checkpoint
+from distilled_shufflenet.engine.checkpointing import save_checkpoint
 from distilled_shufflenet.engine.finetune import student_spec, with_checkpoint_defaults
 from distilled_shufflenet.engine.runtime import EpochSampler
 from distilled_shufflenet.models import create_model
@@ -86,10 +87,25 @@ def test_epoch_sampler_resumes_within_an_epoch_and_reshuffles_per_epoch() -> Non
 
 
 def _run(out: Path, *, model_seed: int = 0, **kwargs):
-    cfg = tiny_config(out, epochs=2, checkpoint_every=2, deterministic=True, optimizer="sgd", lr=0.05,
-                      scheduler="step", step_size=1, gamma=0.5, **kwargs)
+    cfg = tiny_config(out, **{**dict(epochs=2, checkpoint_every=2, deterministic=True, optimizer="sgd", lr=0.05,
+                                     scheduler="step", step_size=1, gamma=0.5), **kwargs})
     val = RandomClips(n=5, seed=1, augment=False)
     return fit(tiny_student(seed=model_seed, dropout=0.3), RandomClips(12), val, cfg, classes=RandomClips.classes)
+
+
+def test_a_resumed_run_that_had_stopped_early_trains_no_further(tmp_path: Path) -> None:
+    # a run its validation stopped (patience spent) and later resumed with room for more epochs, as the
+    # demo does when it is rerun: it must stay stopped, not train one more epoch and go on if that improves
+    run = tmp_path / "run"
+    first = _run(run, early_stop_patience=2)
+    assert first.stopped == "completed" and first.steps == 6
+    ckpt = read_checkpoint(run / "last.pt")
+    ckpt["progress"]["bad_epochs"] = 2  # what end_epoch leaves after two epochs without a lower loss
+    save_checkpoint(run / "last.pt", ckpt)
+    rows = read_log(run)
+    resumed = _run(run, early_stop_patience=2, epochs=5, resume=str(run))
+    assert resumed.stopped == "early_stop" and resumed.steps == 6 and resumed.epochs == 2
+    assert read_log(run) == rows
 
 
 @pytest.mark.slow

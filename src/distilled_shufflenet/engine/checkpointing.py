@@ -69,6 +69,18 @@ class TrainState:
     # running sums of the epoch under way: loss x clips, top-1 hits, clips (all ranks); seconds (this rank)
     meters: dict = field(default_factory=lambda: dict.fromkeys(("loss", "correct", "clips", "wait", "time"), 0.0))
 
+    def ended(self, config: Any) -> str | None:
+        """Why a run standing here under ``config`` is over, or ``None``: ``"early_stop"`` (its monitored
+        loss has not improved for ``early_stop_patience`` epochs), ``"max_steps"`` (its step budget is
+        spent), ``"completed"`` (every epoch done).  The training loop asks it before each epoch, so that a
+        resumed run which ended stays ended, and the demo asks it of a saved run to reuse it."""
+        patience = getattr(config, "early_stop_patience", 0)
+        if patience and self.bad_epochs >= patience:
+            return "early_stop"
+        if config.max_steps and self.step >= config.max_steps:
+            return "max_steps"
+        return "completed" if self.epoch >= config.epochs else None
+
 
 def model_state(model: nn.Module) -> dict[str, Tensor]:
     """A CPU copy of the weights of ``model`` (unwrapped from DistributedDataParallel)."""

@@ -272,9 +272,10 @@ def fit(
                              collate_fn=objective.collate)
         stopped = "completed"
         with StopRequests() as stop_requests:
-            while state.epoch < config.epochs:
-                if config.max_steps and state.step >= config.max_steps:  # a resumed run already at its budget
-                    stopped = "max_steps"
+            while True:
+                ended = state.ended(config)  # also a resumed run that had already ended
+                if ended is not None:
+                    stopped = ended
                     break
                 epoch = state.epoch
                 sampler.set_epoch(epoch, start=state.epoch_step * config.batch_size)
@@ -302,11 +303,8 @@ def fit(
                         on_epoch_end(model, metrics)
                     except Exception as e:  # a figure must never stop a training run
                         print(f"warning: epoch-end report failed: {e}", file=sys.stderr)
-                if stop:
-                    stopped = "early_stop"
-                    if rt.is_main:
-                        tqdm.write(f"early stopping: no lower loss for {state.bad_epochs} epochs")
-                    break
+                if stop and rt.is_main:
+                    tqdm.write(f"early stopping: no lower loss for {state.bad_epochs} epochs")
         best = run_dir / BEST
         score = state.best_score if math.isfinite(state.best_score) else None
         return FitResult(run_dir, run_dir / LAST, best if best.exists() else None, state.epoch, state.step, stopped,
@@ -455,8 +453,8 @@ def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, o
         state.best_loss, state.bad_epochs = monitored, 0
     else:
         state.bad_epochs += 1
-    stop = bool(config.early_stop_patience) and state.bad_epochs >= config.early_stop_patience
     state.epoch += 1
+    stop = state.ended(config) == "early_stop"
     state.epoch_step = 0
     state.meters = TrainState().meters
     return row, improved, stop
