@@ -3,6 +3,7 @@ refusal of stale or foreign caches, recomputation of a shard cut short, room on 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ from distilled_shufflenet.data.video import VideoDecodeError, probe_video, read_
 from distilled_shufflenet.distill import DistillLoss, TargetBuilder, student_maps
 from distilled_shufflenet.distill.cache import TeacherCache, TeacherCacheError, cache_fingerprint
 from distilled_shufflenet.distill.dataset import CachedViews, collate_distill
-from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view
+from distilled_shufflenet.distill.views import View, ViewSpec, apply_view, make_view, read_view, spec_from_dict
 
 CLIP = (16, 32, 32)
 
@@ -74,6 +75,23 @@ def test_views_are_deterministic_records_and_reproduce_the_training_preset(video
     ref = TrainTransform(32, 37, spec.mean, spec.std)(frames, Fixed([a.top, a.left, 0.0 if a.flip else 0.9]))
     torch.testing.assert_close(apply_view(frames, a, spec), ref, rtol=0, atol=0)
     torch.testing.assert_close(read_view(videos[0], a, spec), ref, rtol=0, atol=0)
+
+
+def test_a_middle_frame_view_differs_from_the_papers_only_in_its_2d_frame() -> None:
+    paper = ViewSpec(views=3, seed=7, clip_len=8, frame_stride=2, transform=TrainTransform(32, 37))
+    middle = dataclasses.replace(paper, frame2d="middle")
+    frames = set()
+    for i in range(6):
+        for k in range(3):
+            a, b = make_view(paper, i, k, 24, 48, 64), make_view(middle, i, k, 24, 48, 64)
+            assert b == dataclasses.replace(a, frame2d=4)  # crop, flip and window drawn as before
+            frames.add(a.frame2d)
+    assert len(frames) > 1
+    # the paper's spec is written as before the choice existed (its caches stay valid); the other names it
+    assert "frame2d" not in paper.to_dict() and spec_from_dict(paper.to_dict()) == paper
+    assert middle.to_dict()["frame2d"] == "middle" and spec_from_dict(middle.to_dict()) == middle
+    with pytest.raises(ValueError, match="frame2d must be one of random, middle"):
+        ViewSpec(frame2d="first")
 
 
 def test_cache_gives_the_loss_of_the_teachers_on_the_fly(tmp_path, videos, student, teacher2d, teacher3d) -> None:
@@ -141,6 +159,8 @@ def test_a_stale_or_foreign_cache_is_refused(tmp_path, videos, student, teacher2
     stride = TargetBuilder(student, teacher2d, teacher3d, stride3d=2)
     with pytest.raises(TeacherCacheError, match=r"targets\.stride3d is 1 in the cache, 2 now"):
         TeacherCache.open(tmp_path / "c", cache_fingerprint(stride, spec, videos))
+    with pytest.raises(TeacherCacheError, match=r"views\.frame2d .*in the cache"):  # another 2D frame
+        TeacherCache.open(tmp_path / "c", cache_fingerprint(builder, _spec(student, frame2d="middle"), videos))
     (tmp_path / "not_a_cache").mkdir()
     (tmp_path / "not_a_cache" / "notes.txt").write_text("mine")
     with pytest.raises(TeacherCacheError, match="holds other files"):

@@ -16,6 +16,8 @@ import torch
 from distilled_shufflenet.checkpoint import read_checkpoint
 from distilled_shufflenet.cli import main
 from distilled_shufflenet.data import LabelledVideoClips, VideoClips
+from distilled_shufflenet.distill import TargetBuilder
+from distilled_shufflenet.distill.cache import TeacherCache
 from distilled_shufflenet.engine.distill import DistillConfig, distillation_datasets
 from distilled_shufflenet.models import create_model
 
@@ -170,6 +172,25 @@ def test_distill_with_the_teacher_cache_reuses_it_and_refuses_a_stale_one(tiny_s
                  "--output", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert code == 2 and "built for something else" in err and "Traceback" not in err
+
+
+def test_teacher2d_frame_middle_shows_the_2d_teacher_the_clips_middle_frame(tiny_synth: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # on the fly: every step's 2D frame is the middle one (the paper's draw would spread over the clip)
+    seen: list[torch.Tensor] = []
+    forward = TargetBuilder.forward
+    monkeypatch.setattr(TargetBuilder, "forward", lambda self, clip, frame_index=None, **kw: (
+        seen.append(torch.as_tensor(frame_index).clone()), forward(self, clip, frame_index, **kw))[1])
+    common = ["--dataset", "ucf101", "--data-root", str(tiny_synth), *student_args(), *CLIP, *QUIET, *TEACHERS,
+              "--epochs", "1", "--max-steps", "3", "--no-validation", "--teacher2d-frame", "middle"]
+    assert main(["distill", *common, "--output", str(tmp_path / "fly")]) == 0
+    assert len(seen) == 3 and all(s.tolist() == [8] * 4 for s in seen)
+    # with the teacher cache: every stored view records the middle frame
+    cache = tmp_path / "cache"
+    assert main(["distill", *common, "--cache-teachers", str(cache), "--cache-views", "2",
+                 "--output", str(tmp_path / "cached")]) == 0
+    stored = TeacherCache.open(cache)
+    assert {stored.view(i, k).frame2d for i in range(4) for k in range(2)} == {8}
 
 
 def test_a_teacher_without_weights_is_refused_unless_random_teachers_are_allowed(tiny_synth: Path, tmp_path: Path,

@@ -36,20 +36,27 @@ from distilled_shufflenet.data.transforms import (
 from distilled_shufflenet.data.video import read_frames
 from distilled_shufflenet.models import Preprocess
 
-__all__ = ["View", "ViewSpec", "apply_view", "make_view", "read_view"]
+__all__ = ["FRAME2D", "View", "ViewSpec", "apply_view", "make_view", "read_view"]
+
+# the clip frame the 2D teacher sees: one drawn per view (the paper), or the clip's middle frame, a target
+# the student can predict from its clip (a random frame's map varies across the clip's frames, and the
+# student is not told which frame was drawn)
+FRAME2D = ("random", "middle")
 
 
 @dataclass(frozen=True)
 class ViewSpec:
     """How the K views of every video are drawn: ``views`` per video, from ``seed``; windows of
     ``clip_len`` frames every ``frame_stride``; crop, resize, flip and normalisation of ``transform``
-    (the training preset, whose random draws a view replaces with its own)."""
+    (the training preset, whose random draws a view replaces with its own); ``frame2d``: the 2D
+    teacher's frame, one of :data:`FRAME2D`."""
 
     views: int = 4
     seed: int = 0
     clip_len: int = 16
     frame_stride: int = 1
     transform: TrainTransform = TrainTransform()
+    frame2d: str = "random"
 
     def __post_init__(self) -> None:
         for name in ("views", "clip_len", "frame_stride"):
@@ -58,6 +65,8 @@ class ViewSpec:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.frame2d not in FRAME2D:
+            raise ValueError(f"frame2d must be one of {', '.join(FRAME2D)}, got {self.frame2d!r}")
         if not isinstance(self.transform, TrainTransform):
             raise ValueError(f"transform must be a TrainTransform, got {type(self.transform).__name__}")
 
@@ -86,7 +95,7 @@ class ViewSpec:
                         flip: bool = True, **fields: Any) -> "ViewSpec":
         """Views of the student's clips: its clip length, crop, resize and mean/std (``crop_size`` /
         ``resize`` override them as :meth:`Preprocess.override` does), with ``fields`` (``views``,
-        ``seed``, ``frame_stride``, ``clip_len``)."""
+        ``seed``, ``frame_stride``, ``clip_len``, ``frame2d``)."""
         p = preprocess.override(crop_size=crop_size, resize=resize)
         transform = TrainTransform(p.crop_size, p.resize, tuple(p.mean), tuple(p.std), flip)
         return cls(**{"clip_len": p.clip_len, **fields}, transform=transform)
@@ -94,7 +103,9 @@ class ViewSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"views": int(self.views), "seed": int(self.seed), "clip_len": int(self.clip_len),
                 "frame_stride": int(self.frame_stride), "crop_size": self.crop_size, "resize": self.resize,
-                "mean": list(self.mean), "std": list(self.std), "flip": bool(self.flip)}
+                "mean": list(self.mean), "std": list(self.std), "flip": bool(self.flip),
+                # named only when not the paper's, so that caches built before the choice existed still match
+                **({"frame2d": self.frame2d} if self.frame2d != "random" else {})}
 
 
 @dataclass(frozen=True)
@@ -139,7 +150,9 @@ def make_view(spec: ViewSpec, video_index: int, k: int, num_frames: int, height:
     top = int(rng.integers(0, rh - spec.crop_size + 1))
     left = int(rng.integers(0, rw - spec.crop_size + 1))
     flip = bool(spec.flip and rng.random() < 0.5)
-    frame2d = int(rng.integers(0, spec.clip_len))
+    frame2d = int(rng.integers(0, spec.clip_len))  # drawn either way: the draws after it stay the same
+    if spec.frame2d == "middle":
+        frame2d = spec.clip_len // 2
     return View(tuple(int(i) for i in frames), top, left, spec.crop_size, flip, frame2d)
 
 
@@ -172,4 +185,5 @@ def spec_from_dict(d: Mapping[str, Any]) -> ViewSpec:
     """Inverse of :meth:`ViewSpec.to_dict`."""
     transform = TrainTransform(int(d["crop_size"]), int(d["resize"]), tuple(d["mean"]), tuple(d["std"]),
                                bool(d["flip"]))
-    return ViewSpec(int(d["views"]), int(d["seed"]), int(d["clip_len"]), int(d["frame_stride"]), transform)
+    return ViewSpec(int(d["views"]), int(d["seed"]), int(d["clip_len"]), int(d["frame_stride"]), transform,
+                    str(d.get("frame2d", "random")))

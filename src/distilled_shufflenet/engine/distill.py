@@ -41,7 +41,7 @@ from distilled_shufflenet.distill.loss import LOSSES
 from distilled_shufflenet.distill.objective import Distillation
 from distilled_shufflenet.distill.plots import plot_distillation
 from distilled_shufflenet.distill.targets import TEACHER_MODES
-from distilled_shufflenet.distill.views import ViewSpec
+from distilled_shufflenet.distill.views import FRAME2D, ViewSpec
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint
 from distilled_shufflenet.engine.config import TrainConfig
 from distilled_shufflenet.engine.lock import RunLock
@@ -73,6 +73,9 @@ class DistillConfig(TrainConfig):
                                           "for a teacher trained at twice the student's --frame-stride)")
     teachers: str = option("both", "distil from both teachers (the paper) or from one alone (ablation)",
                            choices=TEACHER_MODES)
+    teacher2d_frame: str = option("random", "the clip frame the 2D teacher sees: random (the paper: one frame per "
+                                  "view, which the student is not told) or middle (the clip's middle frame)",
+                                  choices=FRAME2D)
     teacher_split: float = option(0.5, "the 2D teacher's share of each tap's time slots (the paper: the first half)")
     tap_weights: tuple[float, float] = option((0.1, 0.9), "loss weights of the mid and final taps")
     teacher_weights: tuple[float, float] = option((1.0, 1.0), "weights of the 2D and 3D teachers' slots in each "
@@ -180,12 +183,17 @@ def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tupl
 
 class DistillationObjective(Distillation, Objective):
     """:class:`~distilled_shufflenet.distill.objective.Distillation` as an objective of the training loop:
-    the step and the validation, on the loop's device and precision and summed over its processes."""
+    the step and the validation, on the loop's device and precision and summed over its processes;
+    ``frame2d`` is the 2D teacher's frame in a step without a cache (a cached view carries its own)."""
+
+    def __init__(self, *args: Any, frame2d: str = "random", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frame2d = frame2d
 
     def step(self, net: nn.Module, batch: dict[str, Any], rt: Runtime) -> StepResult:
         clips = rt.to_device(batch["clip"])  # (N, 3, T, H, W)
         start = time.perf_counter()
-        target = self.batch_targets(batch, clips, rt.device, frame="random", autocast=rt.autocast)
+        target = self.batch_targets(batch, clips, rt.device, frame=self.frame2d, autocast=rt.autocast)
         teacher_s = time.perf_counter() - start
         total, figures = self.regress(net, clips, target, rt.autocast)
         return StepResult(total, clips.shape[0], {**figures, "teacher_s": teacher_s})
@@ -296,7 +304,8 @@ def distill(config: DistillConfig) -> FitResult:
         if config.cache_teachers:
             train_set = cached_training_set(config, train_set, targets, preprocess, rt)
             description["cache"] = str(config.cache_teachers)
-        objective = DistillationObjective(targets, loss, layout, adapters, description=description)
+        objective = DistillationObjective(targets, loss, layout, adapters, description=description,
+                                          frame2d=config.teacher2d_frame)
         fixed = _fixed_clip(val_set if val_set is not None else train_set)
         on_epoch_end = None
         if config.maps_png and fixed is not None:
@@ -314,7 +323,7 @@ def cached_training_set(config: DistillConfig, train_set: VideoClips, targets: n
     """Build (or reuse, or finish) the teacher cache of the training videos and read the training clips
     from it.  A cache built for other teachers, views, preprocessing or videos is refused."""
     spec = ViewSpec.from_preprocess(preprocess, views=config.cache_views, seed=config.seed,
-                                    frame_stride=config.frame_stride)
+                                    frame_stride=config.frame_stride, frame2d=config.teacher2d_frame)
     cache = TeacherCache.build(config.cache_teachers, train_set.paths, targets, spec, batch_size=config.batch_size,
                                device=rt.device, progress=config.progress and rt.is_main,
                                log=(lambda msg: print(msg, flush=True)) if rt.is_main else (lambda msg: None))
