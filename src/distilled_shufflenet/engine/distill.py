@@ -74,8 +74,8 @@ class DistillConfig(TrainConfig):
     teachers: str = option("both", "distil from both teachers (the paper) or from one alone (ablation)",
                            choices=TEACHER_MODES)
     teacher2d_frame: str = option("random", "the clip frame the 2D teacher sees: random (the paper: one frame per "
-                                  "view, which the student is not told) or middle (the clip's middle frame)",
-                                  choices=FRAME2D)
+                                  "view, which the student is not told) or middle (the clip's middle frame; "
+                                  "worse in the demo's study)", choices=FRAME2D)
     teacher_split: float = option(0.5, "the 2D teacher's share of each tap's time slots (the paper: the first half)")
     tap_weights: tuple[float, float] = option((0.1, 0.9), "loss weights of the mid and final taps")
     teacher_weights: tuple[float, float] = option((1.0, 1.0), "weights of the 2D and 3D teachers' slots in each "
