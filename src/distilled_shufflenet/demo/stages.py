@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from distilled_shufflenet.engine.checkpointing import TrainState, read_run_checkpoint
+from distilled_shufflenet.engine.checkpointing import read_run_checkpoint, saved_state
 from distilled_shufflenet.engine.config import RESUME_CHANGEABLE, resolve_config
 from distilled_shufflenet.options import build_config, plain
 from distilled_shufflenet.engine.loop import steps_per_epoch
@@ -52,9 +52,7 @@ def stage_state(folder: Path, config: Any) -> str:
     if differ:
         raise ValueError(f"{folder}: holds a run made with other settings ({', '.join(differ[:5])}); delete that "
                          "folder to redo the stage, or choose another output")
-    state = TrainState(epoch=int(ckpt.get("epoch", 0)), step=int(ckpt.get("step", 0)),
-                       bad_epochs=int((ckpt.get("progress") or {}).get("bad_epochs", 0)))
-    return "done" if state.ended(config) else "partial"
+    return "done" if saved_state(ckpt).ended(config) else "partial"
 
 
 class Progress:

@@ -207,6 +207,12 @@ def state_from_checkpoint(ckpt: Mapping[str, Any], *, batch_size: int, world_siz
             f"{data.get('world_size')} process(es); resume with the same values (got batch_size={batch_size} "
             f"on {world_size}) or from an epoch-end checkpoint"
         )
+    return saved_state(ckpt)
+
+
+def saved_state(ckpt: Mapping[str, Any]) -> TrainState:
+    """The :class:`TrainState` a run checkpoint records, unchecked (:func:`state_from_checkpoint` checks
+    that it can be resumed)."""
     progress = dict(ckpt.get("progress") or {})
     if "best_top1" in progress:  # checkpoints written before objectives other than top-1 existed
         progress.setdefault("best_score", progress.pop("best_top1"))

@@ -276,6 +276,8 @@ def fit(
                 ended = state.ended(config)  # also a resumed run that had already ended
                 if ended is not None:
                     stopped = ended
+                    if ended == "early_stop" and rt.is_main:
+                        tqdm.write(f"early stopping: no lower loss for {state.bad_epochs} epochs")
                     break
                 epoch = state.epoch
                 sampler.set_epoch(epoch, start=state.epoch_step * config.batch_size)
@@ -292,8 +294,7 @@ def fit(
                         if rt.is_main:
                             tqdm.write(summary(row, config.epochs) + f" (stopped at max_steps {config.max_steps})")
                     break
-                metrics, improved, stop = end_epoch(net, model, val_loader, optimizer, scheduler, objective, rt, state,
-                                                    config)
+                metrics, improved = end_epoch(net, model, val_loader, optimizer, scheduler, objective, rt, state)
                 log.row(metrics)
                 if rt.is_main:
                     tqdm.write(summary(metrics, config.epochs))
@@ -303,8 +304,6 @@ def fit(
                         on_epoch_end(model, metrics)
                     except Exception as e:  # a figure must never stop a training run
                         print(f"warning: epoch-end report failed: {e}", file=sys.stderr)
-                if stop and rt.is_main:
-                    tqdm.write(f"early stopping: no lower loss for {state.bad_epochs} epochs")
         best = run_dir / BEST
         score = state.best_score if math.isfinite(state.best_score) else None
         return FitResult(run_dir, run_dir / LAST, best if best.exists() else None, state.epoch, state.step, stopped,
@@ -429,10 +428,9 @@ def _all_have_clips(batch: dict[str, Any], rt: Runtime) -> bool:
 
 # --------------------------------------------------------------------------- epoch end
 def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, optimizer: torch.optim.Optimizer,
-              scheduler: Any, objective: Objective, rt: Runtime, state: TrainState,
-              config: Any) -> tuple[dict[str, float], bool, bool]:
-    """Validate, step the schedule, update the best / early-stopping counters and start the next epoch.
-    Returns ``(log row, best improved, stop early)``."""
+              scheduler: Any, objective: Objective, rt: Runtime, state: TrainState) -> tuple[dict[str, float], bool]:
+    """Validate, step the schedule, update the best / early-stopping counters and start the next epoch
+    (whether the run stops there is :meth:`TrainState.ended`). Returns ``(log row, best improved)``."""
     row = epoch_row(state, objective, optimizer)
     broadcast_buffers(net, rt)
     if val_loader is not None:
@@ -454,7 +452,6 @@ def end_epoch(net: nn.Module, model: nn.Module, val_loader: DataLoader | None, o
     else:
         state.bad_epochs += 1
     state.epoch += 1
-    stop = state.ended(config) == "early_stop"
     state.epoch_step = 0
     state.meters = TrainState().meters
-    return row, improved, stop
+    return row, improved
