@@ -127,6 +127,16 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     with pytest.raises(ValueError, match="lr"):
         stage_state(folder, build_config(TrainConfig, {"lr": 0.5}, base=saved))
     assert stage_state(tmp_path / "empty", saved) == "new"
+    # a run saved before a setting existed did what its default does: reused at the default, not at another value
+    original, stat = (folder / "last.pt").read_bytes(), (folder / "last.pt").stat()
+    ckpt = read_checkpoint(folder / "last.pt")
+    assert saved.label_smoothing == 0.0 and ckpt["config"].pop("label_smoothing") == 0.0
+    torch_save(ckpt, folder / "last.pt")
+    assert stage_state(folder, saved) == "done"
+    with pytest.raises(ValueError, match="label_smoothing"):
+        stage_state(folder, build_config(TrainConfig, {"label_smoothing": 0.1}, base=saved))
+    (folder / "last.pt").write_bytes(original)
+    os.utime(folder / "last.pt", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     # a run its validation stopped early is done: resuming it would train on past its stop
     longer = build_config(TrainConfig, {"max_steps": 0, "epochs": saved.epochs + 5, "early_stop_patience": 2}, base=saved)
     assert stage_state(folder, longer) == "partial"

@@ -3,6 +3,7 @@ that stopped part-way (resume) or none (run), the runner of one stage, and the p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,17 @@ def _same(requested: Any, saved: Any) -> bool:
     return plain(requested) == plain(saved)
 
 
+def _defaults(config: Any) -> dict[str, Any]:
+    """Each field's default: what a run saved before that field existed did."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def stage_state(folder: Path, config: Any) -> str:
     """``"new"`` (no run), ``"done"`` (a finished run of this config), ``"partial"`` (this config,
     stopped before its end: resume it).  A run of another config there is a ``ValueError``."""
@@ -47,6 +59,8 @@ def stage_state(folder: Path, config: Any) -> str:
     saved = ckpt.get("config") or {}
     # a config saved relative to its run folder is compared in that form: a moved demo folder holds the same runs
     wanted = config.portable(folder) if saved.get("paths_root") is not None else config
+    # a setting the saved config lacks was added since that run: the run did what its default does
+    saved = {**_defaults(config), **saved}
     differ = [k for k, v in wanted.to_dict().items()
               if k not in RESUME_CHANGEABLE and k != "resume" and not _same(v, saved.get(k))]
     if differ:
