@@ -416,11 +416,18 @@ def test_ctrl_c_in_dsn_demo_exits_130_and_advises_the_same_command(monkeypatch, 
         raise _interrupted(signal.SIGINT, TrainState(epoch=0, epoch_step=2, step=2), stage)  # what the loop raises
 
     monkeypatch.setattr(demo, "run_demo", interrupted)
+    monkeypatch.setattr(demo, "run_study", interrupted)
     code = main(["demo", "--quick", "--no-progress", "--seed", "3", "--output", str(run)])
     err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err
-    assert f"dsn demo --quick --output '{run}' --seed 3 --no-progress" in err  # quoted: the path has a space
+    assert f"dsn demo --quick --no-progress --seed 3 --output '{run}'\n" in err  # quoted: the path has a space
     assert "--resume" not in err and "dsn distill" not in err
+    # a study keeps every flag it was started with, and a default output folder is spelt out
+    monkeypatch.chdir(tmp_path)
+    code = main(["demo", "--study", "--study-seeds", "1", "--study-fractions=0.05,0.5", "--label-fraction", "0.3"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "dsn demo --study --study-seeds 1 --study-fractions=0.05,0.5 --label-fraction 0.3 --output runs/demo\n" in err
 
 
 def test_dsn_demo_refuses_an_output_folder_that_is_not_a_demo_run(tiny_synth, tmp_path, capsys):

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `dsn --help` lists them
-_COMMAND_MODULES = ("demo", "models", "bench", "data", "train", "distill", "evaluate", "predict", "export")
+_COMMAND_MODULES = ("demo", "models", "bench", "data", "train", "distill", "distill_report", "evaluate", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.typed = list(sys.argv[1:] if argv is None else argv)  # the command as typed, for advice to rerun it
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

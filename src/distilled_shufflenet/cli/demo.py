@@ -78,15 +78,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _same_command(args: argparse.Namespace, config: demo.DemoConfig) -> str:
-    """The ``dsn demo`` command that continues this run (its output folder spelt out)."""
-    words = ["dsn", "demo"] + (["--quick"] if args.quick else [])
-    words += ["--config", args.config] if args.config else []
-    words += ["--output", config.output]
-    for flag, name in (("--seed", "seed"), ("--teachers-from", "teachers_from"), ("--train-teachers", "export_teachers")):
-        if getattr(args, name, None) is not None:
-            words += [flag, str(getattr(args, name))]
-    if getattr(args, "progress", True) is False:
-        words.append("--no-progress")
+    """The ``dsn demo`` command that continues this run: the one typed, every flag kept (a study's
+    included), with the output folder spelt out where it was left to its default."""
+    words = ["dsn", *getattr(args, "typed", ["demo"])]
+    if not any(w == "--output" or w.startswith("--output=") for w in words):
+        words += ["--output", config.output]
     return " ".join(shlex.quote(w) for w in words)
 
 
