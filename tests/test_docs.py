@@ -332,7 +332,7 @@ def test_the_pages_are_true_about_synthactions_commands_and_config_files() -> No
     assert f"{len(SYNTH_CLASSES)} classes, of which the first {len(DEFAULT_CLASSES)} are the default" in data
     readme = _text(README)
     for name in _COMMAND_MODULES:
-        assert f"`dsn {name}" in readme, name
+        assert f"`dsn {name.replace('_', '-')}" in readme, name
     training = _text(DOCS / "training.md")
     assert "Every command but `dsn models` has one typed config" in training
     for text in map(_text, TEXTS):
@@ -343,5 +343,5 @@ def test_the_pages_are_true_about_synthactions_commands_and_config_files() -> No
                                      "data check", "data prepare", "data bench"])
 def test_the_commands_the_readme_names_take_a_config_file(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        build_parser().parse_args([*command.split(), "--help"])
+        build_parser().parse_args([*command.replace("_", "-").split(), "--help"])
     assert "--config FILE.yaml" in capsys.readouterr().out

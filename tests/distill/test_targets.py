@@ -110,6 +110,21 @@ def test_frame_index_defaults_to_draws_from_the_generator(student, teacher2d, te
         torch.testing.assert_close(a[k], c[k])
 
 
+def test_frame_targets_hold_the_2d_target_of_every_frame(student, teacher2d, teacher3d) -> None:
+    builder = TargetBuilder(student, teacher2d, teacher3d)
+    clip = _clip(2)
+    every = builder.frame_targets(clip)
+    assert set(every) == {"mid/2d", "final/2d"}
+    for t in (0, 5, 15):
+        one = builder(clip, torch.tensor([t, t]), compact=True)
+        for key, maps in every.items():
+            assert maps.shape[2] == 16
+            torch.testing.assert_close(maps[:, :, t : t + 1], one[key])
+    assert not torch.allclose(every["final/2d"][:, :, 0], every["final/2d"][:, :, 15])  # the frames differ
+    with pytest.raises(ValueError, match="no 2D teacher"):
+        TargetBuilder(student, None, teacher3d, teachers="3d").frame_targets(clip)
+
+
 @pytest.mark.parametrize("mode", ["2d", "3d"])
 def test_single_teacher_modes_give_every_slot_to_the_one_teacher(mode: str, teacher2d, teacher3d,
                                                                  make_student) -> None:

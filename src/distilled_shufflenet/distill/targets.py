@@ -380,12 +380,8 @@ class TargetBuilder(nn.Module):
         if self.teacher2d is not None:
             if frame_index is None:
                 frame_index = self.frame_sampler(clip.shape[0], clip.shape[2], generator)
-            frame = select_frames(clip, frame_index)  # (N, 3, H, W)
-            taps = self.teacher2d.forward_taps(self.renorm2d(frame), self._taps_of("2d", layout))
-            for p in layout.parts:
-                if p.teacher == "2d":
-                    x = resample(taps[p.tap].unsqueeze(2), (1, p.height, p.width))  # (N, C, 1, H', W')
-                    out[p.key] = x if compact else x.expand(-1, -1, p.slots, -1, -1)
+            for key, x in self._maps2d(select_frames(clip, frame_index), layout).items():  # (N, C, 1, H', W')
+                out[key] = x if compact else x.expand(-1, -1, layout.part(key).slots, -1, -1)
         if self.teacher3d is not None:
             seen = clip[:, :, :: self.stride3d] if self.stride3d > 1 else clip  # (N, 3, T / stride3d, H, W)
             taps = self.teacher3d.forward_taps(self.renorm3d(seen), self._taps_of("3d", layout))
@@ -394,6 +390,28 @@ class TargetBuilder(nn.Module):
                     steps = p.stored_shape[1] if compact else p.slots
                     out[p.key] = resample(taps[p.tap], (steps, p.height, p.width))  # (N, C, steps, H', W')
         return {k: out[k] for k in layout.keys}
+
+    @torch.no_grad()
+    def frame_targets(self, clip: Tensor) -> Dict[str, Tensor]:
+        """The 2D teacher's parts for every frame of the student's clip ``(N, 3, T, H, W)``:
+        ``{"mid/2d": (N, C, T, H', W'), ...}``, step ``t`` holding what :meth:`forward` gives (compact) with
+        frame index ``t``: every target the random frame can draw."""
+        if not isinstance(clip, Tensor) or clip.dim() != 5:
+            given = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
+            raise ValueError(f"the student's clip must be a (N, 3, T, H, W) tensor, got {given}")
+        if self.teacher2d is None:
+            raise ValueError(f"frame_targets: no 2D teacher in teachers={self.mode!r}")
+        layout = self.plan(clip.shape[2:])
+        n, c, t, h, w = clip.shape
+        frames = clip.transpose(1, 2).reshape(n * t, c, h, w)  # frame t of clip i at i * T + t
+        maps = self._maps2d(frames, layout)  # (N * T, C, 1, H', W')
+        return {k: x.reshape(n, t, *x.shape[1:])[:, :, :, 0].transpose(1, 2) for k, x in maps.items()}
+
+    def _maps2d(self, frames: Tensor, layout: SlotLayout) -> Dict[str, Tensor]:
+        """The 2D teacher's parts of single frames ``(M, 3, H, W)``: ``{key: (M, C, 1, H', W')}``."""
+        taps = self.teacher2d.forward_taps(self.renorm2d(frames), self._taps_of("2d", layout))
+        return {p.key: resample(taps[p.tap].unsqueeze(2), (1, p.height, p.width))
+                for p in layout.parts if p.teacher == "2d"}
 
     def _taps_of(self, kind: str, layout: SlotLayout) -> tuple[str, ...]:
         return tuple(p.tap for p in layout.parts if p.teacher == kind)

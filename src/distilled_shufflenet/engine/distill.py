@@ -160,15 +160,19 @@ class DistillConfig(TrainConfig):
         super().validate()
 
 
+def distillation_paths(config: DistillConfig) -> tuple[list[Path], list[Path]]:
+    """The run's unlabelled training videos and the ones it holds out for validation (none without)."""
+    paths = unlabelled_videos(config.dataset, config.data_root, extra=config.extra_unlabelled,
+                              include_test=config.include_test, splits_dir=config.splits_dir, split=config.split,
+                              list_file=config.train_list, skip_missing=config.skip_missing)
+    return holdout(paths, config.val_fraction if config.validation else 0.0, config.seed)
+
+
 def distillation_datasets(config: DistillConfig, preprocess: Preprocess) -> tuple[VideoClips, VideoClips | None]:
     """The unlabelled training clips (random windows, training augmentation) and the held-out
     validation clips (centre window, centre crop), or ``None`` without validation."""
     p = preprocess
-    paths = unlabelled_videos(config.dataset, config.data_root, extra=config.extra_unlabelled,
-                              include_test=config.include_test, splits_dir=config.splits_dir, split=config.split,
-                              list_file=config.train_list, skip_missing=config.skip_missing)
-    fraction = config.val_fraction if config.validation else 0.0
-    train_paths, val_paths = holdout(paths, fraction, config.seed)
+    train_paths, val_paths = distillation_paths(config)
     common: dict[str, Any] = dict(clip_len=p.clip_len, frame_stride=config.frame_stride, on_error=config.on_error,
                                   seed=config.seed)
     train_set = VideoClips(train_paths, source=f"{len(train_paths)} unlabelled videos", sampling="random",
