@@ -136,7 +136,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     Returns ``(model, checkpoint)``: the model in eval mode on ``device``, its ``preprocess`` set to
     the one used in training; the checkpoint dict holds the rest (classes, config, metrics, ...).
     """
-    from distilled_shufflenet.models import Preprocess, create_model
+    from distilled_shufflenet.models import create_model
 
     ckpt = read_run_checkpoint(path)
     where = resolve_checkpoint_path(path)
@@ -161,10 +161,17 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         first = str(e).strip().splitlines()
         raise CheckpointError(f"checkpoint {where}: weights do not fit {name}: {' '.join(first[:4])}") from None
     if isinstance(ckpt.get("preprocess"), dict) and hasattr(model, "preprocess"):
-        p = ckpt["preprocess"]
-        model.preprocess = Preprocess(p["clip_len"], p["crop_size"], p["resize"], tuple(p["mean"]), tuple(p["std"]),
-                                      int(p.get("frame_stride", 1)))
+        model.preprocess = saved_preprocess(ckpt)
     return model.to(device).eval(), ckpt
+
+
+def saved_preprocess(ckpt: Mapping[str, Any]) -> "Preprocess":
+    """The preprocessing a run checkpoint was trained with."""
+    from distilled_shufflenet.models import Preprocess
+
+    p = ckpt["preprocess"]
+    return Preprocess(p["clip_len"], p["crop_size"], p["resize"], tuple(p["mean"]), tuple(p["std"]),
+                      int(p.get("frame_stride", 1)))
 
 
 # --------------------------------------------------------------------------- resumable run state

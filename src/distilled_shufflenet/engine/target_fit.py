@@ -38,10 +38,10 @@ from tqdm import tqdm
 
 from distilled_shufflenet.data import VideoClips, eval_transform
 from distilled_shufflenet.distill import TargetBuilder, TeacherAdapters, student_maps
-from distilled_shufflenet.engine.checkpointing import read_run_checkpoint, resolve_checkpoint_path
+from distilled_shufflenet.engine.checkpointing import read_run_checkpoint, resolve_checkpoint_path, saved_preprocess
 from distilled_shufflenet.engine.config import paths_in_place
 from distilled_shufflenet.engine.distill import DistillConfig, build_teachers, distillation_paths
-from distilled_shufflenet.models import Preprocess, create_model
+from distilled_shufflenet.models import create_model
 from distilled_shufflenet.options import build_config, option
 
 __all__ = ["PartFit", "PartSums", "TargetFit", "TargetFitConfig", "add_clip", "format_target_fit", "part_fits",
@@ -151,9 +151,7 @@ def load_distilled_run(run: str | Path) -> tuple[Any, DistillConfig, dict[str, A
     if unexpected or any(not k.startswith(head) for k in missing):
         raise ValueError(f"{where}: weights do not fit {ckpt['model_name']} (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]})")
-    p = ckpt["preprocess"]
-    student.preprocess = Preprocess(p["clip_len"], p["crop_size"], p["resize"], tuple(p["mean"]), tuple(p["std"]),
-                                    int(p.get("frame_stride", 1)))
+    student.preprocess = saved_preprocess(ckpt)
     return student.eval(), config, ckpt
 
 
