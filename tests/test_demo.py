@@ -247,16 +247,18 @@ def test_demo_study_quick(tmp_path, capsys):
             assert saved.get("early_stop_patience", 0) == 0 and saved.get("scheduler") != "plateau", folder.name
     table = (run / "study.md").read_text()
     assert table.count("\n| ") == 1 + 3 and "Upper reference" in table  # header + one line per setting
-    # the paired margins the study is for: two teachers minus one, and minus the reference, per fraction
+    # the paired margins the study is for: two teachers minus one, minus equal-compute scratch and minus the
+    # reference, per fraction, grouped by what is compared
     margins = {(m["a"], m["b"]): m for m in results["margins"]}
-    assert set(margins) == {(f"distilled_both_{t}", other) for t in ("f050", "f100")
-                            for other in (f"distilled_3d_{t}", "reference")}
+    assert [(m["a"], m["b"]) for m in results["margins"]] == [
+        (f"distilled_both_{t}", other.format(t)) for other in ("distilled_3d_{}", "scratch_equal_{}", "reference")
+        for t in ("f050", "f100")]
     for (a, b), m in margins.items():
         first, second = (points[(s, 1.0 if a.endswith("f100") else 0.5)] if s != "reference" else results["reference"]
                          for s in (a.rsplit("_", 1)[0], b if b == "reference" else b.rsplit("_", 1)[0]))
         assert m["points"] == pytest.approx(first["top1_mean"] - second["top1_mean"])
         assert m["ci95"][0] <= m["points"] <= m["ci95"][1] and len(m["per_seed"]) == 1
-    assert table.count("- two teachers minus") == 4
+    assert table.count("- two teachers minus") == 6
 
 
 @pytest.mark.parametrize("field, value", [("label_fraction", 0.0), ("distill_loss", "l7"),

@@ -130,17 +130,17 @@ def study_results(cfg: DemoConfig, reports: dict[int, dict[str, Any]], training_
 
 def _margins(cfg: DemoConfig, reports: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """The paired differences the study is for, per label fraction: two teachers minus the 3D teacher alone,
-    and the two-teacher student minus the validation-stopped reference on all labels; each per seed and
-    for the seeds' mean, paired over the same test videos (95 % bootstrap interval, points)."""
+    minus scratch on the same labels with equal compute, and minus the validation-stopped reference on all
+    labels (those whose settings ran); each per seed and for the seeds' mean, paired over the same test
+    videos (95 % bootstrap interval, points)."""
     if "distilled_both" not in cfg.study_settings:
         return []
-    pairs = []
-    for fraction in cfg.study_fractions:
-        tag = _tag(fraction)
-        if "distilled_3d" in cfg.study_settings:
-            pairs.append(("two teachers minus the 3D teacher alone", fraction, f"distilled_both_{tag}", f"distilled_3d_{tag}"))
-        pairs.append(("two teachers minus scratch on all labels (validation-stopped)", fraction,
-                      f"distilled_both_{tag}", "reference"))
+    kinds = [("two teachers minus the 3D teacher alone", "distilled_3d_{tag}"),
+             ("two teachers minus scratch on the same labels, equal compute", "scratch_equal_{tag}"),
+             ("two teachers minus scratch on all labels (validation-stopped)", "reference")]
+    pairs = [(label, fraction, f"distilled_both_{_tag(fraction)}", other.format(tag=_tag(fraction)))
+             for label, other in kinds if other == "reference" or other.rsplit("_", 1)[0] in cfg.study_settings
+             for fraction in cfg.study_fractions]
     out = []
     for label, fraction, a, b in pairs:
         hits = {k: np.array([reports[s][k]["video_level"]["top1_by_video"] for s in reports], dtype=np.float64)
