@@ -429,7 +429,7 @@ def test_ctrl_c_in_dsn_demo_exits_130_and_advises_the_same_command(monkeypatch, 
     code = main(["demo", "--study", "--study-seeds", "1", "--study-fractions=0.05,0.5", "--label-fraction", "0.3"])
     err = capsys.readouterr().err
     assert code == 130
-    assert "dsn demo --study --study-seeds 1 --study-fractions=0.05,0.5 --label-fraction 0.3 --output runs/demo\n" in err
+    assert "dsn demo --study --study-seeds 1 --study-fractions=0.05,0.5 --label-fraction 0.3 --output runs/study\n" in err
 
 
 def test_dsn_demo_refuses_an_output_folder_that_is_not_a_demo_run(tiny_synth, tmp_path, capsys):

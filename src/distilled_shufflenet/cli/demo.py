@@ -13,7 +13,7 @@ from pathlib import Path
 from distilled_shufflenet import demo
 from distilled_shufflenet.engine.loop import RunInterrupted
 from distilled_shufflenet.io import atomic_write_text
-from distilled_shufflenet.options import add_config_arguments, config_from_args
+from distilled_shufflenet.options import add_config_arguments, config_from_args, load_yaml
 
 _EPILOG = """\
 what it does:
@@ -60,6 +60,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.summary:
         return _summary(args)
     config = config_from_args(demo.DemoConfig, args, make=demo.DemoConfig.quick if args.quick else demo.DemoConfig)
+    if config.study and not _output_given(args):  # a study beside the single run, not mixed into its folder
+        config = dataclasses.replace(config, output=STUDY_OUTPUT[bool(args.quick)])
     if config.teachers_from is None and config.export_teachers is None and not args.quick:
         config = dataclasses.replace(config, teachers_from=str(demo.SHIPPED_TEACHERS))
         print(f"teachers: the shipped demo teachers ({demo.SHIPPED_TEACHERS}); --train-teachers DIR trains them instead")
@@ -75,6 +77,17 @@ def _demo(args: argparse.Namespace) -> int:
         return e.exit_code if isinstance(e, RunInterrupted) else 130
     print(f"stages run: {len(result.ran)}, reused: {len(result.reused)}")
     return 0
+
+
+STUDY_OUTPUT = {False: "runs/study", True: "runs/study_quick"}  # --study's folder when --output is not given
+
+
+def _output_given(args: argparse.Namespace) -> bool:
+    """Whether the command line or its --config file names the output folder."""
+    typed = getattr(args, "typed", [])
+    if any(w == "--output" or w.startswith("--output=") for w in typed):
+        return True
+    return bool(args.config) and "output" in (load_yaml(args.config) or {})
 
 
 def _same_command(args: argparse.Namespace, config: demo.DemoConfig) -> str:

@@ -59,7 +59,8 @@ class DemoConfig:
     :meth:`quick` is the tiny run of the test.  The fields with help text are ``dsn demo``'s flags; a
     ``--config FILE.yaml`` may set any field."""
 
-    output: str = option("runs/demo", "run folder (default: runs/demo, runs/demo_quick with --quick)")
+    output: str = option("runs/demo", "run folder (default: runs/demo, runs/demo_quick with --quick; with --study "
+                         "runs/study, runs/study_quick)")
     # data: the teachers' source and the user's target (SynthActions, UCF101 layout)
     classes: tuple[str, ...] | None = None  # None: every SynthActions class
     source_seed: int = 1
