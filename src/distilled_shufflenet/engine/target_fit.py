@@ -174,8 +174,8 @@ def target_fit(run: str | Path, *, videos: int = 60, on: str = "train", progress
     train_paths, val_paths = distillation_paths(config)
     paths = train_paths if on == "train" else val_paths
     if not paths:
-        raise ValueError(f"on=val: the run {resolve_checkpoint_path(run).parent} held no videos out for validation; "
-                         "use on=train")
+        raise ValueError(f"on: the run {resolve_checkpoint_path(run).parent} held no videos out for validation; "
+                         "measure it on its training videos (--on train)")
     picked = [paths[i * len(paths) // min(videos, len(paths))] for i in range(min(videos, len(paths)))]
     clips = VideoClips(picked, source=f"{len(picked)} {'training' if on == 'train' else 'held-out'} videos",
                        clip_len=pre.clip_len, frame_stride=config.frame_stride, sampling="center",
