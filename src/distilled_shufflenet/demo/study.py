@@ -221,6 +221,9 @@ def study_chart(results: dict[str, Any], path: Path) -> Path:
     ax.axhline(ref["top1_mean"], color="grey", linestyle="--", label="scratch, all labels, validation-stopped")
     ax.axhspan(ref["ci95"][0], ref["ci95"][1], color="grey", alpha=0.1)
     ax.set_xscale("log")
+    shares = [100 * f for f in results["fractions"]]
+    ax.set_xticks(shares, [f"{v:g}" for v in shares])  # the measured shares, not the log axis's decades
+    ax.minorticks_off()
     ax.set_xlabel("labelled share of the training videos (%)")
     ax.set_ylabel("video top-1 on the test split (%)")
     ax.set_title(f"{_seeds_text(results['seeds'])}: mean, 95 % interval", fontsize=9)
