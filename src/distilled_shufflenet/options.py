@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import yaml
 
-__all__ = ["add_config_arguments", "build_config", "coerce", "config_from_args", "flag_of", "flag_values",
-           "load_yaml", "merge_values", "need_path", "option", "plain"]
+__all__ = ["add_config_arguments", "build_config", "coerce", "config_from_args", "field_default", "flag_of",
+           "flag_values", "load_yaml", "merge_values", "need_path", "option", "plain"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,11 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """A field's default value (a fresh one from its factory), or ``dataclasses.MISSING`` if it has none."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def flag_of(f: dataclasses.Field) -> str:
@@ -279,7 +284,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, hidden: set[str], pr
             if f.metadata["group"] not in groups:
                 groups[f.metadata["group"]] = parser.add_argument_group(f.metadata["group"])
             where = groups[f.metadata["group"]]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = field_default(f)
         shown = default not in (dataclasses.MISSING, None, "") and "default:" not in f.metadata["help"]
         kw: dict[str, Any] = {"dest": prefix + f.name, "default": argparse.SUPPRESS,
                               "help": f.metadata["help"] + (f" (default: {_shown(default)})" if shown else "")}

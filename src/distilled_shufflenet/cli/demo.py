@@ -82,10 +82,14 @@ def _demo(args: argparse.Namespace) -> int:
 STUDY_OUTPUT = {False: "runs/study", True: "runs/study_quick"}  # --study's folder when --output is not given
 
 
+def _names_output(words: list[str]) -> bool:
+    """Whether a command line's words name the output folder."""
+    return any(w == "--output" or w.startswith("--output=") for w in words)
+
+
 def _output_given(args: argparse.Namespace) -> bool:
     """Whether the command line or its --config file names the output folder."""
-    typed = getattr(args, "typed", [])
-    if any(w == "--output" or w.startswith("--output=") for w in typed):
+    if _names_output(getattr(args, "typed", [])):
         return True
     return bool(args.config) and "output" in (load_yaml(args.config) or {})
 
@@ -94,7 +98,7 @@ def _same_command(args: argparse.Namespace, config: demo.DemoConfig) -> str:
     """The ``dsn demo`` command that continues this run: the one typed, every flag kept (a study's
     included), with the output folder spelt out where it was left to its default."""
     words = ["dsn", *getattr(args, "typed", ["demo"])]
-    if not any(w == "--output" or w.startswith("--output=") for w in words):
+    if not _names_output(words):
         words += ["--output", config.output]
     return " ".join(shlex.quote(w) for w in words)
 

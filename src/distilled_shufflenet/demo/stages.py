@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint, saved_state
 from distilled_shufflenet.engine.config import RESUME_CHANGEABLE, resolve_config
-from distilled_shufflenet.options import build_config, plain
+from distilled_shufflenet.options import build_config, field_default, plain
 from distilled_shufflenet.engine.loop import steps_per_epoch
 
 __all__ = ["DemoResult", "Progress", "epochs_for_steps", "run_stage", "stage_config", "stage_state"]
@@ -38,17 +38,6 @@ def _same(requested: Any, saved: Any) -> bool:
     return plain(requested) == plain(saved)
 
 
-def _defaults(config: Any) -> dict[str, Any]:
-    """Each field's default: what a run saved before that field existed did."""
-    out = {}
-    for f in dataclasses.fields(config):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-    return out
-
-
 def stage_state(folder: Path, config: Any) -> str:
     """``"new"`` (no run), ``"done"`` (a finished run of this config), ``"partial"`` (this config,
     stopped before its end: resume it).  A run of another config there is a ``ValueError``."""
@@ -60,7 +49,8 @@ def stage_state(folder: Path, config: Any) -> str:
     # a config saved relative to its run folder is compared in that form: a moved demo folder holds the same runs
     wanted = config.portable(folder) if saved.get("paths_root") is not None else config
     # a setting the saved config lacks was added since that run: the run did what its default does
-    saved = {**_defaults(config), **saved}
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(config)}
+    saved = {**{k: v for k, v in defaults.items() if v is not dataclasses.MISSING}, **saved}
     differ = [k for k, v in wanted.to_dict().items()
               if k not in RESUME_CHANGEABLE and k != "resume" and not _same(v, saved.get(k))]
     if differ:

@@ -135,11 +135,12 @@ def _margins(cfg: DemoConfig, reports: dict[int, dict[str, Any]]) -> list[dict[s
     videos (95 % bootstrap interval, points)."""
     if "distilled_both" not in cfg.study_settings:
         return []
-    kinds = [("two teachers minus the 3D teacher alone", "distilled_3d_{tag}"),
-             ("two teachers minus scratch on the same labels, equal compute", "scratch_equal_{tag}"),
-             ("two teachers minus scratch on all labels (validation-stopped)", "reference")]
-    pairs = [(label, fraction, f"distilled_both_{_tag(fraction)}", other.format(tag=_tag(fraction)))
-             for label, other in kinds if other == "reference" or other.rsplit("_", 1)[0] in cfg.study_settings
+    # (what is compared, the setting it needs, if any, the model it is compared with at a fraction's tag)
+    kinds = [("two teachers minus the 3D teacher alone", "distilled_3d", "distilled_3d_{}"),
+             ("two teachers minus scratch on the same labels, equal compute", "scratch_equal", "scratch_equal_{}"),
+             ("two teachers minus scratch on all labels (validation-stopped)", None, "reference")]
+    pairs = [(label, fraction, f"distilled_both_{_tag(fraction)}", other.format(_tag(fraction)))
+             for label, setting, other in kinds if setting is None or setting in cfg.study_settings
              for fraction in cfg.study_fractions]
     out = []
     for label, fraction, a, b in pairs:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -187,6 +187,12 @@ class SlotLayout:
             t, h, w = self.student_taps[tap][1:]
             lines.append(f"  {tap:5s} {c}x{t}x{h}x{w}: " + " | ".join(cells))
         return "\n".join(lines)
+
+
+def _check_clip(clip: Any) -> None:
+    if not isinstance(clip, Tensor) or clip.dim() != 5:
+        given = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
+        raise ValueError(f"the student's clip must be a (N, 3, T, H, W) tensor, got {given}")
 
 
 class TargetBuilder(nn.Module):
@@ -372,9 +378,7 @@ class TargetBuilder(nn.Module):
         cache stores them (:attr:`PartLayout.stored_shape`: 2D on one slot, 3D at the teacher's own time
         steps; :meth:`SlotLayout.expand` puts them on their slots).
         """
-        if not isinstance(clip, Tensor) or clip.dim() != 5:
-            given = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
-            raise ValueError(f"the student's clip must be a (N, 3, T, H, W) tensor, got {given}")
+        _check_clip(clip)
         layout = self.plan(clip.shape[2:])
         out: Dict[str, Tensor] = {}
         if self.teacher2d is not None:
@@ -396,9 +400,7 @@ class TargetBuilder(nn.Module):
         """The 2D teacher's parts for every frame of the student's clip ``(N, 3, T, H, W)``:
         ``{"mid/2d": (N, C, T, H', W'), ...}``, step ``t`` holding what :meth:`forward` gives (compact) with
         frame index ``t``: every target the random frame can draw."""
-        if not isinstance(clip, Tensor) or clip.dim() != 5:
-            given = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
-            raise ValueError(f"the student's clip must be a (N, 3, T, H, W) tensor, got {given}")
+        _check_clip(clip)
         if self.teacher2d is None:
             raise ValueError(f"frame_targets: no 2D teacher in teachers={self.mode!r}")
         layout = self.plan(clip.shape[2:])

@@ -308,17 +308,22 @@ def resolve_config(
     cfg = build_config(cls, overrides, base=cfg, source="command line")
     if cfg.resume is None:
         return cfg
-    # the run folder is where the checkpoint is now, wherever the run was started
-    folder = resolve_checkpoint_path(cfg.resume).parent
-    saved = paths_in_place(cls, read_run_config(cfg.resume), folder)
-    saved.pop("resume", None)
-    saved["output"] = str(folder)
-    # keys of a config of another command (train vs finetune) do not carry over
-    names = {f.name for f in dataclasses.fields(cls)}
-    base = build_config(cls, {k: v for k, v in saved.items() if k in names}, source=f"the config saved in {cfg.resume}")
+    base = saved_run_config(cls, cfg.resume)
     resumed = build_config(cls, {**from_yaml, **overrides}, base=base, source="command line")
     check_resume_changes(base, resumed)
     return resumed
+
+
+def saved_run_config(cls: type[C], path: str | os.PathLike) -> C:
+    """The ``cls`` config a run checkpoint was saved with (a run folder means its ``last.pt``): its paths as
+    seen from here, its ``output`` the folder the checkpoint is in now (wherever the run was started), without
+    ``resume`` and without the keys of another command's config (train vs finetune)."""
+    folder = resolve_checkpoint_path(path).parent
+    saved = paths_in_place(cls, read_run_config(path), folder)
+    saved.pop("resume", None)
+    saved["output"] = str(folder)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return build_config(cls, {k: v for k, v in saved.items() if k in names}, source=f"the config saved in {path}")
 
 
 def check_resume_changes(saved: TrainConfig, resumed: TrainConfig) -> None:

@@ -39,10 +39,10 @@ from tqdm import tqdm
 from distilled_shufflenet.data import VideoClips, eval_transform
 from distilled_shufflenet.distill import TargetBuilder, TeacherAdapters, student_maps
 from distilled_shufflenet.engine.checkpointing import read_run_checkpoint, resolve_checkpoint_path, saved_preprocess
-from distilled_shufflenet.engine.config import paths_in_place
+from distilled_shufflenet.engine.config import saved_run_config
 from distilled_shufflenet.engine.distill import DistillConfig, build_teachers, distillation_paths
-from distilled_shufflenet.models import create_model
-from distilled_shufflenet.options import build_config, option
+from distilled_shufflenet.models import create_model, load_pretrained
+from distilled_shufflenet.options import option
 
 __all__ = ["PartFit", "PartSums", "TargetFit", "TargetFitConfig", "add_clip", "format_target_fit", "part_fits",
            "target_fit"]
@@ -141,16 +141,9 @@ def load_distilled_run(run: str | Path) -> tuple[Any, DistillConfig, dict[str, A
     if ckpt.get("command") != "distill":
         raise ValueError(f"{where}: not a dsn distill run (written by dsn {ckpt.get('command') or 'an unknown command'});"
                          " give the folder or last.pt of a distillation")
-    names = {f.name for f in dataclasses.fields(DistillConfig)}
-    saved = paths_in_place(DistillConfig, ckpt.get("config") or {}, where.parent)
-    config = build_config(DistillConfig, {k: v for k, v in saved.items() if k in names and k != "resume"},
-                          source=f"the config saved in {where}")
+    config = saved_run_config(DistillConfig, where)
     student = create_model(ckpt["model_name"], **dict(ckpt.get("model_kwargs") or {}))
-    head = getattr(student, "classifier_name", "fc") + "."
-    missing, unexpected = student.load_state_dict(ckpt["state_dict"], strict=False)
-    if unexpected or any(not k.startswith(head) for k in missing):
-        raise ValueError(f"{where}: weights do not fit {ckpt['model_name']} (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]})")
+    load_pretrained(student, where, drop_classifier=True)  # a distilled student has every weight but the classifier
     student.preprocess = saved_preprocess(ckpt)
     return student.eval(), config, ckpt
 
@@ -190,7 +183,7 @@ def target_fit(run: str | Path, *, videos: int = 60, on: str = "train", progress
             continue
         clip = sample["clip"].unsqueeze(0)  # (1, 3, T, H, W)
         report.videos += 1
-        fixed = targets(clip, clip.shape[2] // 2)  # the 2D teacher on the middle frame (FRAME2D's "middle")
+        fixed = targets(clip, clip.shape[2] // 2)  # for the 3D parts (the 2D ones come from every frame below)
         frames = targets.frame_targets(clip) if targets.teacher2d is not None else {}
         add_clip(sums, student_maps(student, clip, layout, adapters), fixed, frames, frame2d=config.teacher2d_frame)
     if report.videos < 2:
@@ -211,18 +204,20 @@ class PartSums:
 
 def add_clip(sums: dict[str, PartSums], student: dict[str, Tensor], fixed: dict[str, Tensor],
              frames: dict[str, Tensor], *, frame2d: str = "random") -> None:
-    """Add one clip: the student's parts ``(1, C, slots, H, W)``, the targets with the 2D teacher shown the
-    middle frame (same shapes), and for the 2D parts the target of every frame ``(1, C, T, H, W)``. A run
-    distilled on random frames is scored on the 2D parts against every frame (the expectation of its loss),
-    one distilled on the middle frame against that frame's target."""
+    """Add one clip: the student's parts ``(1, C, slots, H, W)``, the targets of the parts that do not depend on
+    a frame (same shapes), and for the 2D parts the target of every frame ``(1, C, T, H, W)``. A run distilled
+    on random frames is scored on the 2D parts against every frame (the expectation of its loss), one
+    distilled on the middle frame (index ``T // 2``, as ``--teacher2d-frame middle`` takes it) against that
+    frame's target."""
     for key, s in student.items():
         acc = sums.setdefault(key, PartSums())
         if key in frames:
             every = frames[key]
             mean = every.mean(2, keepdim=True)  # (1, C, 1, H, W): the clip's map averaged over its frames
             if frame2d == "middle":
-                acc.target.add(fixed[key][:, :, :1])
-                acc.error += float(((s - fixed[key]) ** 2).mean())
+                middle = every[:, :, every.shape[2] // 2].unsqueeze(2)  # (1, C, 1, H, W)
+                acc.target.add(middle[:, :, 0])
+                acc.error += float(((s - middle) ** 2).mean())
             else:  # its target is every frame's (acc.frames below)
                 acc.error += float(((s.unsqueeze(3) - every.unsqueeze(2)) ** 2).mean())  # over slots and frames
             acc.means.add(mean[:, :, 0])
